@@ -1,0 +1,55 @@
+# ESI: one place for every set-up and run command. `make help` lists them.
+# Every target that runs code first makes sure .venv exists and holds the project (make setup).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CPU build by default. On a GPU node: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.esi-installed
+# Offline by default: nothing may download models at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+PARAMS ?= params/demo.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test bench lab clean-outputs
+
+help:
+	@echo "make setup   create .venv (torch $(TORCH_SPEC)) and install esi with test extras"
+	@echo "make demo    set up if needed, then run the embedded-default demo into outputs/demo/"
+	@echo "make test    set up if needed, then run the test suite (what CI runs)"
+	@echo "make bench   set up if needed, then run every bench/ script"
+	@echo "make lab     set up if needed, then start JupyterLab with the project's kernel"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name esi --display-name "ESI (.venv)" >/dev/null
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m esi.demo --config $(PARAMS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@set -e; for script in bench/bench_*.py; do \
+		echo "== $$script"; $(PY) $$script; \
+	done
+
+lab: setup
+	$(PY) -m pip install -e ".[lab]"
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean-outputs:
+	rm -rf outputs/*/

@@ -1,0 +1,191 @@
+"""Configuration is data: YAML files in params/ loaded into typed dataclasses.
+
+Each stage declares one dataclass of its settings. `load_config` layers YAML files and `key=value`
+overrides (later wins, as papermill's `-f a.yaml -f b.yaml -p key value` does) and rejects keys the
+dataclass does not declare, with a "did you mean" hint, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used as it is; the message says which and why."""
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from `path`, with a clear error for a missing file, broken YAML or a non-mapping."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'key=value' -> (key, value), the value parsed as YAML ('3' -> 3, 'true' -> True, '[1,2]' -> list)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def merge(base: dict, update: Mapping) -> dict:
+    """Recursive dict merge; `update` wins. Dotted keys ('train.lr') address nested mappings."""
+    out = dict(base)
+    for key, value in update.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            value = {rest: value}
+            key = head
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    hint = difflib.get_close_matches(key, names, n=1)
+    suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+    return ConfigError(f"unknown key {key!r} in {where}.{suggestion} Known keys: {', '.join(names)}")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot use {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping, where: str | None = None) -> T:
+    """Build dataclass `cls` from `data`, type-checking each field and rejecting unknown keys."""
+    where = where or cls.__name__
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise _unknown_key_error(cls, key, where)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def load_config(
+    cls: type[T],
+    files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    overrides: Mapping | Sequence[str] | None = None,
+) -> T:
+    """Layer YAML `files` then `overrides` (a mapping, or 'key=value' strings) into dataclass `cls`."""
+    if files is None:
+        files = []
+    elif isinstance(files, (str, os.PathLike)):
+        files = [files]
+    data: dict = {}
+    for f in files:
+        data = merge(data, read_yaml(f))
+    if overrides:
+        if isinstance(overrides, Mapping):
+            data = merge(data, overrides)
+        else:
+            data = merge(data, dict(parse_override(o) for o in overrides))
+    return from_dict(cls, data)
+
+
+def to_dict(config: Any) -> dict:
+    """A plain dict of a config dataclass, ready for yaml.safe_dump."""
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+    return plain(config)
+
+
+def save_config(config: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config next to a run's outputs so the run can be repeated exactly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

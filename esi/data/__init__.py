@@ -1,0 +1,42 @@
+"""ECG data layer: read WFDB records, convert them into a memory-mapped store, and load them.
+
+Public names are imported lazily (PEP 562) so that `import esi.data` stays light: reading a record
+does not import torch, and torch is imported only when a Dataset is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "STANDARD_LEADS": "esi.data.leads",
+    "MIMIC_LEADS": "esi.data.leads",
+    "canonical_lead": "esi.data.leads",
+    "ECG": "esi.data.ecg",
+    "ECGFormatError": "esi.data.ecg",
+    "read_ecg": "esi.data.reader",
+    "quality_flags": "esi.data.quality",
+    "ECGStore": "esi.data.store",
+    "convert": "esi.data.convert",
+    "ECGDataset": "esi.data.datasets",
+    "ptbxl": "esi.data.ptbxl",
+    "mimic": "esi.data.mimic",
+    "text": "esi.data.text",
+    "demo": "esi.data.demo",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module_name = _PUBLIC.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'esi.data' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name.endswith("." + name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
