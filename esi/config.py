@@ -148,19 +148,52 @@ def from_dict(cls: type[T], data: Mapping, where: str | None = None) -> T:
         raise ConfigError(f"{where}: {err}") from err
 
 
+# A params file may hold several stages, one section each (`cqa:`, `data:`, `train:`, ...), so that one
+# file such as params/demo.yaml drives the whole chain. A stage reads its own section and ignores the
+# other known ones; an unknown top-level key is still an error.
+SECTIONS = ("run", "demo", "data", "cqa", "train", "evaluate")
+
+
+def select_section(data: Mapping, section: str | None, where: str = "config") -> dict:
+    """The part of `data` that belongs to `section`.
+
+    Files written for one stage alone (flat keys) are accepted too: if `data` has no known section key at
+    all, it is returned unchanged.
+    """
+    if section is None:
+        return dict(data)
+    present = [k for k in data if k in SECTIONS]
+    if not present:
+        return dict(data)
+    stray = [k for k in data if k not in SECTIONS]
+    if stray:
+        hint = difflib.get_close_matches(stray[0], SECTIONS, n=1)
+        raise ConfigError(
+            f"{where}: top-level key {stray[0]!r} is not a section (sections: {', '.join(SECTIONS)})"
+            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    value = data.get(section) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: section {section!r} must be a mapping, got {value!r}")
+    return dict(value)
+
+
 def load_config(
     cls: type[T],
     files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
     overrides: Mapping | Sequence[str] | None = None,
+    section: str | None = None,
 ) -> T:
-    """Layer YAML `files` then `overrides` (a mapping, or 'key=value' strings) into dataclass `cls`."""
+    """Layer YAML `files` then `overrides` (a mapping, or 'key=value' strings) into dataclass `cls`.
+
+    section: read only that section of each file (see SECTIONS); overrides address the section's keys.
+    """
     if files is None:
         files = []
     elif isinstance(files, (str, os.PathLike)):
         files = [files]
     data: dict = {}
     for f in files:
-        data = merge(data, read_yaml(f))
+        data = merge(data, select_section(read_yaml(f), section, where=str(f)))
     if overrides:
         if isinstance(overrides, Mapping):
             data = merge(data, overrides)
