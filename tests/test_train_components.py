@@ -1,0 +1,84 @@
+"""The small parts of the training engine: schedules, checkpoints, metrics, the resumable sampler."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from esi.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from esi.metrics import MetricsLogger, retrieval_recall
+from esi.sampling import ResumableBatchSampler
+from esi.schedules import build_scheduler, cosine_factor, paper_step_factor
+
+
+def test_paper_schedule_warms_up_for_five_epochs_then_decays_tenfold_every_ten():
+    spe = 4
+    assert paper_step_factor(0, spe) == pytest.approx(1 / 20)
+    assert paper_step_factor(19, spe) == pytest.approx(1.0)
+    assert paper_step_factor(20 + 10 * spe - 1, spe) == pytest.approx(1.0)
+    assert paper_step_factor(20 + 10 * spe, spe) == pytest.approx(0.1)
+    assert paper_step_factor(20 + 20 * spe, spe) == pytest.approx(0.01)
+
+
+def test_cosine_schedule_reaches_the_floor_at_the_end():
+    assert cosine_factor(0, 100, 10) == pytest.approx(0.1)
+    assert cosine_factor(10, 100, 10) == pytest.approx(1.0)
+    assert cosine_factor(100, 100, 10, min_factor=0.05) == pytest.approx(0.05)
+    values = [cosine_factor(s, 100, 10) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_build_scheduler_rejects_unknown_names():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        build_scheduler(opt, "linear-ish", steps_per_epoch=2, epochs=2, warmup_epochs=1)
+
+
+def test_checkpoints_keep_the_newest_and_restore_rng(tmp_path):
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, {"value": step}, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000000003.pt", "step_000000004.pt"]
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert state["value"] == 4 and state["step"] == 4
+    expected = torch.rand(3)                      # the draw right after the save...
+    from esi.checkpoint import set_rng_state
+    set_rng_state(state["rng"])
+    assert torch.equal(torch.rand(3), expected)   # ...is repeated after restoring its RNG state
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_recall_is_perfect_for_identical_latents_and_at_chance_for_random():
+    x = torch.randn(50, 16)
+    assert retrieval_recall(x, x)["recall@1"] == 1.0
+    g = torch.Generator().manual_seed(0)
+    r = retrieval_recall(torch.randn(400, 16, generator=g), torch.randn(400, 16, generator=g))
+    assert r["recall@10"] < 0.1                    # chance is 10/400
+
+
+def test_metrics_logger_drops_rows_after_the_resumed_step(tmp_path):
+    log = MetricsLogger(tmp_path, tensorboard=False)
+    for step in range(1, 6):
+        log.log("train", step, 0, {"loss": 1.0 / step})
+    log.log("val", 5, 1, {"loss": 0.3, "recall@1": 0.5})
+    log.close()
+    resumed = MetricsLogger(tmp_path, tensorboard=False, resume_step=3)
+    resumed.log("train", 4, 0, {"loss": 0.24})
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(r["split"], r["step"]) for r in rows] == [("train", "1"), ("train", "2"), ("train", "3"), ("train", "4")]
+    assert "recall@1" in rows[0]
+
+
+def test_sampler_shards_ranks_disjointly_and_resumes_mid_epoch():
+    full = ResumableBatchSampler(103, batch_size=5, world_size=2, rank=0, seed=7)
+    other = ResumableBatchSampler(103, batch_size=5, world_size=2, rank=1, seed=7)
+    full.set_epoch(3)
+    other.set_epoch(3)
+    a, b = list(full), list(other)
+    assert len(a) == len(b) == 103 // 10
+    seen = np.concatenate([np.concatenate(a), np.concatenate(b)])
+    assert len(np.unique(seen)) == len(seen)
+    full.set_epoch(3, start_batch=4)
+    assert list(full) == a[4:]
+    full.set_epoch(4)
+    assert list(full) != a
