@@ -148,33 +148,51 @@ def from_dict(cls: type[T], data: Mapping, where: str | None = None) -> T:
         raise ConfigError(f"{where}: {err}") from err
 
 
-# A params file may hold several stages, one section each (`cqa:`, `data:`, `train:`, ...), so that one
-# file such as params/demo.yaml drives the whole chain. A stage reads its own section and ignores the
-# other known ones; an unknown top-level key is still an error.
+# One params file drives the whole chain (params/demo.yaml): its keys are FLAT and carry the stage they belong
+# to as a prefix (`cqa_backend`, `train_epochs`, `run_name`), because papermill injects each top-level key as
+# one notebook parameter and layers files key by key (`-f a.yaml -f b.yaml -p train_epochs 3`). A stage reads
+# the keys with its prefix; a key with no known prefix is an error. A nested mapping under a section name
+# (`cqa: {backend: ...}`) is accepted as a spelling of the same keys.
 SECTIONS = ("run", "demo", "data", "cqa", "train", "evaluate")
 
 
-def select_section(data: Mapping, section: str | None, where: str = "config") -> dict:
-    """The part of `data` that belongs to `section`.
+def flatten_sections(data: Mapping, where: str = "config") -> dict:
+    """Nested `section: {key: v}` mappings -> flat `section_key: v`; flat keys pass through."""
+    flat: dict = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            for sub, v in value.items():
+                flat[f"{key}_{sub}"] = v
+        else:
+            flat[key] = value
+    return flat
 
-    Files written for one stage alone (flat keys) are accepted too: if `data` has no known section key at
-    all, it is returned unchanged.
+
+def section_of(key: str) -> str | None:
+    for section in SECTIONS:
+        if key.startswith(section + "_"):
+            return section
+    return None
+
+
+def select_section(data: Mapping, section: str | None, where: str = "config") -> dict:
+    """The keys of `section` (prefix stripped) from a flat (or nested) params mapping.
+
+    Keys of the other sections are ignored; a key that belongs to no section is an error. A file written for
+    one stage alone, with no prefixed key at all, is returned unchanged.
     """
     if section is None:
         return dict(data)
-    present = [k for k in data if k in SECTIONS]
-    if not present:
-        return dict(data)
-    stray = [k for k in data if k not in SECTIONS]
+    flat = flatten_sections(data, where)
+    if not any(section_of(k) for k in flat):
+        return dict(flat)
+    stray = [k for k in flat if section_of(k) is None]
     if stray:
-        hint = difflib.get_close_matches(stray[0], SECTIONS, n=1)
-        raise ConfigError(
-            f"{where}: top-level key {stray[0]!r} is not a section (sections: {', '.join(SECTIONS)})"
-            + (f"; did you mean {hint[0]!r}?" if hint else ""))
-    value = data.get(section) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: section {section!r} must be a mapping, got {value!r}")
-    return dict(value)
+        prefixes = [f"{s}_" for s in SECTIONS]
+        raise ConfigError(f"{where}: key {stray[0]!r} belongs to no stage; params keys start with one of "
+                          f"{', '.join(prefixes)}")
+    prefix = section + "_"
+    return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
 
 
 def load_config(
