@@ -22,6 +22,8 @@ _PUBLIC = {
     "ptbxl": "esi.data.ptbxl",
     "mimic": "esi.data.mimic",
     "text": "esi.data.text",
+    "statements": "esi.data.statements",
+    "load_waveform_dict": "esi.data.statements",
     "demo": "esi.data.demo",
 }
 
