@@ -1,0 +1,234 @@
+"""The distributed context: who am I, how many are we, and gathering tensors with their gradients.
+
+The launcher decides the context and this module only reads it: torchrun sets RANK, WORLD_SIZE and
+LOCAL_RANK (plus MASTER_ADDR/MASTER_PORT); SLURM's srun sets SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID,
+and the rendezvous address is then derived from SLURM_NODELIST and SLURM_JOB_ID. Without either, the run
+is a single process and every helper here works without `torch.distributed` being initialised.
+
+Importing this module never touches CUDA (a CPU-only login node, or a parent process that forks workers,
+must be able to import it); `init_distributed` is the first place that may.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+from typing import Mapping
+
+import torch
+import torch.distributed as dist
+
+DEFAULT_MASTER_PORT = 29500
+
+
+@dataclasses.dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job.
+
+    rank: global index of this process, 0 .. world_size-1.
+    world_size: number of processes in the job.
+    local_rank: index of this process on its node (selects its GPU).
+    source: which launcher the values came from: "torchrun", "slurm" or "single".
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    source: str = "single"
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def first_host(nodelist: str) -> str:
+    """The first host name of a SLURM node list such as "gpu[003-005,009],cpu01" -> "gpu003".
+
+    nodelist: the value of SLURM_NODELIST / SLURM_JOB_NODELIST.
+    """
+    nodelist = nodelist.strip()
+    if not nodelist:
+        raise ValueError("SLURM_NODELIST is empty; cannot derive MASTER_ADDR")
+    # The first entry ends at the first comma that is not inside brackets.
+    match = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist)
+    if match is None:
+        raise ValueError(f"cannot parse SLURM_NODELIST {nodelist!r}")
+    prefix, ranges = match.group(1), match.group(3)
+    if ranges is None:
+        return prefix
+    first_range = ranges.split(",")[0]
+    return prefix + first_range.split("-")[0]  # keeps zero padding, e.g. "003"
+
+
+def read_context(environ: Mapping[str, str] | None = None) -> DistContext:
+    """The distributed context described by the environment (torchrun first, then SLURM, else single).
+
+    environ: the variables to read; defaults to `os.environ`.
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistContext(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            source="torchrun",
+        )
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return DistContext(
+            rank=int(env["SLURM_PROCID"]),
+            # A step launched with `srun -n K` inside a larger allocation runs K tasks, not SLURM_NTASKS.
+            world_size=int(env.get("SLURM_STEP_NUM_TASKS", env["SLURM_NTASKS"])),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            source="slurm",
+        )
+    return DistContext()
+
+
+def rendezvous_from_slurm(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """(MASTER_ADDR, MASTER_PORT) for a job launched with srun, unless already set in the environment.
+
+    The address is the first node of the allocation. The port is derived from the job id so that two
+    jobs sharing a node do not collide on the same default port.
+
+    environ: the variables to read; defaults to `os.environ`.
+    """
+    env = os.environ if environ is None else environ
+    addr = env.get("MASTER_ADDR")
+    if addr is None:
+        nodelist = env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST")
+        if nodelist is None:
+            raise RuntimeError("SLURM job without SLURM_NODELIST; set MASTER_ADDR to the first node's host name")
+        addr = first_host(nodelist)
+    if "MASTER_PORT" in env:
+        port = int(env["MASTER_PORT"])
+    elif "SLURM_JOB_ID" in env:
+        port = 20000 + int(re.sub(r"\D", "", env["SLURM_JOB_ID"]) or 0) % 20000
+    else:
+        port = DEFAULT_MASTER_PORT
+    return addr, port
+
+
+def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) -> DistContext:
+    """Join the process group described by the environment; a no-op for a single process.
+
+    backend: "nccl" or "gloo"; default nccl when CUDA is available, else gloo (CPU).
+    timeout_minutes: how long collectives wait for a missing rank before failing.
+
+    Returns the context. On CUDA, also selects this process's GPU (`LOCAL_RANK`).
+    """
+    context = read_context()
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), context.local_rank, context.source)
+    if not context.distributed:
+        return context
+    if context.source == "slurm":
+        addr, port = rendezvous_from_slurm()
+        os.environ.setdefault("MASTER_ADDR", addr)
+        os.environ.setdefault("MASTER_PORT", str(port))
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(context.local_rank)
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=context.rank,
+        world_size=context.world_size,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
+    return context
+
+
+def destroy_distributed() -> None:
+    """Leave the process group (call at the end of a run; harmless when not distributed)."""
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def is_initialized() -> bool:
+    """True when a process group is up."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Global rank of this process (0 when not distributed)."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0: the process that logs, writes files and saves checkpoints."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if is_initialized():
+        dist.barrier()
+
+
+def all_gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
+    """The batch size of every rank, in rank order ([n] when not distributed).
+
+    n: this rank's batch size.
+    device: where the small exchange tensor lives (must match the backend: CUDA for nccl).
+    """
+    if not is_initialized():
+        return [n]
+    mine = torch.tensor([n], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(mine) for _ in range(get_world_size())]
+    dist.all_gather(sizes, mine)
+    return [int(s.item()) for s in sizes]
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Concatenate every rank's rows; the backward pass returns to each rank the summed gradient of its rows.
+
+    Every rank computes its loss from the gathered tensor, so the gradient of rank r's rows has a part from
+    every rank's loss. Summing them (all_reduce) and keeping one's own slice is what makes the gradient of
+    the mean loss over ranks (DDP then averages) equal the single-process gradient of the whole batch.
+    all_reduce is used instead of reduce_scatter because gloo has no reduce_scatter.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        rank, longest = get_rank(), max(sizes)
+        # all_gather needs equal shapes: pad every rank's rows to the longest batch, strip after.
+        padded = x.new_zeros((longest, *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        buffers = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(buffers, padded.contiguous())
+        ctx.sizes, ctx.rank = sizes, rank
+        return torch.cat([buf[:n] for buf, n in zip(buffers, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None
+
+
+def all_gather_with_grad(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Every rank's `x` concatenated along dim 0, in rank order, differentiable w.r.t. the local `x`.
+
+    x: (n, ...) this rank's rows; ranks may hold different n.
+    sizes: every rank's n, if already known (saves one small collective); see `all_gather_sizes`.
+
+    Returns x itself when not distributed. Every rank must call this (and later backward) together.
+    """
+    if not is_initialized() or get_world_size() == 1:
+        return x
+    if sizes is None:
+        sizes = all_gather_sizes(x.shape[0], device=x.device)
+    return _AllGatherWithGrad.apply(x, sizes)

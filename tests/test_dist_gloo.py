@@ -1,0 +1,207 @@
+"""The distributed context and the contrastive loss under DDP: 2 CPU processes with gloo, started by torchrun.
+
+The module is also the worker script: `torchrun --standalone --nproc_per_node 2 test_dist_gloo.py OUT` runs
+`worker(OUT)` in each process, which writes its losses and gradients to OUT for the tests to compare with
+a single process on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from esi import dist
+from esi.models.losses import contrastive_loss, logit_scale_value
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORLD_SIZE = 2
+LOCAL_BATCH = 4
+
+
+# ---- reading the context from the environment (no processes needed) ----------------------------------
+
+def test_torchrun_variables_take_precedence_over_slurm():
+    env = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
+    assert dist.read_context(env) == dist.DistContext(rank=3, world_size=8, local_rank=1, source="torchrun")
+
+
+def test_slurm_variables_describe_an_srun_job():
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
+    context = dist.read_context(env)
+    assert (context.rank, context.world_size, context.local_rank, context.source) == (5, 8, 1, "slurm")
+    assert context.distributed and not context.is_main
+
+
+def test_no_launcher_means_a_single_process():
+    context = dist.read_context({})
+    assert context == dist.DistContext(rank=0, world_size=1, local_rank=0, source="single")
+    assert not context.distributed and context.is_main
+
+
+@pytest.mark.parametrize("nodelist, first", [
+    ("gpu042", "gpu042"),
+    ("gpu[003-005,009],cpu01", "gpu003"),
+    ("node[7,9]", "node7"),
+    ("a01,a02", "a01"),
+])
+def test_master_address_is_the_first_node_of_the_slurm_node_list(nodelist, first):
+    assert dist.first_host(nodelist) == first
+
+
+def test_slurm_rendezvous_port_comes_from_the_job_id_unless_set():
+    addr, port = dist.rendezvous_from_slurm({"SLURM_NODELIST": "gpu[12-13]", "SLURM_JOB_ID": "123456"})
+    assert (addr, port) == ("gpu12", 20000 + 123456 % 20000)
+    explicit = {"SLURM_NODELIST": "gpu[12-13]", "MASTER_ADDR": "head", "MASTER_PORT": "40000"}
+    assert dist.rendezvous_from_slurm(explicit) == ("head", 40000)
+
+
+def test_helpers_work_without_a_process_group():
+    x = torch.randn(3, 2)
+    assert dist.get_rank() == 0 and dist.get_world_size() == 1 and dist.is_main_process()
+    dist.barrier()
+    assert dist.all_gather_with_grad(x) is x
+
+
+# ---- two processes ----------------------------------------------------------------------------------
+
+class TwoTowers(nn.Module):
+    """A small ECG tower (the real ConvNeXt V2 atto) and a text projection, as the ESI model pairs them."""
+
+    def __init__(self):
+        super().__init__()
+        from esi.models.registry import create_encoder
+
+        self.ecg_encoder = create_encoder("convnextv2_atto")
+        self.ecg_to_latent = nn.Linear(self.ecg_encoder.dim, 32, bias=False)
+        self.text_to_latent = nn.Linear(24, 32, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, ecg, text_features, local_loss: bool):
+        ecg_latents = nn.functional.normalize(self.ecg_to_latent(self.ecg_encoder.encode(ecg)), dim=-1)
+        text_latents = nn.functional.normalize(self.text_to_latent(text_features), dim=-1)
+        return contrastive_loss(ecg_latents, text_latents, logit_scale_value(self.logit_scale), local_loss)
+
+
+def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ecg = torch.randn(WORLD_SIZE * LOCAL_BATCH, 12, 256, generator=generator)
+    text_features = torch.randn(WORLD_SIZE * LOCAL_BATCH, 24, generator=generator)
+    return ecg, text_features
+
+
+def fresh_towers() -> TwoTowers:
+    torch.manual_seed(0)
+    return TwoTowers()
+
+
+def worker(out_dir: Path) -> None:
+    """One rank: the contrastive loss and DDP-averaged gradients on its quarter of the global batch."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    context = dist.init_distributed()  # reads RANK / WORLD_SIZE / LOCAL_RANK set by torchrun; gloo on CPU
+    rank = dist.get_rank()
+    ecg, text_features = global_batch()
+    mine = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+    result = {"context": context, "is_main": dist.is_main_process()}
+
+    for local_loss in (False, True):
+        model = DistributedDataParallel(fresh_towers())
+        out = model(ecg[mine], text_features[mine], local_loss)
+        out.loss.backward()
+        key = "local" if local_loss else "global"
+        result[key] = {
+            "loss": out.loss.detach(),
+            "labels": out.labels,
+            "logits_shape": tuple(out.logits_per_ecg.shape),
+            "grads": {name: p.grad.clone() for name, p in model.module.named_parameters()},
+        }
+
+    # Ranks with different batch sizes: rank r holds r + 2 rows whose values are its rank.
+    rows = torch.full((rank + 2, 3), float(rank), requires_grad=True)
+    gathered = dist.all_gather_with_grad(rows)
+    weights = torch.arange(gathered.shape[0], dtype=torch.float32)[:, None]
+    (gathered * weights).sum().backward()
+    result["uneven"] = {"gathered": gathered.detach(), "grad": rows.grad}
+
+    dist.barrier()
+    torch.save(result, out_dir / f"rank{rank}.pt")
+    dist.destroy_distributed()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    out_dir = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}",
+               __file__, str(out_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+
+@pytest.fixture(scope="module")
+def single_process() -> dict:
+    """The same model on the whole global batch in one process: the reference."""
+    ecg, text_features = global_batch()
+    model = fresh_towers()
+    out = model(ecg, text_features, local_loss=False)
+    out.loss.backward()
+    return {"loss": out.loss.detach(), "grads": {name: p.grad.clone() for name, p in model.named_parameters()}}
+
+
+def test_workers_read_their_rank_from_torchrun(ranks):
+    contexts = [r["context"] for r in ranks]
+    assert [(c.rank, c.world_size, c.source) for c in contexts] == [(0, 2, "torchrun"), (1, 2, "torchrun")]
+    assert [r["is_main"] for r in ranks] == [True, False]
+
+
+def test_global_negatives_score_each_rank_against_the_whole_batch(ranks):
+    for rank, result in enumerate(ranks):
+        assert result["global"]["logits_shape"] == (LOCAL_BATCH, WORLD_SIZE * LOCAL_BATCH)
+        # Positives sit at this rank's offset in the gathered batch, not at 0..local_batch-1.
+        assert result["global"]["labels"].tolist() == list(range(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH))
+
+
+def test_global_negatives_reproduce_the_single_process_loss(ranks, single_process):
+    mean_over_ranks = torch.stack([r["global"]["loss"] for r in ranks]).mean()
+    torch.testing.assert_close(mean_over_ranks, single_process["loss"])
+
+
+def test_global_negatives_reproduce_the_single_process_gradients(ranks, single_process):
+    names = list(single_process["grads"])
+    expected = torch.cat([single_process["grads"][name].flatten() for name in names])
+    for result in ranks:  # DDP leaves the same averaged gradients on every rank
+        actual = torch.cat([result["global"]["grads"][name].flatten() for name in names])
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_local_loss_uses_per_rank_negatives_and_differs(ranks, single_process):
+    for result in ranks:
+        assert result["local"]["logits_shape"] == (LOCAL_BATCH, LOCAL_BATCH)
+        assert result["local"]["labels"].tolist() == list(range(LOCAL_BATCH))
+    mean_over_ranks = torch.stack([r["local"]["loss"] for r in ranks]).mean()
+    assert abs(mean_over_ranks - single_process["loss"]) > 1e-3
+    grad_gap = (ranks[0]["local"]["grads"]["ecg_to_latent.weight"]
+                - single_process["grads"]["ecg_to_latent.weight"]).abs().max()
+    assert grad_gap > 1e-4
+
+
+def test_all_gather_with_grad_handles_uneven_batches(ranks):
+    expected = torch.cat([torch.zeros(2, 3), torch.ones(3, 3)])
+    for rank, result in enumerate(ranks):
+        torch.testing.assert_close(result["uneven"]["gathered"], expected)
+        # Both ranks' losses weight row i by i; rank r's rows start at offset 0 or 2: gradient = 2 * weight.
+        offset = 0 if rank == 0 else 2
+        weights = torch.arange(offset, offset + rank + 2, dtype=torch.float32)[:, None].expand(-1, 3)
+        torch.testing.assert_close(result["uneven"]["grad"], 2 * weights)
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]))
