@@ -59,3 +59,12 @@ def test_linear_probe_learns_a_separable_task_and_selects_on_validation():
     assert res.test_scores.shape == (100, 3)
     assert macro_auroc(ys, res.test_scores) > 0.95
     assert res.val_auroc == max(max(c) for c in res.val_curve.values())
+
+
+def test_rank_auroc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, size=(120, 5))
+    s = np.round(rng.normal(size=(120, 5)) + y, 1)          # rounding creates ties
+    expected = [roc_auc_score(y[:, c], s[:, c]) for c in range(5)]
+    assert per_class_auroc(y, s) == pytest.approx(expected, abs=1e-12)

@@ -1,0 +1,6 @@
+"""`python -m esi.evaluate --config params/ptbxl_benchmark.yaml [--set key=value ...]` (see esi.evaluate.run)."""
+
+from esi.evaluate.run import main
+
+if __name__ == "__main__":
+    main()

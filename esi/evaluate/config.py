@@ -1,0 +1,162 @@
+"""Settings of `python -m esi.evaluate` (params keys `evaluate_<field>`; see params/ptbxl_benchmark.yaml).
+
+    config = load_evaluate_config("params/ptbxl_benchmark.yaml", ["evaluate_probe_epochs=20"])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from esi.config import load_config, read_yaml, select_section
+from esi.data.ptbxl import TASKS
+from esi.evaluate.encoders import EncoderSpec
+
+PROTOCOLS = ("linear_probe", "benchmark", "zero_shot", "identification")
+Protocol = Literal["linear_probe", "benchmark", "zero_shot", "identification"]
+Task = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything one evaluation run does (params keys `evaluate_<field>`).
+
+    General
+      ptbxl_root: the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/, records500/).
+      out_dir: the run folder; "" = outputs/<run_name> (params key `run_name`), or outputs/evaluate.
+      store_dir: converted PTB-XL stores (one per rate); "" = <out_dir>/evaluate/stores.
+      cache_dir: cached features; "" = <out_dir>/evaluate/features (share it to reuse features across runs).
+      encoders: the encoders to evaluate (`EncoderSpec` entries: kind, path, name, architecture, fs, normalize...).
+      random_baselines: add the random-init twin of every pretrained encoder (always reported as the baseline).
+      protocols: which of linear_probe, benchmark, zero_shot, identification to run.
+      device: torch device ("cpu", "cuda", "cuda:1").
+      batch_size: records per forward pass when extracting features (on CPU 16-32 is fastest; on a GPU 256+).
+      convert_workers: processes for the one-off PTB-XL conversion (0: all cores).
+      n_boot: bootstrap resamples of the test records for every interval.
+      seed: seed of subsets, heads, crops and bootstraps.
+      min_samples: keep classes occurring in more than this many records (the benchmark: 0).
+      progress: show progress bars.
+    Protocol B: linear probe
+      probe_tasks, probe_fractions, probe_seeds: tasks, label fractions of folds 1-8, one probe per seed.
+      probe_epochs, probe_lr, probe_weight_decays: the head's training; epoch and decay chosen on fold 9.
+    Protocol A: PTB-XL benchmark
+      benchmark_tasks: tasks (all six by default).
+      benchmark_supervised: architectures trained from scratch (xresnet1d101).
+      benchmark_supervised_fs: their sampling rate (the benchmark: 100 Hz).
+      benchmark_finetune: also fine-tune each encoder in `encoders` (at its own rate) with the same recipe.
+      benchmark_epochs, benchmark_batch_size, benchmark_lr, benchmark_finetune_lr, benchmark_weight_decay: recipe.
+      benchmark_window_s, benchmark_stride_s: crop/window length and evaluation stride (seconds).
+      benchmark_dropout: head dropout (half of it before the hidden layer).
+      benchmark_train_fraction: share of folds 1-8 used (1.0 = the benchmark).
+      benchmark_save_models: keep the trained models (usable as EncoderSpec kind "supervised").
+      benchmark_loader_workers: DataLoader worker processes for training.
+    Zero-shot
+      zero_shot_tasks: tasks.
+      zero_shot_waveform_dict: statement -> description JSON (CQA output); "" = class names only.
+      zero_shot_templates: prompt templates with {class_name} and {description} (embeddings averaged).
+      zero_shot_no_description_template: prompt of a class without a description ({class_name}).
+      zero_shot_class_names: label -> English name overrides.
+      zero_shot_folds: folds scored (10).
+    Identification
+      identification_folds: folds to draw patients from ([] = all).
+      identification_max_rank: length of the CMC curve.
+    Figures
+      figures: draw the figures.
+      figure_task: task of the per-class, ROC and label-fraction figures.
+      tsne_max_points: records in the t-SNE map at most.
+      tsne_iterations: t-SNE optimisation steps (>= 250).
+    """
+
+    ptbxl_root: str = "data/ptbxl"
+    out_dir: str = ""
+    store_dir: str = ""
+    cache_dir: str = ""
+    encoders: list[EncoderSpec] = field(default_factory=list)
+    random_baselines: bool = True
+    protocols: list[Protocol] = field(default_factory=lambda: list(PROTOCOLS))
+    device: str = "cpu"
+    batch_size: int = 32
+    convert_workers: int = 0
+    n_boot: int = 100
+    seed: int = 0
+    min_samples: int = 0
+    progress: bool = True
+
+    probe_tasks: list[Task] = field(default_factory=lambda: ["superdiagnostic", "subdiagnostic", "form", "rhythm"])
+    probe_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    probe_seeds: list[int] = field(default_factory=lambda: [0])
+    probe_epochs: int = 100
+    probe_lr: float = 1e-2
+    probe_weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2])
+
+    benchmark_tasks: list[Task] = field(default_factory=lambda: list(TASKS))
+    benchmark_supervised: list[str] = field(default_factory=lambda: ["xresnet1d101"])
+    benchmark_supervised_fs: float = 100.0
+    benchmark_finetune: bool = True
+    benchmark_epochs: int = 50
+    benchmark_batch_size: int = 128
+    benchmark_lr: float = 1e-2
+    benchmark_finetune_lr: float = 1e-3
+    benchmark_weight_decay: float = 1e-2
+    benchmark_window_s: float = 2.5
+    benchmark_stride_s: float = 1.25
+    benchmark_dropout: float = 0.5
+    benchmark_train_fraction: float = 1.0
+    benchmark_save_models: bool = True
+    benchmark_loader_workers: int = 0
+
+    zero_shot_tasks: list[Task] = field(default_factory=lambda: ["superdiagnostic", "subdiagnostic", "form", "rhythm"])
+    zero_shot_waveform_dict: str = ""
+    zero_shot_templates: list[str] = field(default_factory=lambda: ["ECG showing {class_name}. {description}"])
+    zero_shot_no_description_template: str = "ECG showing {class_name}."
+    zero_shot_class_names: dict = field(default_factory=dict)
+    zero_shot_folds: list[int] = field(default_factory=lambda: [10])
+
+    identification_folds: list[int] = field(default_factory=list)
+    identification_max_rank: int = 20
+
+    figures: bool = True
+    figure_task: Task = "superdiagnostic"
+    tsne_max_points: int = 2000
+    tsne_iterations: int = 1000
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], str | None]:
+    """(evaluate overrides without their prefix, run_name if overridden); `evaluate_x=v` and `x=v` both work."""
+    from esi.config import parse_override
+
+    kept, run_name = [], None
+    for item in overrides:
+        key, value = parse_override(item)
+        if key == "run_name":
+            run_name = str(value)
+            continue
+        for prefix in ("evaluate_", "evaluate."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        kept.append(f"{key}={item.split('=', 1)[1]}")
+    return kept, run_name
+
+
+def load_evaluate_config(files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+                         overrides: Sequence[str] | None = None) -> tuple[EvaluateConfig, str]:
+    """(EvaluateConfig, run name) from params files and `key=value` overrides.
+
+    Args:
+        files: params YAML files, later ones win; only `evaluate_*` keys (and `run_name`) are read.
+        overrides: "key=value" strings; keys may carry the `evaluate_` prefix or not; `run_name=...` names the run.
+
+    Returns:
+        The config, and the run name ("" when no file or override sets `run_name`).
+    """
+    if files is None:
+        files = []
+    elif isinstance(files, (str, os.PathLike)):
+        files = [files]
+    run_name = ""
+    for f in files:
+        run_name = str(select_section(read_yaml(f), "run", where=str(f)).get("name", run_name) or run_name)
+    kept, override_name = _split_overrides(overrides or [])
+    config = load_config(EvaluateConfig, files, kept, section="evaluate")
+    return config, override_name or run_name

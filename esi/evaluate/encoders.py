@@ -1,0 +1,340 @@
+"""Which ECG encoder to evaluate, and how it must be fed: `EncoderSpec` -> `load_encoder` -> `LoadedEncoder`.
+
+Four kinds of encoder:
+
+- "esi": a model saved by `esi.train` (`ESIModel.save_pretrained` folder). Its `preprocessing.json`
+  (written by esi.train beside config.json) records the rate, normalisation and leads it was pretrained with.
+- "original": the original ESI release's `model.safetensors` (500 Hz, ONE z-score over the whole ECG, MIMIC-IV
+  lead order with aVF before aVL; see `esi.models.original`).
+- "random": a randomly initialised encoder of a named architecture: the baseline every result is shown
+  against. `random_twin(spec)` makes the twin of a pretrained spec: same architecture, rate, normalisation
+  and lead order, random weights.
+- "supervised": an encoder trained from scratch on PTB-XL labels by Protocol A
+  (`esi.evaluate.ptbxl_benchmark`, which saves `<task>/<encoder>.pt`), used as a frozen feature extractor.
+
+An encoder is identified by a hash of its weights and preprocessing (`LoadedEncoder.identity`), which keys the
+feature cache: a retrained checkpoint at the same path never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from esi.data.leads import MIMIC_LEADS, STANDARD_LEADS
+from esi.paths import resolve
+
+EncoderKind = Literal["esi", "original", "random", "supervised"]
+ENCODER_KINDS = ("esi", "original", "random", "supervised")
+NORMALIZATIONS = ("global", "per_lead", "scaler")
+LEAD_ORDERS = {"standard": STANDARD_LEADS, "mimic": MIMIC_LEADS}
+PREPROCESSING_FILE = "preprocessing.json"
+
+# The original ESI loader: 500 Hz, one z-score over all leads and samples, MIMIC-IV-ECG lead order.
+ORIGINAL_FS = 500.0
+ORIGINAL_NORMALIZE = "global"
+# Architecture arguments that reproduce the original's ConvNeXt V2 (its norm and its stride remainder).
+ORIGINAL_ENCODER_KWARGS = {"downsample_norm": "time", "remainder": "drop"}
+
+
+@dataclass
+class EncoderSpec:
+    """One encoder to evaluate (an entry of params `evaluate_encoders`).
+
+    kind: "esi", "original", "random" or "supervised" (see the module docstring).
+    path: esi: the saved model folder; original: its model.safetensors (or folder); supervised: a `.pt` saved by
+        Protocol A; random: unused. Relative paths are taken from the repository root.
+    name: the label in tables and figures; default: derived from kind and architecture.
+    architecture: random: the encoder name for `esi.models.create_encoder` (e.g. "convnextv2_atto"); others:
+        read from the checkpoint (leave empty).
+    encoder_kwargs: random: extra constructor arguments (e.g. {downsample_norm: time, remainder: drop}).
+    fs: sampling rate (Hz) the encoder is fed at; None: what the checkpoint records (required for "random").
+    normalize: "global" (one z-score per ECG), "per_lead" (z-score each lead) or "scaler" (per-lead mean/std
+        fitted on the PTB-XL training folds); None: what the checkpoint records (required for "random").
+    lead_order: "standard" (I, II, III, aVR, aVL, aVF, V1-V6) or "mimic" (aVF before aVL); None: the
+        checkpoint's (standard for random encoders).
+    seed: random: the seed of the initial weights.
+    """
+
+    kind: EncoderKind
+    path: str = ""
+    name: str = ""
+    architecture: str = ""
+    encoder_kwargs: dict = field(default_factory=dict)
+    fs: float | None = None
+    normalize: Literal["global", "per_lead", "scaler"] | None = None
+    lead_order: Literal["standard", "mimic"] | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ENCODER_KINDS:
+            raise ValueError(f"encoder kind must be one of {', '.join(ENCODER_KINDS)}, got {self.kind!r}")
+        if self.kind != "random" and not self.path:
+            raise ValueError(f"an encoder of kind {self.kind!r} needs a path (name: {self.name or '-'})")
+        if self.kind == "random" and not self.architecture:
+            raise ValueError("a random encoder needs an architecture, e.g. architecture: convnextv2_atto")
+        if self.normalize is not None and self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+
+
+@dataclass
+class LoadedEncoder:
+    """An encoder ready to use, with everything needed to feed it the way it was trained.
+
+    module: takes (batch, 12, time) in `leads` order; returns `EncoderOutput(tokens, pooled)`; `encode(x)` pooled.
+    label: the name in tables. kind: the spec's kind. pretrained: False only for random encoders.
+    architecture: encoder name (and variant). encoder_kwargs: its constructor arguments.
+    fs, normalize, leads: how to prepare its input.
+    scaler: for normalize="scaler", the scaler it was trained with if the checkpoint has one (else fitted on the
+        PTB-XL training folds when features are extracted).
+    identity: hash of weights and preprocessing (keys cached features).
+    spec: the spec it came from.
+    """
+
+    module: nn.Module
+    label: str
+    kind: str
+    pretrained: bool
+    architecture: str
+    encoder_kwargs: dict
+    fs: float
+    normalize: str
+    leads: tuple[str, ...]
+    identity: str
+    spec: EncoderSpec
+    scaler: object | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.module.dim)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label `text` ("ESI (convnextv2_base)" -> "esi_convnextv2_base")."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "encoder"
+
+
+def read_preprocessing(model_dir: str | Path) -> dict:
+    """The preprocessing an `esi.train` model was pretrained with ({} if the folder records none).
+
+    model_dir: the saved model folder; its `preprocessing.json` (fs, normalize, leads, ...) is read, or else
+        the one in the folder above it.
+    """
+    model_dir = Path(model_dir)
+    for candidate in (model_dir / PREPROCESSING_FILE, model_dir.parent / PREPROCESSING_FILE):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{candidate}: not valid JSON ({err})") from err
+    return {}
+
+
+def _lead_order_name(leads) -> str:
+    leads = tuple(leads)
+    for name, order in LEAD_ORDERS.items():
+        if leads == order:
+            return name
+    raise ValueError(f"unsupported lead order {leads}; expected the 12 standard leads or the MIMIC order")
+
+
+def weights_identity(module: nn.Module, preprocessing: dict) -> str:
+    """A short hash of every tensor of `module` (names, shapes, bytes) and of its preprocessing.
+
+    Args:
+        module: the encoder (any module; its state_dict is hashed).
+        preprocessing: JSON-able facts about how it is fed (fs, normalize, leads).
+    """
+    digest = hashlib.blake2b(digest_size=10)
+    digest.update(json.dumps(preprocessing, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _original_architecture(encoder: nn.Module, path: Path) -> tuple[str, dict]:
+    """(architecture name, constructor kwargs) of an encoder loaded from an original release."""
+    from esi.models.original import detect_original_variant
+
+    variant = f"convnextv2_{detect_original_variant(encoder.state_dict(), path).name or 'custom'}"
+    kwargs = {**ORIGINAL_ENCODER_KWARGS, "depths": list(encoder.depths), "dims": list(encoder.dims)}
+    return variant, kwargs
+
+
+def esi_settings(spec: EncoderSpec) -> tuple[str, dict, float, str, str]:
+    """(architecture, kwargs, fs, normalize, lead order) of an "esi" spec: its fields first, then what the
+    checkpoint records (config.json for the architecture, preprocessing.json for the input).
+
+    Args:
+        spec: an "esi" spec.
+
+    Raises:
+        ValueError: neither the spec nor the checkpoint gives the rate and normalisation.
+    """
+    from esi.models.esi_model import read_esi_config
+
+    directory = resolve(spec.path)
+    config = read_esi_config(directory)
+    recorded = read_preprocessing(directory)
+    fs = spec.fs if spec.fs is not None else recorded.get("fs")
+    normalize = spec.normalize or recorded.get("normalize")
+    if fs is None or normalize is None:
+        raise ValueError(f"{directory}: the sampling rate and normalisation the model was pretrained with are "
+                         f"unknown (no {PREPROCESSING_FILE}); set fs and normalize in its encoder entry")
+    leads = spec.lead_order or (_lead_order_name(recorded["leads"]) if recorded.get("leads") else "standard")
+    return config.ecg_encoder, dict(config.ecg_encoder_kwargs), float(fs), normalize, leads
+
+
+def random_twin(spec: EncoderSpec, seed: int | None = None) -> EncoderSpec:
+    """The random-init baseline of a pretrained spec: same architecture, rate, normalisation, lead order.
+
+    spec: an "esi", "original" or "supervised" spec (a "random" spec is returned unchanged).
+    seed: seed of the random weights (default: the spec's).
+    """
+    if spec.kind == "random":
+        return spec
+    path = resolve(spec.path)
+    if spec.kind == "esi":
+        architecture, kwargs, fs, normalize, leads = esi_settings(spec)
+    elif spec.kind == "original":
+        from esi.models.original import load_original_esi_checkpoint
+
+        architecture, kwargs = _original_architecture(load_original_esi_checkpoint(path), path)
+        fs, normalize, leads = spec.fs or ORIGINAL_FS, spec.normalize or ORIGINAL_NORMALIZE, spec.lead_order or "mimic"
+    else:
+        saved = _read_supervised(path)
+        architecture, kwargs = saved["architecture"], saved.get("encoder_kwargs", {})
+        fs, normalize = spec.fs or saved["fs"], spec.normalize or saved["normalize"]
+        leads = spec.lead_order or _lead_order_name(saved.get("leads", STANDARD_LEADS))
+    return EncoderSpec(kind="random", name=f"random init ({architecture})", architecture=architecture,
+                       encoder_kwargs=kwargs, fs=fs, normalize=normalize, lead_order=leads,
+                       seed=spec.seed if seed is None else seed)
+
+
+def with_random_baselines(specs: list[EncoderSpec]) -> list[EncoderSpec]:
+    """`specs` plus the random twin of every pretrained spec whose baseline is not already listed.
+
+    A random spec already present with the same architecture, rate and normalisation counts as the baseline.
+    """
+    out = list(specs)
+    present = {(s.architecture, float(s.fs or 0), s.normalize) for s in specs if s.kind == "random"}
+    for spec in specs:
+        if spec.kind == "random":
+            continue
+        twin = random_twin(spec)
+        key = (twin.architecture, float(twin.fs), twin.normalize)
+        if key not in present:
+            out.append(twin)
+            present.add(key)
+    return out
+
+
+def _read_supervised(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such supervised checkpoint (Protocol A saves them under "
+                                "<run>/evaluate/models/)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no code runs
+    missing = [k for k in ("architecture", "encoder_state", "fs", "normalize") if k not in saved]
+    if missing:
+        raise ValueError(f"{path}: not a supervised encoder checkpoint of esi.evaluate (missing {', '.join(missing)})")
+    return saved
+
+
+def _build(architecture: str, kwargs: dict) -> nn.Module:
+    """A randomly initialised encoder: `create_encoder(architecture)`, or the original's ConvNeXt V2 sizes."""
+    from esi.models.convnextv2 import ConvNeXtV2Encoder
+    from esi.models.registry import create_encoder
+
+    kwargs = dict(kwargs)
+    if "depths" in kwargs:  # an original checkpoint's exact sizes (possibly none of the named variants)
+        return ConvNeXtV2Encoder(**{**kwargs, "depths": tuple(kwargs["depths"]), "dims": tuple(kwargs["dims"])})
+    return create_encoder(architecture, **kwargs)
+
+
+def load_encoder(spec: EncoderSpec, device: str | torch.device = "cpu") -> LoadedEncoder:
+    """Build or load the encoder of `spec`, in eval mode on `device`, with its preprocessing.
+
+    spec: what to load.
+    device: where to put the weights.
+
+    Raises:
+        FileNotFoundError / ValueError: a missing or unusable checkpoint, naming the file and the reason.
+    """
+    path = resolve(spec.path) if spec.path else None
+    scaler = None
+    if spec.kind == "esi":
+        from esi.models.pretrained import load_ecg_encoder
+
+        architecture, kwargs, fs, normalize, leads = esi_settings(spec)
+        module = load_ecg_encoder(path)
+        label = spec.name or f"ESI ({architecture})"
+    elif spec.kind == "original":
+        from esi.models.original import load_original_esi_checkpoint
+
+        module = load_original_esi_checkpoint(path)
+        architecture, kwargs = _original_architecture(module, path)
+        fs, normalize = spec.fs or ORIGINAL_FS, spec.normalize or ORIGINAL_NORMALIZE
+        leads = spec.lead_order or "mimic"
+        if (fs, normalize, leads) != (ORIGINAL_FS, ORIGINAL_NORMALIZE, "mimic"):
+            warnings.warn(f"{path}: feeding the original ESI encoder at {fs} Hz / {normalize} / {leads} leads, "
+                          "not as it was pretrained (500 Hz, global z-score, MIMIC lead order)", stacklevel=2)
+        label = spec.name or f"original ESI ({architecture})"
+    elif spec.kind == "supervised":
+        from esi.data.transforms import Scaler
+
+        saved = _read_supervised(path)
+        architecture, kwargs = saved["architecture"], dict(saved.get("encoder_kwargs", {}))
+        module = _build(architecture, kwargs)
+        module.load_state_dict(saved["encoder_state"])
+        fs, normalize = spec.fs or float(saved["fs"]), spec.normalize or saved["normalize"]
+        leads = spec.lead_order or _lead_order_name(saved.get("leads", STANDARD_LEADS))
+        scaler = Scaler.from_dict(saved["scaler"]) if saved.get("scaler") else None
+        label = spec.name or f"supervised {saved.get('task', '')} ({architecture})".replace("  ", " ")
+    else:
+        if spec.fs is None or spec.normalize is None:
+            raise ValueError(f"random encoder {spec.name or spec.architecture}: set fs and normalize (or make it "
+                             "with random_twin(pretrained_spec))")
+        architecture, kwargs = spec.architecture, dict(spec.encoder_kwargs)
+        torch.manual_seed(spec.seed)
+        module = _build(architecture, kwargs)
+        fs, normalize, leads = float(spec.fs), spec.normalize, spec.lead_order or "standard"
+        label = spec.name or f"random init ({architecture})"
+    preprocessing = {"fs": float(fs), "normalize": normalize, "leads": leads}
+    module = module.to(device).eval()
+    return LoadedEncoder(module=module, label=label, kind=spec.kind, pretrained=spec.kind != "random",
+                         architecture=architecture, encoder_kwargs=kwargs, fs=float(fs), normalize=normalize,
+                         leads=LEAD_ORDERS[leads], identity=weights_identity(module, preprocessing), spec=spec,
+                         scaler=scaler)
+
+
+def load_encoders(encoders, device: str | torch.device = "cpu", random_baselines: bool = True) -> list[LoadedEncoder]:
+    """Load a mix of `EncoderSpec`s and already `LoadedEncoder`s, adding the random twin of each pretrained spec.
+
+    Args:
+        encoders: specs (loaded here) and loaded encoders (kept as they are), in any order.
+        device: where loaded encoders go.
+        random_baselines: add `random_twin` of every pretrained spec not already paired with a random spec.
+    """
+    specs = [e for e in encoders if isinstance(e, EncoderSpec)]
+    if random_baselines:
+        specs = with_random_baselines(specs)
+    ready = [e for e in encoders if isinstance(e, LoadedEncoder)]
+    return ready + [load_encoder(s, device) for s in specs]
+
+
+def fresh_copy(encoder: LoadedEncoder) -> nn.Module:
+    """A trainable copy of the encoder's module (for fine-tuning without touching the loaded one)."""
+    import copy
+
+    return copy.deepcopy(encoder.module).train()
+

@@ -1,0 +1,153 @@
+"""Protocol B: linear probes on frozen features (the protocol of MERL, ICML 2024, with selection on fold 9).
+
+For each encoder, task, label fraction and seed:
+  1. features of whole 10 s records at the encoder's own rate and normalisation (cached, esi.evaluate.features);
+  2. a seeded subset of `fraction` of the training folds 1-8 in which every class has a positive
+     (`probe.label_fraction_subset`);
+  3. a linear head per weight decay; the weight decay and epoch with the best macro AUROC on fold 9 are kept
+     (`probe.train_linear_probe`), never looking at fold 10;
+  4. macro AUROC on fold 10 with a bootstrap interval.
+
+    table = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], "data/ptbxl",
+                             tasks=["superdiagnostic"], fractions=[0.01, 0.1, 1.0], run_dir="outputs/run")
+
+The random-init twin of every pretrained encoder is added by default (`random_baselines=True`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug
+from esi.evaluate.features import (FeatureSet, ProtocolResults, Workspace, join_notes, per_class_rows, result_row,
+                                   save_predictions)
+from esi.evaluate.metrics import bootstrap_macro_auroc
+from esi.evaluate.probe import label_fraction_subset, train_linear_probe
+
+PROTOCOL = "linear_probe"
+DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
+DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
+DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, epochs: int = 100, lr: float = 1e-2,
+               weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, n_boot: int = 100,
+               encoder_label: str = "encoder", names: dict | None = None) -> dict:
+    """Train and score one linear probe.
+
+    Args:
+        features: features of (at least) every record of the task.
+        task: a `PTBXLTask` (all folds).
+        fraction: share of the training folds used (0 < fraction <= 1).
+        seed: seed of the subset, the head's initialisation and the bootstrap.
+        epochs, lr, weight_decays: the probe's training (see `probe.train_linear_probe`).
+        n_boot: bootstrap resamples of the test records.
+        encoder_label: the encoder's name in the rows.
+        names: class label -> English name for the per-class rows.
+
+    Returns:
+        {"row": tidy row, "per_class": rows, "y_true", "y_score", "classes", "ecg_ids", "probe": ProbeResult,
+         "train_ids": ecg_ids of the training subset}.
+    """
+    train, val, test = task.split("train"), task.split("val"), task.split("test")
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"{task.task}: needs records in folds 1-8, 9 and 10; has {len(train)}/{len(val)}/{len(test)}")
+    # A class with no positive in the training folds cannot be learned by any head: leave it out, and say so.
+    scored = train.y.sum(0) > 0
+    classes = [c for c, keep in zip(task.classes, scored) if keep]
+    notes = ""
+    if not scored.all():
+        dropped = [c for c, keep in zip(task.classes, scored) if not keep]
+        notes = f"{len(dropped)} class(es) without a training positive not scored ({', '.join(dropped[:5])})"
+    y_train, y_val, y_test = train.y[:, scored], val.y[:, scored], test.y[:, scored]
+
+    subset = label_fraction_subset(y_train, fraction, seed=seed)
+    x_train = features.take(train.ecg_ids[subset])
+    x_val, x_test = features.take(val.ecg_ids), features.take(test.ecg_ids)
+    probe = train_linear_probe(x_train, y_train[subset], x_val, y_val, x_test, weight_decays=tuple(weight_decays),
+                               epochs=epochs, lr=lr, seed=seed)
+    if not np.isfinite(probe.val_auroc):
+        notes = join_notes(notes, "fold 9 has no class with both labels: epoch and weight decay not selected")
+    boot = bootstrap_macro_auroc(y_test, probe.test_scores, n_boot=n_boot, seed=seed)
+    notes = join_notes(notes, f"selected on fold 9: weight decay {probe.weight_decay:g}, epoch {probe.epoch} "
+                              f"(val AUROC {probe.val_auroc:.3f})")
+    row = result_row(task.task, PROTOCOL, encoder_label, "macro_auroc", boot.value, boot.low, boot.high,
+                     label_fraction=fraction, n_test=len(test), n_train=len(subset), seed=seed, notes=notes)
+    per_class = per_class_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
+                               label_fraction=fraction, seed=seed, names=names)
+    return {"row": row, "per_class": per_class, "y_true": y_test, "y_score": probe.test_scores,
+            "classes": classes, "ecg_ids": test.ecg_ids, "probe": probe, "train_ids": train.ecg_ids[subset]}
+
+
+def linear_probe_results(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
+                         tasks: Sequence[str] = DEFAULT_TASKS, fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
+                         seeds: Sequence[int] = (0,), epochs: int = 100, lr: float = 1e-2,
+                         weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, n_boot: int = 100,
+                         min_samples: int = 0, random_baselines: bool = True) -> ProtocolResults:
+    """Protocol B for every encoder x task x fraction x seed in a `workspace` (stores, cache, device).
+
+    The other arguments are those of `run_linear_probe`. Test-set scores are written to
+    <run_dir>/evaluate/predictions/linear_probe/<task>/.
+    """
+    loaded = load_encoders(encoders, workspace.device, random_baselines)
+    rows, per_class = [], []
+    for encoder in loaded:
+        features = workspace.features(encoder)
+        for task_name in tasks:
+            task = workspace.task(task_name, min_samples)
+            for fraction in fractions:
+                for seed in seeds:
+                    out = probe_task(features, task, fraction, seed, epochs=epochs, lr=lr,
+                                     weight_decays=weight_decays, n_boot=n_boot, encoder_label=encoder.label,
+                                     names=workspace.class_names(task.classes))
+                    rows.append(out["row"])
+                    per_class.extend(out["per_class"])
+                    name = f"{slug(encoder.label)}_frac{fraction:g}_seed{seed}.npz"
+                    save_predictions(workspace.predictions_dir / PROTOCOL / task_name / name, out["y_true"],
+                                     out["y_score"], out["classes"], out["ecg_ids"], encoder=encoder.label,
+                                     label_fraction=fraction, seed=seed, pretrained=encoder.pretrained)
+    return ProtocolResults.from_rows(rows, per_class)
+
+
+def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_root: str | os.PathLike,
+                     tasks: Sequence[str] = DEFAULT_TASKS, fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
+                     run_dir: str | os.PathLike | None = None, store_dir: str | os.PathLike | None = None,
+                     cache_dir: str | os.PathLike | None = None, seeds: Sequence[int] = (0,), epochs: int = 100,
+                     lr: float = 1e-2, weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, n_boot: int = 100,
+                     min_samples: int = 0, random_baselines: bool = True, batch_size: int = 32,
+                     device: str = "cpu", workers: int | None = None, progress: bool = True):
+    """Protocol B: linear-probe macro AUROC on PTB-XL fold 10, as a tidy DataFrame (see RESULT_COLUMNS).
+
+    Args:
+        encoders: `EncoderSpec`s (loaded here) or `LoadedEncoder`s.
+        ptbxl_root: the PTB-XL folder.
+        tasks: PTB-XL tasks (default: super/sub/form/rhythm, as MERL).
+        fractions: label fractions of the training folds (default 1 %, 10 %, 100 %).
+        run_dir: where stores, cached features and predictions go (default outputs/evaluate).
+        store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
+        cache_dir: cached features (default <run_dir>/evaluate/features).
+        seeds: one probe per seed (subset, initialisation, bootstrap).
+        epochs, lr, weight_decays: the probe's training; epoch and weight decay are chosen on fold 9.
+        n_boot: bootstrap resamples for the interval.
+        min_samples: keep classes with more than this many records (the benchmark's default 0).
+        random_baselines: add the random-init twin of every pretrained spec.
+        batch_size: records per forward pass when extracting features.
+        device: torch device of the encoders.
+        workers: processes for the one-off PTB-XL conversion (None: all cores).
+        progress: show progress bars.
+
+    Returns:
+        pandas DataFrame, one row per encoder x task x fraction x seed, metric "macro_auroc".
+    """
+    from esi.paths import outputs_dir
+
+    workspace = Workspace(Path(run_dir) if run_dir else outputs_dir() / "evaluate", Path(ptbxl_root),
+                          store_dir=store_dir, cache_dir=cache_dir,
+                          device=device, batch_size=batch_size, workers=workers, progress=progress)
+    return linear_probe_results(encoders, workspace, tasks, fractions, seeds=seeds, epochs=epochs, lr=lr,
+                                weight_decays=weight_decays, n_boot=n_boot, min_samples=min_samples,
+                                random_baselines=random_baselines).table

@@ -1,0 +1,255 @@
+"""Zero-shot classification with an ESI model: no training, text prompts as the classifier.
+
+For each class of a PTB-XL task:
+  class name    the English name of the label (`esi.evaluate.features.class_names`): scp_statements.csv's
+                `description` for SCP codes ("IMI" -> "inferior myocardial infarction"), a fixed name for the
+                benchmark's label groups ("MI" -> "myocardial infarction"), or a name from the params;
+  description   the waveform description of that finding from a statement -> description dictionary (the Cardio
+                Query Assistant's output, or the original paper's file), looked up with esi.data.statements'
+                spelling-tolerant matching under the class name, the SCP statement text, or the code;
+  prompts       each template filled in ("ECG showing {class_name}. {description}"); a class without a
+                description uses `no_description_template`.
+The class's text embedding is the normalised mean of its prompts' embeddings; an ECG's score for the class is
+the cosine similarity of its ECG embedding with it. Macro AUROC on fold 10 (bootstrap interval) per task.
+
+    table = run_zero_shot([EncoderSpec(kind="esi", path="outputs/run/model")], "data/ptbxl",
+                          waveform_dict="outputs/cqa/ptbxl_descriptions.json", run_dir="outputs/run")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from esi.evaluate.encoders import LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, weights_identity
+from esi.evaluate.features import (ProtocolResults, Workspace, join_notes, per_class_rows, result_row,
+                                   save_predictions)
+from esi.evaluate.metrics import bootstrap_macro_auroc
+from esi.paths import resolve
+
+PROTOCOL = "zero_shot"
+DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
+DEFAULT_TEMPLATES = ("ECG showing {class_name}. {description}",)
+NO_DESCRIPTION_TEMPLATE = "ECG showing {class_name}."
+
+def class_descriptions(classes: Sequence[str], names: Mapping[str, str], statements, waveform_dict) -> dict:
+    """Each class's waveform description from `waveform_dict` (a `StatementDict`), or None when it has none.
+
+    Args:
+        classes: class labels; names: label -> English name (`class_names`).
+        statements: `esi.data.ptbxl.load_statements` output.
+        waveform_dict: the dictionary (None: no descriptions).
+
+    Looked up under the class name, then the SCP statement texts of scp_statements.csv, then the code itself.
+    """
+    if waveform_dict is None:
+        return {c: None for c in classes}
+    out = {}
+    for c in classes:
+        candidates = [names[c]]
+        if c in statements.index:
+            for column in ("description", "SCP-ECG Statement Description"):
+                value = statements[column].get(c) if column in statements.columns else None
+                if isinstance(value, str):
+                    candidates.append(value)
+        candidates.append(c)
+        out[c] = next((d for d in (waveform_dict.lookup(t) for t in candidates) if d), None)
+    return out
+
+
+def class_prompts(classes: Sequence[str], names: Mapping[str, str], descriptions: Mapping[str, str | None],
+                  templates: Sequence[str] = DEFAULT_TEMPLATES,
+                  no_description_template: str = NO_DESCRIPTION_TEMPLATE) -> dict[str, list[str]]:
+    """The text prompts of each class.
+
+    Args:
+        classes: class labels.
+        names: label -> English name.
+        descriptions: label -> waveform description (None: none found).
+        templates: with {class_name} and {description}; one prompt per template.
+        no_description_template: with {class_name}; used alone for a class without a description.
+    """
+    prompts = {}
+    for c in classes:
+        description = descriptions.get(c)
+        if description:
+            prompts[c] = [t.format(class_name=names[c], description=" ".join(description.split()))
+                          for t in templates]
+        else:
+            prompts[c] = [no_description_template.format(class_name=names[c])]
+    return prompts
+
+
+@torch.inference_mode()
+def class_embeddings(model, prompts: Mapping[str, list[str]], batch_size: int = 32) -> np.ndarray:
+    """(classes, latent_dim): each class's mean prompt embedding, L2-normalised, in `prompts` order.
+
+    model: an `ESIModel` (its `encode_text` returns normalised text latents).
+    prompts: class label -> its prompts.
+    batch_size: prompts per text-encoder pass.
+    """
+    texts = [p for ps in prompts.values() for p in ps]
+    latents = torch.cat([model.encode_text(texts[i:i + batch_size]).float().cpu()
+                         for i in range(0, len(texts), batch_size)])
+    out, start = [], 0
+    for ps in prompts.values():
+        mean = latents[start:start + len(ps)].mean(0)
+        out.append(torch.nn.functional.normalize(mean, dim=0))
+        start += len(ps)
+    return torch.stack(out).numpy()
+
+
+def zero_shot_scores(ecg_latents: np.ndarray, text_latents: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every ECG (`ecg_latents`, (records, d)) with every class (`text_latents`,
+    (classes, d)): (records, classes)."""
+    e = ecg_latents / np.linalg.norm(ecg_latents, axis=1, keepdims=True).clip(1e-12)
+    t = text_latents / np.linalg.norm(text_latents, axis=1, keepdims=True).clip(1e-12)
+    return e @ t.T
+
+
+class ECGLatentEncoder(nn.Module):
+    """An ESI model seen as an encoder whose `encode(x)` is the normalised ECG latent (for the feature cache)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.dim = model.config.latent_dim
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_ecg(x)
+
+
+def load_esi_model(spec: EncoderSpec, device: str = "cpu", random_ecg: bool = False) -> LoadedEncoder:
+    """An ESI model (from `spec.path`) wrapped as a `LoadedEncoder` of ECG latents, for zero-shot scoring.
+
+    Args:
+        spec: an "esi" spec.
+        device: where the model goes.
+        random_ecg: re-initialise the ECG side (encoder, attention pooler, ECG projection; seeded by spec.seed)
+            and keep the trained text side: the random-init baseline, which should score near chance.
+    """
+    from esi.models.esi_model import ESIModel
+
+    if spec.kind != "esi":
+        raise ValueError(f"zero-shot needs an ESI model with its text encoder (kind 'esi'), got kind {spec.kind!r}")
+    architecture, kwargs, fs, normalize, leads = esi_settings(spec)
+    model = ESIModel.from_pretrained(resolve(spec.path), device="cpu")
+    label = spec.name or f"ESI ({architecture})"
+    if random_ecg:
+        # A new model around the trained text encoder: every ECG-side weight (encoder, pooler, projection) random,
+        # the text side (encoder and projection) as trained.
+        torch.manual_seed(spec.seed)
+        trained = model
+        model = ESIModel(trained.config, text_encoder=trained.text_encoder)
+        model.text_to_latent.load_state_dict(trained.text_to_latent.state_dict())
+        label = f"random init ({architecture})"
+    model = model.to(device).eval()
+    wrapper = ECGLatentEncoder(model)
+    preprocessing = {"fs": fs, "normalize": normalize, "leads": leads}
+    return LoadedEncoder(module=wrapper, label=label, kind=spec.kind, pretrained=not random_ecg,
+                         architecture=architecture, encoder_kwargs=kwargs, fs=fs, normalize=normalize,
+                         leads=LEAD_ORDERS[leads], identity=weights_identity(wrapper, preprocessing), spec=spec)
+
+
+def zero_shot_results(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: Sequence[str] = DEFAULT_TASKS, *,
+                      waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
+                      no_description_template: str = NO_DESCRIPTION_TEMPLATE,
+                      names: Mapping[str, str] | None = None, folds: Sequence[int] = (10,), n_boot: int = 100,
+                      seed: int = 0, min_samples: int = 0, random_baselines: bool = True) -> ProtocolResults:
+    """Zero-shot macro AUROC of every ESI model on the records of `folds`, in a `workspace`.
+
+    The other arguments are those of `run_zero_shot`. The prompts used are written to <run_dir>/evaluate/zero_shot_prompts.json.
+    """
+    from esi.data.ptbxl import load_statements
+    from esi.data.statements import load_waveform_dict
+
+    statements = load_statements(workspace.ptbxl_root)  # its statement texts are looked up in the dictionary
+    descriptions_dict = load_waveform_dict(resolve(waveform_dict)) if waveform_dict else None
+    models = []
+    for spec in encoders:
+        if spec.kind != "esi":
+            warnings.warn(f"zero-shot skips {spec.name or spec.path} (kind {spec.kind!r}): only ESI models saved by "
+                          "esi.train have the text side it needs", stacklevel=2)
+            continue
+        models.append(load_esi_model(spec, workspace.device))
+        if random_baselines:
+            models.append(load_esi_model(spec, workspace.device, random_ecg=True))
+
+    rows, per_class, used_prompts = [], [], {}
+    for task_name in tasks:
+        task = workspace.task(task_name, min_samples)
+        test = task.subset(np.isin(task.folds, list(folds)))
+        if len(test) == 0:
+            raise ValueError(f"{task_name}: no records in fold(s) {list(folds)}")
+        labels = workspace.class_names(task.classes, names)
+        found = class_descriptions(task.classes, labels, statements, descriptions_dict)
+        prompts = class_prompts(task.classes, labels, found, templates, no_description_template)
+        used_prompts[task_name] = prompts
+        n_found = sum(d is not None for d in found.values())
+        coverage = f"descriptions found for {n_found}/{len(task.classes)} classes"
+        for model in models:
+            # Every record of the scored folds, encoded once per model (cached) and shared by the tasks.
+            index = workspace.store(model.fs).index
+            fold_ids = index.loc[index["strat_fold"].isin(list(folds)), "record_id"].astype(int).to_numpy()
+            latents = workspace.features(model, what="latent", ecg_ids=fold_ids).take(test.ecg_ids)
+            text = class_embeddings(model.module.model, prompts)
+            scores = zero_shot_scores(latents, text)
+            boot = bootstrap_macro_auroc(test.y, scores, n_boot=n_boot, seed=seed)
+            rows.append(result_row(task_name, PROTOCOL, model.label, "macro_auroc", boot.value, boot.low, boot.high,
+                                   n_test=len(test), seed=seed, notes=join_notes(coverage, f"folds {list(folds)}")))
+            per_class.extend(per_class_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
+                                            seed=seed, names=labels))
+            save_predictions(workspace.predictions_dir / PROTOCOL / task_name / f"{slug(model.label)}.npz", test.y,
+                             scores, task.classes, test.ecg_ids, encoder=model.label, pretrained=model.pretrained)
+    path = workspace.run_dir / "evaluate" / "zero_shot_prompts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
+    return ProtocolResults.from_rows(rows, per_class)
+
+
+def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike, tasks: Sequence[str] = DEFAULT_TASKS,
+                  *, waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
+                  no_description_template: str = NO_DESCRIPTION_TEMPLATE, names: Mapping[str, str] | None = None,
+                  folds: Sequence[int] = (10,), run_dir: str | os.PathLike | None = None,
+                  store_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                  n_boot: int = 100, seed: int = 0, min_samples: int = 0, random_baselines: bool = True,
+                  batch_size: int = 32, device: str = "cpu", workers: int | None = None, progress: bool = True):
+    """Zero-shot macro AUROC per task as a tidy DataFrame (see RESULT_COLUMNS), metric "macro_auroc".
+
+    Args:
+        encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
+        ptbxl_root: the PTB-XL folder.
+        tasks: PTB-XL tasks.
+        waveform_dict: statement -> description JSON (CQA output); None: prompts from class names only.
+        templates: prompt templates with {class_name} and {description}; embeddings averaged over them.
+        no_description_template: the prompt of a class without a description ({class_name}).
+        names: class label -> English name, overriding the defaults (see `class_names`).
+        folds: the PTB-XL folds scored (default the test fold 10).
+        run_dir: where stores, features, predictions and the prompts go (default outputs/evaluate).
+        store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
+        cache_dir: cached features (default <run_dir>/evaluate/features).
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed (and of the random-init baseline's weights via the spec).
+        min_samples: keep classes with more than this many records.
+        random_baselines: also score each model with a random-init ECG encoder (chance level expected).
+        batch_size: records per forward pass.
+        device: torch device.
+        workers: processes for the one-off PTB-XL conversion.
+        progress: show progress bars.
+    """
+    from esi.paths import outputs_dir
+
+    workspace = Workspace(Path(run_dir) if run_dir else outputs_dir() / "evaluate", Path(ptbxl_root),
+                          store_dir=store_dir, cache_dir=cache_dir,
+                          device=device, batch_size=batch_size, workers=workers, progress=progress)
+    return zero_shot_results(encoders, workspace, tasks, waveform_dict=waveform_dict, templates=templates,
+                             no_description_template=no_description_template, names=names, folds=folds,
+                             n_boot=n_boot, seed=seed, min_samples=min_samples,
+                             random_baselines=random_baselines).table
