@@ -13,6 +13,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One intra-op thread per process: tests start torchrun/DataLoader/conversion subprocesses on a 2-core machine,
+# and idle OpenMP threads spinning for a core cost far more than the parallelism gains on such small work.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("ESI_SHARED", REPO_ROOT.parent / "shared")).resolve()
