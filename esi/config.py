@@ -53,15 +53,15 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def merge(base: dict, update: Mapping) -> dict:
-    """Recursive dict merge; `update` wins. Dotted keys ('train.lr') address nested mappings."""
+    """Layer `update` over `base` key by key, as papermill does: a value replaces the earlier one whole
+    (a mapping is not merged into the earlier mapping). A dotted key ('model.latent_dim') sets one entry
+    inside a mapping value, for command-line overrides."""
     out = dict(base)
     for key, value in update.items():
         if "." in key:
             head, rest = key.split(".", 1)
-            value = {rest: value}
-            key = head
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
+            inner = out.get(head)
+            out[head] = merge(dict(inner) if isinstance(inner, Mapping) else {}, {rest: value})
         else:
             out[key] = value
     return out

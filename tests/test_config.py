@@ -65,3 +65,18 @@ def test_nested_sections_spell_the_same_keys_and_saved_config_reloads(tmp_path):
     assert cfg.epochs == 4
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(Stage, tmp_path / "resolved.yaml") == cfg
+
+
+@dataclass
+class WithMapping:
+    model: dict = field(default_factory=dict)
+
+
+def test_a_mapping_value_is_replaced_whole_as_papermill_does_and_dotted_keys_set_one_entry(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("train_model: {latent_dim: 128, n_queries: 16}\n")
+    b.write_text("train_model: {latent_dim: 64}\n")
+    assert load_config(WithMapping, [a, b], section="train").model == {"latent_dim": 64}
+    assert load_config(WithMapping, [a], ["model.n_queries=8"], section="train").model == {
+        "latent_dim": 128, "n_queries": 8}
