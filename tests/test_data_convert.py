@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import wfdb
 
-from esi.data import STANDARD_LEADS, ECGStore
-from esi.data.convert import KILL_AFTER_ENV, convert
+from esi.data import STANDARD_LEADS, ECGStore, read_ecg
+from esi.data.convert import KILL_AFTER_ENV, convert, resample_ecg
 from esi.data.store import StoreSettingsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,3 +208,28 @@ def test_a_folder_that_is_not_a_store_is_refused(ptbxl_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("my files")
     with pytest.raises(StoreSettingsError, match="not empty and is not an ECG store"):
         convert("ptbxl", ptbxl_dir, tmp_path, fs=100, workers=1, limit=2, progress=False)
+
+
+def test_quality_flags_reach_the_index(ptbxl_dir, tmp_path):
+    """A clipped and a flat record among clean ones: the store's index flags exactly those two."""
+    folder = tmp_path / "wfdb"
+    link_records(ptbxl_dir, folder, range(1, 4), nested=False)
+    digital = wfdb.rdrecord(str(ptbxl_dir / "records100" / "00000" / "00004_lr"), physical=False).d_signal
+    clipped, flat = digital.copy(), digital.copy()
+    clipped[:, 1] = np.minimum(clipped[:, 1], np.percentile(clipped[:, 1], 95))  # 0.5 s of lead II at a ceiling
+    flat[:, 7] = 120  # V2 disconnected
+    for name, values in (("clipped", clipped), ("flat", flat)):
+        wfdb.wrsamp(name, fs=100, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), d_signal=values,
+                    fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder))
+    convert("folder", folder, tmp_path / "store", fs=100, workers=1, progress=False)
+    index = ECGStore(tmp_path / "store").index.set_index("record_id")
+    assert list(index.index[index.quality_saturated]) == ["clipped"]
+    assert list(index.index[index.quality_flat_lead]) == ["flat"]
+    assert index.lossless.all()
+
+
+def test_resample_ecg_matches_the_resampling_reader(ptbxl_dir):
+    record = ptbxl_dir / "records500" / "00000" / "00001_hr"
+    resampled, expected = resample_ecg(read_ecg(record), 250), read_ecg(record, fs=250)
+    np.testing.assert_array_equal(resampled.signal, expected.signal)
+    assert (resampled.fs, resampled.fs_source, resampled.notes) == (250, 500, expected.notes)

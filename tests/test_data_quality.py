@@ -9,7 +9,8 @@ import pytest
 import wfdb
 
 from esi.data import STANDARD_LEADS, quality_flags, read_ecg
-from esi.data.quality import QUALITY_FLAGS, flat_leads, saturated_leads
+from esi.data.quality import QUALITY_FLAGS, digital_quality_flags, flat_leads, saturated_leads
+from esi.data.reader import read_digital
 
 
 def write_record(directory: Path, name: str, digital: np.ndarray, sig_names=STANDARD_LEADS, fs: float = 500,
@@ -96,3 +97,38 @@ def test_short_recording(tmp_path, ptbxl_digital):
     assert ecg.duration_s == 5.0
     assert quality_flags(ecg)["short"]
     assert not quality_flags(ecg, short_s=5.0)["short"]
+
+
+# --- the same flags from the integer samples ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [100, 500])
+def test_digital_flags_equal_the_millivolt_flags_on_every_ptbxl_record(ptbxl_dir, rate):
+    # Besides the defaults, thresholds at which some real records are flagged, so both answers are compared.
+    thresholds = [{}, {"saturation_min_s": 0.01}, {"flat_ptp_mv": 0.4}, {"short_s": 10.5}]
+    flagged = set()
+    for header in sorted((ptbxl_dir / f"records{rate}").glob("*/*.hea")):
+        digital, ecg = read_digital(header), read_ecg(header)
+        for k, kwargs in enumerate(thresholds):
+            flags = digital_quality_flags(digital, **kwargs)
+            assert flags == quality_flags(ecg, **kwargs), (header, kwargs)
+            flagged.update((k, name) for name, value in flags.items() if value)
+    assert {(1, "saturated"), (2, "flat_lead"), (3, "short")} <= flagged
+
+
+@pytest.mark.parametrize("case, flag, present", [("flat", "flat_lead", True), ("clipped", "saturated", True),
+                                                  ("barely clipped", "saturated", False), ("short", "short", True)])
+def test_digital_flags_equal_the_millivolt_flags_on_damaged_records(tmp_path, ptbxl_digital, case, flag, present):
+    digital = ptbxl_digital.copy()
+    if case == "flat":
+        digital[:, 8] = 300 + np.arange(len(digital)) % 3
+    elif case == "clipped":  # 0.3 s at the ceiling
+        digital[:, 1] = np.minimum(digital[:, 1], np.percentile(digital[:, 1], 97))
+    elif case == "barely clipped":  # 0.05 s at the ceiling: below the threshold
+        digital[:, 1] = np.minimum(digital[:, 1], np.percentile(digital[:, 1], 99.5))
+    else:
+        digital = digital[:2500]
+    record = write_record(tmp_path, case.replace(" ", "_"), digital)
+    flags = digital_quality_flags(read_digital(record))
+    assert flags == quality_flags(read_ecg(record))
+    assert flags[flag] is present

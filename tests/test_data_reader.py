@@ -11,7 +11,7 @@ import scipy.io
 import wfdb
 
 from esi.data import ECGFormatError, MIMIC_LEADS, STANDARD_LEADS, read_ecg
-from esi.data.reader import uses_fast_path
+from esi.data.reader import read_digital, uses_fast_path
 
 
 def write_record(directory: Path, name: str, sig_names, digital: np.ndarray, fs: float = 500, gain: float = 200,
@@ -357,3 +357,80 @@ def test_record_with_zero_samples(tmp_path):
     (tmp_path / "empty.dat").write_bytes(b"")
     with pytest.raises(ECGFormatError, match="empty.dat: record has zero samples"):
         read_ecg(tmp_path / "empty")
+
+
+# --- read_digital: the ADC values themselves, for the converter's lossless shortcut ------------------------
+
+
+@pytest.mark.parametrize("rate", [100, 500])
+def test_read_digital_gives_exactly_read_ecg_on_every_ptbxl_record(ptbxl_headers, rate):
+    for header in ptbxl_headers[rate]:
+        digital = read_digital(header)
+        assert digital.digital.dtype == np.int16 and digital.digital.flags["C_CONTIGUOUS"], header
+        ecg, expected = digital.to_ecg(), read_ecg(header)
+        np.testing.assert_array_equal(ecg.signal, expected.signal, err_msg=str(header))
+        np.testing.assert_array_equal(ecg.adc_gain, expected.adc_gain, err_msg=str(header))
+        np.testing.assert_array_equal(ecg.mask, expected.mask)
+        assert (ecg.fs, ecg.leads, ecg.path, ecg.fs_source, ecg.n_samples_source, ecg.notes) == \
+            (expected.fs, expected.leads, expected.path, expected.fs_source, expected.n_samples_source, ())
+
+
+def test_read_digital_returns_the_adc_values_in_standard_order(tmp_path):
+    standard = lead_ramps(1000)
+    in_file_order = standard[:, [STANDARD_LEADS.index(lead) for lead in MIMIC_LEADS]]  # aVF before aVL
+    digital = read_digital(write_record(tmp_path, "mimic", MIMIC_LEADS, in_file_order))
+    assert digital.leads == STANDARD_LEADS and digital.gain == 200 and digital.fs == 500
+    np.testing.assert_array_equal(digital.digital, standard.T)
+
+
+def test_read_digital_subtracts_the_baseline(tmp_path):
+    values = lead_ramps(1000)
+    wfdb.wrsamp("offset", fs=500, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), d_signal=values,
+                fmt=["16"] * 12, adc_gain=[200] * 12, baseline=[-40] * 12, write_dir=str(tmp_path))
+    digital = read_digital(tmp_path / "offset")
+    np.testing.assert_array_equal(digital.digital, values.T + 40)
+    np.testing.assert_array_equal(digital.to_ecg().signal, read_ecg(tmp_path / "offset").signal)
+
+
+def _write_unusual(tmp_path: Path, case: str) -> Path:
+    """A record that read_ecg reads (or repairs) but read_digital leaves to it; returns its path."""
+    values = lead_ramps(1000)
+    options = dict(fs=500, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), fmt=["16"] * 12, adc_gain=[200] * 12,
+                   baseline=[0] * 12, write_dir=str(tmp_path))
+    if case == "missing lead":
+        options.update(sig_name=list(STANDARD_LEADS[:11]), units=["mV"] * 11, fmt=["16"] * 11,
+                       adc_gain=[200] * 11, baseline=[0] * 11)
+        values = values[:, :11]
+    elif case == "invalid sample":
+        values[10, 4] = -32768
+    elif case == "two gains":
+        options["adc_gain"] = [200] * 6 + [400] * 6
+    elif case == "microvolts":
+        options.update(units=["uV"] * 12, adc_gain=[0.2] * 12)
+    elif case == "format 212":
+        options["fmt"] = ["212"] * 12
+    elif case == "baseline beyond int16":
+        values[:, 0] = 32000
+        options["baseline"] = [-1000] * 12
+    wfdb.wrsamp(case.replace(" ", "_"), d_signal=values, **options)
+    return tmp_path / case.replace(" ", "_")
+
+
+@pytest.mark.parametrize("case", ["missing lead", "invalid sample", "two gains", "microvolts", "format 212",
+                                  "baseline beyond int16"])
+def test_read_digital_leaves_other_records_to_read_ecg(tmp_path, case):
+    record = _write_unusual(tmp_path, case)
+    assert read_digital(record) is None
+    assert read_ecg(record, allow_missing=True).n_samples == 1000  # read_ecg still takes them
+
+
+def test_read_digital_raises_the_errors_of_read_ecg(ptbxl_dir, tmp_path):
+    record = copy_record(ptbxl_dir / "records500" / "00000" / "00001_hr.hea", tmp_path)
+    data = record.with_suffix(".dat")
+    data.write_bytes(data.read_bytes()[:50_000])
+    with pytest.raises(ECGFormatError, match=r"00001_hr.dat: signal file truncated"):
+        read_digital(record)
+    with pytest.raises(ECGFormatError, match="nothere.hea: header file not found"):
+        read_digital(tmp_path / "nothere")
+    with pytest.raises(ValueError, match="unknown lead name 'V7'"):
+        read_digital(record, leads=("I", "V7"))

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 import wfdb
 
-from esi.data import MIMIC_LEADS, STANDARD_LEADS, ECGStore, read_ecg
+from esi.data import MIMIC_LEADS, STANDARD_LEADS, ECGStore, quality_flags, read_ecg
 from esi.data.convert import convert
+from esi.data.quality import digital_quality_flags
+from esi.data.reader import read_digital
 from esi.data.sources import folder_records, load_records, mimic_records, ptbxl_records
-from esi.data.store import decode, encode
+from esi.data.store import (ChunkWriter, ShardFile, StoreSettings, decode, encode, part_paths, prepare_store,
+                            shard_path)
 
 N_SUBSET = 48
 
@@ -141,6 +144,44 @@ def test_all_500_ptbxl_records_at_100_hz_with_two_workers(ptbxl_dir, tmp_path):
     assert store.index.record_id.is_unique and list(store.index.ecg_id) == list(range(1, 501))
     for i in (0, 123, 499):
         np.testing.assert_array_equal(store[i], read_ecg(store.index.path[i]).signal)
+
+
+@pytest.mark.parametrize("seconds", [8, 10, 12])  # cropped, exact, zero-padded
+def test_add_digital_writes_what_add_writes(ptbxl_dir, tmp_path, seconds):
+    """The converter's shortcut (ADC values straight to the shard) and the millivolt path give the same chunk."""
+    settings = StoreSettings(fs=500, length=500 * seconds, source="ptbxl")
+    prepare_store(tmp_path, settings)
+    headers = sorted((ptbxl_dir / "records500" / "00000").glob("*.hea"))[:6]
+    by_millivolts = ChunkWriter(tmp_path, settings, chunk=0, start=0, stop=6)
+    by_digital = ChunkWriter(tmp_path, settings, chunk=1, start=0, stop=6)
+    for k, header in enumerate(headers):
+        record = {"record_id": str(k), "path": str(header.with_suffix(""))}
+        ecg, digital = read_ecg(header), read_digital(header)
+        by_millivolts.add(record, ecg, quality_flags(ecg))
+        by_digital.add_digital(record, digital, digital_quality_flags(digital))
+    by_millivolts.commit()
+    by_digital.commit()
+    assert shard_path(tmp_path, 0).read_bytes() == shard_path(tmp_path, 1).read_bytes()
+    index = [pd.read_csv(part_paths(tmp_path, chunk)["index"]).drop(columns="shard") for chunk in (0, 1)]
+    pd.testing.assert_frame_equal(index[0], index[1])
+    assert index[1].lossless.all() and (index[1].cropped == (seconds < 10)).all()
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_shard_file_holds_the_records_back_to_back(tmp_path, direct):
+    # 24,000-byte records: not a multiple of the 4 KB blocks, and 200 of them span several 2 MB writes.
+    records = np.random.default_rng(0).integers(-3000, 3000, size=(200, 12, 1000)).astype(np.int16)
+    shard = ShardFile(tmp_path / "shard.bin", (12, 1000), np.int16, direct=direct)
+    for values in records:
+        shard.next_record()[...] = values
+    shard.close()
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "shard.bin", dtype=np.int16).reshape(200, 12, 1000),
+                                  records)
+
+
+def test_shard_file_without_records_is_empty(tmp_path):
+    ShardFile(tmp_path / "empty.bin", (12, 5000), np.int16).close()
+    assert (tmp_path / "empty.bin").stat().st_size == 0
 
 
 # --- record lists -------------------------------------------------------------------------------------------

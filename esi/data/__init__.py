@@ -15,6 +15,7 @@ _PUBLIC = {
     "ECG": "esi.data.ecg",
     "ECGFormatError": "esi.data.ecg",
     "read_ecg": "esi.data.reader",
+    "read_digital": "esi.data.reader",
     "quality_flags": "esi.data.quality",
     "ECGStore": "esi.data.store",
     "convert": "esi.data.convert",

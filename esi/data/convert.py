@@ -87,16 +87,10 @@ def resample_ecg(ecg, fs: float):
         ecg: an ECG as read at its source rate.
         fs: the rate wanted (Hz).
     """
-    import numpy as np
-    from scipy.signal import resample_poly
+    from esi.data.reader import resample_signal
 
-    from esi.data.reader import rate_ratio
-
-    up, down = rate_ratio(ecg.fs, fs)
-    # Same call as the reader (padtype="line": no ringing at the ends of a lead sitting at an offset).
-    signal = resample_poly(ecg.signal, up, down, axis=1, padtype="line").astype(np.float32, copy=False)
-    note = f"resampled {ecg.fs:g} Hz -> {fs:g} Hz (polyphase, up={up}, down={down})"
-    return replace(ecg, signal=np.ascontiguousarray(signal), fs=float(fs), notes=tuple(ecg.notes) + (note,))
+    signal, note = resample_signal(ecg.signal, ecg.fs, fs)
+    return replace(ecg, signal=signal, fs=float(fs), notes=tuple(ecg.notes) + (note,))
 
 
 # --- the worker side ----------------------------------------------------------------------------------------
@@ -126,6 +120,31 @@ def _maybe_kill(done: int, main_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _convert_record(record: dict, settings: StoreSettings, writer: ChunkWriter) -> None:
+    """Read one record, judge its quality, and append it to the chunk (ECGFormatError if it cannot serve)."""
+    # Imported here so that worker processes pay for them once, and only when converting.
+    from esi.data.quality import digital_quality_flags, quality_flags
+    from esi.data.reader import read_digital, read_ecg
+
+    # The common case (PTB-XL, MIMIC-IV-ECG at their own rate, int16 store): the ADC values go to the store
+    # as they are, with the flags computed on them. read_digital says None for every other kind of record.
+    digital = read_digital(record["path"], leads=settings.leads) if settings.dtype == "int16" else None
+    if digital is not None and abs(digital.fs - settings.fs) <= 1e-9:
+        writer.add_digital(record, digital, digital_quality_flags(digital))
+        return
+    # Read at the source rate: quality flags judge the source samples (a resampling filter overshoots at
+    # clipped plateaus and would hide saturation); then resample for the store.
+    if digital is not None:
+        ecg = digital.to_ecg()  # what read_ecg returns, without reading the files again
+    else:
+        ecg = read_ecg(record["path"], leads=settings.leads, allow_missing=settings.allow_missing)
+    flags = quality_flags(ecg)
+    if abs(ecg.fs - settings.fs) > 1e-9:
+        ecg = resample_ecg(ecg, settings.fs)
+        flags["resampled"] = True
+    writer.add(record, ecg, flags)
+
+
 def convert_chunk(task: dict, on_record: Callable[[], None] | None = None) -> dict:
     """Convert one chunk of records into its shard and parts; returns the chunk's marker.
 
@@ -134,26 +153,15 @@ def convert_chunk(task: dict, on_record: Callable[[], None] | None = None) -> di
             are tuples of the record table's values in `columns` order.
         on_record: called after each record (progress counting); default counts into the shared counter.
     """
-    # Imported here so that worker processes pay for them once, and only when converting.
-    from esi.data.quality import quality_flags
-    from esi.data.reader import read_ecg
-
     settings = StoreSettings.from_dict(task["settings"])
     on_record = on_record or _count_record
     writer = ChunkWriter(task["root"], settings, task["chunk"], task["start"], task["stop"], task["fingerprint"])
+    columns = task["columns"]
     try:
         for values in task["rows"]:
-            record = dict(zip(task["columns"], values))
+            record = dict(zip(columns, values))
             try:
-                # Read at the source rate: quality flags judge the source samples (a resampling filter
-                # overshoots at clipped plateaus and would hide saturation); then resample for the store.
-                ecg = read_ecg(record["path"], leads=settings.leads, allow_missing=settings.allow_missing)
-                flags = quality_flags(ecg)
-                if abs(ecg.fs - settings.fs) > 1e-9:
-                    ecg = resample_ecg(ecg, settings.fs)
-                    if "resampled" in flags:
-                        flags["resampled"] = True
-                writer.add(record, ecg, flags)
+                _convert_record(record, settings, writer)
             except ECGFormatError as error:
                 writer.reject(record, error.reason)
             except Exception as error:  # a bug, not a bad record: stop, but say which record triggered it
@@ -183,9 +191,16 @@ def _store_lock(root: Path):
 
 def _task_rows(records, start: int, stop: int) -> list[tuple]:
     """The chunk's rows as plain tuples (NA -> None), cheap to pickle and free of pandas types."""
-    part = records.iloc[start:stop].astype(object)
-    part = part.where(part.notna(), None)
-    return list(part.itertuples(index=False, name=None))
+    part = records.iloc[start:stop]
+    columns = []
+    for name in part.columns:  # column by column, through numpy: Python scalars without a per-cell loop
+        column = part[name]
+        values = column.to_numpy(dtype=object).tolist()
+        missing = column.isna().to_numpy()
+        if missing.any():
+            values = [None if gone else value for value, gone in zip(values, missing)]
+        columns.append(values)
+    return list(zip(*columns))
 
 
 def _worker_context():

@@ -14,6 +14,11 @@ After decoding, both paths share the same checks: leads are matched by name (cas
 and reordered; invalid samples (NaN, or the WFDB "invalid" value such as -32768 in format 16) are repaired when
 they are few and short, otherwise the record is rejected; missing leads are an error unless allowed; units are
 converted to millivolts; the signal is resampled with a polyphase filter if `fs` asks for another rate.
+
+`read_digital` is the converter's shortcut for the common lossless case: it returns the ADC values themselves
+(int16, standard lead order, baseline removed) and the one gain they share, or None when the record needs the
+full treatment of `read_ecg` (missing leads, invalid samples, mixed gains or units, other formats).
+`read_digital(path).to_ecg()` equals `read_ecg(path)` bit for bit.
 """
 
 from __future__ import annotations
@@ -42,12 +47,8 @@ _MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3, "nv": 1
 _FORMAT16_INVALID = -(2 ** 15)
 
 _FS_FIELD = re.compile(r"^(?P<fs>[^/()]+)(?:/[^()]*(?:\([^)]*\))?)?$")
-# A signal line the fast path takes, "file 16[+offset] gain[(baseline)][/units] adc_res adc_zero init_value
-# checksum block_size description"; groups: file, format, gain, baseline, units, adc_zero, description.
-_FAST_SIGNAL_LINE = re.compile(
-    r"^(\S+)\s+(16(?:\+\d+)?)\s+([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\((-?\d+)\))?(?:/(\S*))?"
-    r"\s+\d+\s+(-?\d+)\s+-?\d+\s+-?\d+\s+\d+(?:\s+(.*))?$"
-)
+# The gain field of a signal line, "gain[(baseline)][/units]"; groups: gain, baseline, units.
+_GAIN_FIELD = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\((-?\d+)\))?(?:/(\S*))?$")
 # Bits per sample of the byte-addressed WFDB formats, to check that a signal file holds what the header
 # promises. Packed (310/311) and FLAC (508/516/524) formats are left to wfdb's own checks.
 _BITS_PER_SAMPLE = {"8": 8, "16": 16, "61": 16, "80": 8, "160": 16, "212": 12, "24": 24, "32": 32}
@@ -93,7 +94,7 @@ def read_ecg(
     """
     if fs is not None and not (math.isfinite(fs) and fs > 0):
         raise ValueError(f"fs must be a positive number of Hz, got {fs!r}")
-    wanted = tuple(_canonical_wanted(leads))
+    wanted = _wanted_leads(leads)
     record = _record_path(path)
     header = _read_header(record)
 
@@ -159,6 +160,91 @@ def uses_fast_path(path: str | os.PathLike) -> bool:
     return _fast_layout(_read_header(_record_path(path))) is not None
 
 
+@dataclass
+class DigitalECG:
+    """A record exactly as its ADC wrote it: integer samples and the one gain that turns them into millivolts.
+
+    digital: int16 (n_leads, n_samples), each sample's digital value minus its lead's baseline, C-contiguous,
+        leads in the order of `leads`.
+    gain: ADC units per mV, shared by every lead, as the header gives it.
+    fs: sampling rate (Hz), the file's own.
+    leads: canonical lead names.
+    path: the record path without extension.
+
+    Millivolts are digital / gain, computed in float32 as WFDB does ((d - baseline) / gain).
+    """
+
+    digital: np.ndarray
+    gain: float
+    fs: float
+    leads: tuple[str, ...]
+    path: str
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.digital.shape[-1])
+
+    def to_ecg(self) -> ECG:
+        """The `ECG` that `read_ecg` returns for this record (same float32 values, bit for bit)."""
+        n_leads = self.digital.shape[0]
+        signal = self.digital.astype(np.float32)
+        signal /= np.float32(self.gain)
+        return ECG(signal=signal, fs=self.fs, leads=self.leads, mask=np.ones(n_leads, dtype=bool), path=self.path,
+                   fs_source=self.fs, n_samples_source=self.n_samples, adc_gain=np.full(n_leads, float(self.gain)))
+
+
+def read_digital(path: str | os.PathLike, leads: Sequence[str] = STANDARD_LEADS) -> DigitalECG | None:
+    """The record's ADC values in the order of `leads` if it is of the simple kind, else None.
+
+    The simple kind is what the numpy fast path of `read_ecg` decodes (format 16, interleaved, one file) with,
+    in addition: every wanted lead present, one ADC gain and millivolt units for all of them, no invalid sample,
+    and baselines that leave the values within int16. That covers PTB-XL and MIMIC-IV-ECG. For such a record,
+    `read_digital(path, leads).to_ecg()` equals `read_ecg(path, leads=leads)`, and a store can keep the values
+    as they are, skipping the int16 -> float32 -> int16 round trip. None means "use read_ecg", which handles
+    (or rejects, with a reason) everything else.
+
+    Args:
+        path: the record, with or without extension, as for `read_ecg`.
+        leads: the leads to return, in this order (names matched as in `read_ecg`).
+
+    Raises:
+        ECGFormatError: the header or signal file is missing, broken or truncated (the same errors, with the
+            same messages, that `read_ecg` raises for them).
+        ValueError: an unknown lead name.
+    """
+    wanted = _wanted_leads(leads)
+    record = _record_path(path)
+    header = _read_header(record)
+    layout = _fast_layout(header)
+    if layout is None or not header.sig_len:
+        return None
+    columns = _columns(tuple(layout.names), wanted)
+    if None in columns:
+        return None
+    cols = list(columns)
+    gains = layout.gains[cols]
+    if (gains != gains[0]).any():
+        return None
+    if any(layout.units[c].strip().lower() != "mv" for c in cols):
+        return None
+
+    frames = _read_frames(header, layout)
+    # The one copy: interleaved frames -> lead-major rows (a plain transpose when the file is in wanted order).
+    if cols == list(range(header.n_sig)):
+        digital = np.ascontiguousarray(frames.T)
+    else:
+        digital = np.ascontiguousarray(frames.T[cols])
+    if digital.min() == _FORMAT16_INVALID:
+        return None  # invalid samples need read_ecg's repair (or rejection)
+    baselines = layout.baselines[cols]
+    if baselines.any():
+        shifted = digital.astype(np.int32) - baselines.astype(np.int32)[:, None]
+        if shifted.min() < -(2 ** 15) or shifted.max() >= 2 ** 15:
+            return None
+        digital = shifted.astype(np.int16)
+    return DigitalECG(digital=digital, gain=float(gains[0]), fs=header.fs, leads=wanted, path=str(record))
+
+
 # --- the header ---------------------------------------------------------------------------------------------
 
 
@@ -182,11 +268,34 @@ def _record_path(path: str | os.PathLike) -> Path:
     return record
 
 
+def _read_bytes(path: Path, offset: int = 0, size: int = -1) -> bytes:
+    """`size` bytes of a file from `offset` (to the end when -1), or fewer if the file ends first.
+
+    Plain os calls: a record is two small files, and io.open's buffered layers add a third to reading one.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        if offset:
+            os.lseek(fd, offset, os.SEEK_SET)
+        pieces = []
+        remaining = size
+        while remaining:  # read() may return less than asked; loop until done or at the end of the file
+            piece = os.read(fd, remaining if remaining > 0 else 1 << 16)
+            if not piece:
+                break
+            pieces.append(piece)
+            if remaining > 0:
+                remaining -= len(piece)
+    finally:
+        os.close(fd)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
 def _read_header(record: Path) -> _Header:
     """Parse the record line of `record`.hea, checking what every reader needs (a positive sampling rate)."""
     header_path = record.with_name(record.name + ".hea")
     try:
-        data = header_path.read_bytes()
+        data = _read_bytes(header_path)
     except FileNotFoundError:
         raise ECGFormatError(header_path, "header file not found") from None
     except OSError as error:
@@ -238,6 +347,18 @@ def _read_header(record: Path) -> _Header:
     return _Header(header_path, n_seg, n_sig, fs, sig_len, signal_lines[:n_sig] if n_seg is None else signal_lines)
 
 
+def _wanted_leads(leads: Sequence[str]) -> tuple[str, ...]:
+    """The canonical names of `leads`; memoised when hashable, since every record of a dataset asks the same."""
+    if isinstance(leads, tuple):
+        return _canonical_wanted_cached(leads)
+    return tuple(_canonical_wanted(leads))
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_wanted_cached(leads: tuple) -> tuple[str, ...]:
+    return tuple(_canonical_wanted(leads))
+
+
 def _canonical_wanted(leads: Sequence[str]) -> list[str]:
     if isinstance(leads, str):
         raise ValueError(f"leads must be a sequence of lead names, got the string {leads!r}")
@@ -281,36 +402,55 @@ class _FastLayout:
 def _fast_layout(header: _Header) -> _FastLayout | None:
     """The fast-path layout if the header is the plain format-16 interleaved kind; None sends it to wfdb.
 
-    Anything `_FAST_SIGNAL_LINE` does not match (other formats, 'x' frames, ':' skew, missing fields) is left
-    to wfdb, which knows every corner of the format.
+    A signal line qualifies when it reads "file 16[+offset] gain[(baseline)][/units] adc_res adc_zero
+    init_value checksum block_size [description]" with integer fields where WFDB has them. Anything else
+    (other formats, 'x' frames, ':' skew, missing fields) is left to wfdb, which knows every corner of the format.
     """
     if header.n_seg is not None or header.n_sig == 0 or header.sig_len is None:
         return None
-    file_name = fmt = None
-    names, gains, baselines, units = [], [], [], []
-    for line in header.signal_lines:
-        match = _FAST_SIGNAL_LINE.match(line)
+    # str.split and str tests per line, and one regex per distinct gain field (a header usually repeats one
+    # gain field on every line): a full-line regex per line cost about as much as decoding the samples.
+    rows = [line.split(None, 8) for line in header.signal_lines]
+    if len(rows[0]) < 8:
+        return None
+    file_name, fmt = rows[0][0], rows[0][1]
+    for fields in rows:
+        # Every channel in the same file with the same format field (so the same byte offset).
+        if (len(fields) < 8 or fields[0] != file_name or fields[1] != fmt or not fields[3].isdecimal()
+                or not fields[7].isdecimal() or not (_is_integer(fields[4]) and _is_integer(fields[5])
+                                                     and _is_integer(fields[6]))):
+            return None
+    if not (fmt == "16" or (fmt[:3] == "16+" and fmt[3:].isdecimal())):
+        return None
+    if file_name == "-" or "/" in file_name or "\\" in file_name:
+        return None
+    specs = {}
+    for spec in {fields[2] for fields in rows}:
+        match = _GAIN_FIELD.match(spec)
         if match is None:
             return None
-        line_file, line_fmt, gain_text, baseline_text, unit, adc_zero, name = match.groups()
-        # Every channel must live in the same file with the same format field (so the same byte offset).
-        if file_name is None:
-            file_name, fmt = line_file, line_fmt
-        elif line_file != file_name or line_fmt != fmt:
-            return None
+        gain_text, baseline_text, unit = match.groups()
         gain = float(gain_text)
         if gain < 0:
             return None  # let wfdb decide what it makes of it
-        gains.append(gain if gain != 0 else 200.0)  # WFDB: a gain of 0 means the default, 200 per unit
+        # WFDB: a gain of 0 means the default, 200 per unit; units default to mV.
+        specs[spec] = (gain if gain != 0 else 200.0, baseline_text, unit or "mV")
+    gains, baselines, units = [], [], []
+    for fields in rows:
+        gain, baseline_text, unit = specs[fields[2]]
+        gains.append(gain)
         # WFDB: without an explicit baseline, the baseline is the ADC zero.
-        baselines.append(int(baseline_text if baseline_text is not None else adc_zero))
-        units.append(unit or "mV")
-        names.append(name or "")
-    if file_name == "-" or "/" in file_name or "\\" in file_name:
-        return None
+        baselines.append(int(baseline_text if baseline_text is not None else fields[4]))
+        units.append(unit)
+    names = [fields[8] if len(fields) > 8 else "" for fields in rows]
     byte_offset = int(fmt[3:]) if "+" in fmt else 0
     return _FastLayout(header.path.with_name(file_name), byte_offset, names,
                        np.asarray(gains), np.asarray(baselines, dtype=np.float64), units)
+
+
+def _is_integer(text: str) -> bool:
+    """An optionally negative decimal integer (what the regex -?\\d+ accepts)."""
+    return text.isdecimal() or (text[:1] == "-" and text[1:].isdecimal())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -319,14 +459,12 @@ def _columns(file_leads: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[int 
     return tuple(lead_indices(file_leads, wanted))
 
 
-def _decode_fast(header: _Header, layout: _FastLayout, wanted: Sequence[str]) -> _Raw:
-    """Decode interleaved little-endian int16 frames with numpy: (digital - baseline) / gain."""
+def _read_frames(header: _Header, layout: _FastLayout) -> np.ndarray:
+    """The record's interleaved int16 frames, (n_samples, n_sig), read in one call (a read-only view of the bytes)."""
     n_sig, n_samples = header.n_sig, header.sig_len
     n_bytes = 2 * n_sig * n_samples
     try:
-        with open(layout.file, "rb") as f:
-            f.seek(layout.byte_offset)
-            buffer = f.read(n_bytes)
+        buffer = _read_bytes(layout.file, layout.byte_offset, n_bytes)
     except FileNotFoundError:
         raise ECGFormatError(layout.file, f"signal file named by {header.path.name} not found") from None
     except OSError as error:
@@ -335,7 +473,13 @@ def _decode_fast(header: _Header, layout: _FastLayout, wanted: Sequence[str]) ->
         raise ECGFormatError(layout.file, f"signal file truncated: header promises {n_samples} samples x "
                                           f"{n_sig} signals ({n_bytes} bytes after offset {layout.byte_offset}), "
                                           f"file holds {len(buffer)}")
-    frames = np.frombuffer(buffer, dtype="<i2").reshape(n_samples, n_sig)
+    return np.frombuffer(buffer, dtype="<i2").reshape(n_samples, n_sig)
+
+
+def _decode_fast(header: _Header, layout: _FastLayout, wanted: Sequence[str]) -> _Raw:
+    """Decode interleaved little-endian int16 frames with numpy: (digital - baseline) / gain."""
+    n_samples = header.sig_len
+    frames = _read_frames(header, layout)
 
     columns = _columns(tuple(layout.names), tuple(wanted))
     rows = [i for i, c in enumerate(columns) if c is not None]
