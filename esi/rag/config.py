@@ -1,0 +1,121 @@
+"""Settings of the Cardio Query Assistant (the `cqa:` section of a params file, see params/cqa.yaml).
+
+Load with `load_cqa_config(files, overrides)`, i.e. `esi.config.load_config(CQAConfig, files, overrides,
+section="cqa")`. Paths are relative to the repository root; an empty path means "the bundled default".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+from esi.config import ConfigError, load_config
+from esi.paths import outputs_dir, resolve
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a cardiologist who explains machine ECG statements as the waveform features a reader would see."
+)
+DEFAULT_PROMPT_TEMPLATE = (
+    "Reference passages from an ECG knowledge base:\n{context}\n\n"
+    "Machine ECG statement: \"{statement}\"\n\n"
+    "Using only the reference passages, describe in at most 100 words the potential ECG waveform of this\n"
+    "statement: which waves, intervals and segments change, how, and in which leads. Plain prose, no lists."
+)
+
+
+@dataclass
+class OpenAIEndpointConfig:
+    """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp server, a hosted API)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = 256
+    timeout_s: float = 60.0
+
+
+@dataclass
+class LocalHFConfig:
+    """A Hugging Face causal language model on local disk (never downloaded)."""
+
+    model_path: str = ""
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+@dataclass
+class CQAConfig:
+    """Everything `python -m esi.rag` and `esi.rag.generate` need; params/cqa.yaml documents each key."""
+
+    knowledge_dir: str = ""
+    user_docs: list[str] = field(default_factory=list)
+    index_dir: str = ""
+    embedding_model: str = ""
+    embed_batch_size: int = 64
+    chunk_size: int = 512
+    chunk_overlap: int = 64
+    top_k: int = 3
+    min_score: float = 0.6
+    alias_match: bool = True
+    backend: Literal["extractive", "openai", "hf"] = "extractive"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    extractive_max_criteria: int = 2
+    max_concurrency: int = 4
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    cache_path: str = ""
+    show_progress: bool = True
+    openai: OpenAIEndpointConfig = field(default_factory=OpenAIEndpointConfig)
+    hf: LocalHFConfig = field(default_factory=LocalHFConfig)
+
+    def __post_init__(self):
+        for name in ("{statement}", "{context}"):
+            if name not in self.prompt_template:
+                raise ConfigError(f"cqa.prompt_template must contain the placeholder {name}")
+        if self.top_k < 1:
+            raise ConfigError(f"cqa.top_k must be >= 1, got {self.top_k}")
+        if self.max_concurrency < 1:
+            raise ConfigError(f"cqa.max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.max_retries < 0:
+            raise ConfigError(f"cqa.max_retries must be >= 0, got {self.max_retries}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ConfigError(f"cqa.chunk_overlap ({self.chunk_overlap}) must be in [0, chunk_size={self.chunk_size})")
+
+    # Resolved locations; "" means the default under the package or outputs/.
+    def knowledge_path(self) -> Path:
+        """The knowledge-base folder (default: the one bundled in esi/rag/knowledge)."""
+        from esi.rag.knowledge_base import default_knowledge_dir
+
+        return resolve(self.knowledge_dir) or default_knowledge_dir()
+
+    def index_path(self) -> Path:
+        """The folder under which built indexes are persisted, one sub-folder per content hash."""
+        return resolve(self.index_dir) or outputs_dir() / "cqa" / "index"
+
+    def cache_file(self) -> Path:
+        """The JSONL generation cache shared by every run (keyed, so runs never see each other's answers)."""
+        return resolve(self.cache_path) or outputs_dir() / "cqa" / "cache.jsonl"
+
+    def user_doc_paths(self) -> list[Path]:
+        """User document files or folders, resolved."""
+        return [resolve(p) for p in self.user_docs]
+
+
+def load_cqa_config(
+    files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    overrides: Sequence[str] | dict | None = None,
+) -> CQAConfig:
+    """Read the `cqa` section of params files, then `key=value` overrides (e.g. "openai.model=llama3").
+
+    Args:
+        files: YAML files, later ones win; a file with no sections is read as the cqa section itself.
+        overrides: 'key=value' strings or a mapping; dotted keys reach nested settings.
+    """
+    return load_config(CQAConfig, files, overrides, section="cqa")
