@@ -36,6 +36,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name esi --display-name "ESI (.venv)" >/dev/null
 	@touch $(STAMP)
 
+# Executes notebooks 01-04 with papermill on $(PARAMS) into outputs/demo/ and renders them (outputs/demo/index.html).
 demo: setup
 	$(PY) -m esi.demo --config $(PARAMS)
 
@@ -47,9 +48,11 @@ bench: setup
 		echo "== $$script"; $(PY) $$script; \
 	done
 
+# The notebooks' kernel "python3" runs `python` from PATH, so .venv/bin goes first; inline figures need the default
+# matplotlib backend, not the Agg exported above for batch runs.
 lab: setup
-	$(PY) -m pip install -e ".[lab]"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -e ".[lab]"
+	env -u MPLBACKEND PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean-outputs:
 	rm -rf outputs/*/

@@ -34,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from esi.paths import outputs_dir  # noqa: E402
 from esi.rag.config import CQAConfig  # noqa: E402
-from esi.rag.generate import generate  # noqa: E402
+from esi.rag.generation import generate  # noqa: E402
 from esi.rag.index import build_index, retrieve  # noqa: E402
 from esi.rag.quality import agreement, agreement_figure, coverage, hit_rate, load_retrieval_set  # noqa: E402
 from esi.rag.vocabulary import StatementInfo, classify, load_vocabulary, vocabulary_from_strings  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 from esi.rag.__main__ import main
 from esi.rag.backends import BackendError, LocalHFBackend, Request
 from esi.rag.config import CQAConfig, LocalHFConfig, OpenAIEndpointConfig
-from esi.rag.generate import call_with_retries, generate
+from esi.rag.generation import call_with_retries, generate
 from esi.rag.index import build_index, bundled_embedding_path, load_embedding_model
 from esi.rag.vocabulary import vocabulary_from_strings
 

@@ -11,7 +11,7 @@ import pytest
 from esi.data.statements import StatementDict, load_waveform_dict
 from esi.rag.__main__ import main
 from esi.rag.config import CQAConfig
-from esi.rag.generate import generate
+from esi.rag.generation import generate
 from esi.rag.index import build_index, load_embedding_model
 from esi.rag.vocabulary import load_vocabulary, vocabulary_from_strings
 

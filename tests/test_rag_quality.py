@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from esi.rag.config import CQAConfig
-from esi.rag.generate import generate
+from esi.rag.generation import generate
 from esi.rag.index import build_index, load_embedding_model
 from esi.rag.quality import agreement, agreement_figure, coverage
 from esi.rag.vocabulary import load_vocabulary, vocabulary_from_strings

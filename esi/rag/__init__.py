@@ -32,8 +32,8 @@ _PUBLIC = {
     "load_vocabulary": "esi.rag.vocabulary",
     "vocabulary_from_strings": "esi.rag.vocabulary",
     "make_backend": "esi.rag.backends",
-    "generate": "esi.rag.generate",
-    "GenerationResult": "esi.rag.generate",
+    "generate": "esi.rag.generation",
+    "GenerationResult": "esi.rag.generation",
     "quality": "esi.rag.quality",
 }
 
@@ -45,7 +45,7 @@ def __getattr__(name: str):
     if module_name is None:
         raise AttributeError(f"module 'esi.rag' has no attribute {name!r}")
     module = importlib.import_module(module_name)
-    # "quality" names the module itself; "generate" is the function of the module of the same name.
+    # "quality" names the module itself.
     value = getattr(module, name) if hasattr(module, name) else module
     globals()[name] = value
     return value

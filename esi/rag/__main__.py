@@ -95,7 +95,7 @@ def _run(args, cfg) -> int:
             print("   " + hit.context[:400].replace("\n", "\n   "))
         return 0
 
-    from esi.rag.generate import generate
+    from esi.rag.generation import generate
     from esi.rag.vocabulary import load_vocabulary
 
     try:

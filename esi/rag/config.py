@@ -50,7 +50,7 @@ class LocalHFConfig:
 
 @dataclass
 class CQAConfig:
-    """Everything `python -m esi.rag` and `esi.rag.generate` need; params/cqa.yaml documents each key."""
+    """Everything `python -m esi.rag` and `esi.rag.generation` need; params/cqa.yaml documents each key."""
 
     knowledge_dir: str = ""
     user_docs: list[str] = field(default_factory=list)

@@ -1,0 +1,979 @@
+"""What the notebooks call: parameter validation, run folders, figures, and the small glue between stages.
+
+A notebook's first code cell (tagged `parameters`) assigns typed defaults; papermill injects its own values in
+a cell after it (`papermill nb.ipynb out.ipynb -f params/demo.yaml -p train_epochs 3`). The next cell is
+
+    from esi.notebook import load_params
+    params = load_params(globals())
+
+which checks every parameter the kernel holds against the known keys of all stages (a key injected with a typo
+is an error with a "did you mean", never silently ignored) and type-checks them into one dataclass per stage:
+
+    params.run, params.demo, params.data        (this module)
+    params.cqa       esi.rag.config.CQAConfig            keys cqa_*
+    params.train     esi.train.TrainConfig               keys train_*
+    params.evaluate  esi.evaluate.config.EvaluateConfig  keys evaluate_*
+
+Params files use the same flat keys (params/README.md), and the entry points read them too
+(`python -m esi.train --config params/demo.yaml`), so a notebook and a command line run agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from esi.config import SECTIONS, ConfigError, from_dict, read_yaml, section_of
+from esi.paths import outputs_dir, resolve
+
+# Nothing may download at run time; notebooks import this module first, so set it for them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without ipywidgets tqdm falls back to text bars (fine in papermill and HTML); its warning is noise there.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+Task = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
+
+
+@dataclass
+class RunConfig:
+    """Settings of the run as a whole (params keys `run_<field>`).
+
+    name: the run's name (evaluate_out_dir "" writes to outputs/<name>).
+    dir: the folder of everything the notebooks write (figures/, the executed notebooks, index.html);
+        "" = outputs/<name>. Relative paths are taken from the repository root.
+    nproc_per_node: training processes: 1 trains inside the notebook; more start torchrun as a subprocess
+        (one process per GPU) and plot the curves live while it runs.
+    refresh_s: seconds between live re-plots of the training curves (torchrun mode).
+    """
+
+    name: str = "demo"
+    dir: str = ""
+    nproc_per_node: int = 1
+    refresh_s: float = 15.0
+
+    def __post_init__(self):
+        if self.nproc_per_node < 1:
+            raise ConfigError(f"run_nproc_per_node must be >= 1, got {self.nproc_per_node}")
+
+
+@dataclass
+class DemoConfig:
+    """The offline demo corpus (params keys `demo_<field>`; see esi.data.demo.generate_demo).
+
+    corpus_dir: where to generate it; "" = no demo corpus (real data: the paths of the other stages point at it).
+    n_mimic: records in the MIMIC-IV-ECG layout (the ECG-text pairs).
+    n_ptbxl: records in the PTB-XL layout (the evaluation set).
+    seed: everything in the corpus follows from it.
+    """
+
+    corpus_dir: str = ""
+    n_mimic: int = 600
+    n_ptbxl: int = 300
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """What the notebooks read and show (params keys `data_<field>`).
+
+    statements: the statement vocabulary the assistant describes (01): MIMIC-IV-ECG machine_measurements.csv,
+        PTB-XL scp_statements.csv, a statement -> description JSON, or a text file with one statement per line.
+    reference_dict: a statement -> description JSON to compare the generated descriptions with (e.g. the one
+        released with the ESI paper); "" = no comparison.
+    queries: free-text queries whose retrieved knowledge entries 01 shows.
+    examples: ECGs of the pretraining corpus drawn on ECG paper (02).
+    text_sample: texts tokenised for the text-length statistics (02); None = all.
+    beat_task: the PTB-XL task whose classes get an average beat (02).
+    beat_leads: the leads shown in the average-beat figure.
+    beat_records: at most this many records per class are averaged.
+    seed: which records are drawn and sampled.
+    """
+
+    statements: str = ""
+    reference_dict: str = ""
+    queries: list[str] = field(default_factory=list)
+    examples: int = 4
+    text_sample: int | None = 2000
+    beat_task: Task = "superdiagnostic"
+    beat_leads: list[str] = field(default_factory=lambda: ["II", "V1", "V5"])
+    beat_records: int = 40
+    seed: int = 0
+
+
+def stage_classes() -> dict[str, type]:
+    """section name -> the dataclass holding its keys, for every section of esi.config.SECTIONS."""
+    from esi.evaluate.config import EvaluateConfig
+    from esi.rag.config import CQAConfig
+    from esi.train import TrainConfig
+
+    classes = {"run": RunConfig, "demo": DemoConfig, "data": DataConfig, "cqa": CQAConfig, "train": TrainConfig,
+               "evaluate": EvaluateConfig}
+    assert tuple(classes) == SECTIONS, "esi.config.SECTIONS and esi.notebook.stage_classes() must agree"
+    return classes
+
+
+def known_parameters() -> dict[str, tuple[str, str]]:
+    """Every valid params key -> (section, field name), e.g. 'train_epochs' -> ('train', 'epochs')."""
+    return {f"{section}_{f.name}": (section, f.name)
+            for section, cls in stage_classes().items() for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, known: Sequence[str], where: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+    prefix = section_of(key)
+    if prefix is None:
+        why = f"it starts with none of the stage prefixes {', '.join(s + '_' for s in SECTIONS)}"
+    else:
+        why = f"the {prefix} stage has no such setting"
+    return ConfigError(f"unknown parameter {key!r} in {where}: {why}.{suggestion} "
+                       "params/README.md lists where every stage's keys are documented.")
+
+
+@dataclass
+class Params:
+    """Every stage's settings, type-checked, plus the flat mapping they came from (`values`)."""
+
+    run: RunConfig
+    demo: DemoConfig
+    data: DataConfig
+    cqa: Any
+    train: Any
+    evaluate: Any
+    values: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (run_dir, or outputs/<run_name>)."""
+        return resolve(self.run.dir) if self.run.dir else outputs_dir() / self.run.name
+
+    @property
+    def figures_dir(self) -> Path:
+        """<run folder>/figures: where `show` saves every figure."""
+        return self.run_dir / "figures"
+
+
+def params_from_mapping(values: Mapping[str, Any], where: str = "parameters") -> Params:
+    """Check flat params keys and build every stage's config from them (missing keys take their defaults).
+
+    Args:
+        values: flat key -> value (`train_epochs: 3`), as papermill injects them or a params file holds them.
+        where: names the source in error messages.
+
+    Raises:
+        ConfigError: an unknown key (with a "did you mean") or a value of the wrong type, naming the key.
+    """
+    known = known_parameters()
+    by_section: dict[str, dict] = {section: {} for section in SECTIONS}
+    for key, value in values.items():
+        if key not in known:
+            raise _unknown(key, list(known), where)
+        section, name = known[key]
+        by_section[section][name] = value
+    configs = {}
+    for section, cls in stage_classes().items():
+        try:
+            configs[section] = from_dict(cls, by_section[section], where=f"{where}: {section}")
+        except ConfigError as err:
+            # from_dict names the field without its prefix; name the params key the user actually wrote.
+            message = str(err).replace(f"{where}: {section}.", f"{where}: {section}_")
+            raise ConfigError(message) from None
+    return Params(**configs, values=dict(values))
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+_SEEN_KEY = "_esi_parameter_names"
+
+
+def load_params(namespace: dict, where: str = "the notebook's parameters") -> Params:
+    """Validate a notebook's parameters (its globals after the parameters and injected cells) into `Params`.
+
+    Every global that holds a plain value (str, number, bool, None, list, dict) and is not IPython's own must be
+    a known params key: a key papermill injected with a typo fails here, naming it, instead of being ignored.
+
+    Args:
+        namespace: the notebook's `globals()`.
+        where: names the source in error messages.
+
+    Raises:
+        ConfigError: an unknown or mistyped parameter.
+    """
+    hidden: set = set()
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            hidden = set(shell.user_ns_hidden)
+    except ImportError:
+        pass
+    # Re-running this cell later in an interactive session: variables that later cells created are not
+    # parameters, unless they look like one (a stage prefix, or close to a known key: an edited parameter cell).
+    first_names = namespace.get(_SEEN_KEY)
+    known = list(known_parameters())
+    values = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or name in hidden or name in ("In", "Out", "exit", "quit"):
+            continue
+        if isinstance(value, (types.ModuleType, type)) or callable(value) or not _plain(value):
+            continue
+        if first_names is not None and name not in first_names:
+            if section_of(name) is None and not difflib.get_close_matches(name, known, n=1, cutoff=0.8):
+                continue
+        values[name] = value
+    params = params_from_mapping(values, where)
+    if first_names is None:
+        namespace[_SEEN_KEY] = frozenset(values)
+    return params
+
+
+def layer_params(files: Sequence[str | os.PathLike] = (), overrides: Mapping[str, Any] | None = None) -> dict:
+    """Flat params from YAML files then overrides, layered key by key as papermill does (`-f a -f b -p k v`).
+
+    A key's value is replaced as a whole (a mapping value is not merged), exactly what papermill injects.
+
+    Args:
+        files: params YAML files; later files win.
+        overrides: key -> value applied last.
+    """
+    values: dict = {}
+    for path in files:
+        data = read_yaml(resolve(path))
+        for key, value in data.items():
+            if isinstance(value, Mapping) and key in SECTIONS:
+                raise ConfigError(f"{path}: section {key!r} is nested; notebooks need flat keys "
+                                  f"({key}_<name>: value), one per papermill parameter")
+            values[key] = value
+    values.update(overrides or {})
+    return values
+
+
+def relocate(values: Mapping[str, Any], new_dir: str | os.PathLike) -> dict:
+    """The same params with the run moved: every path inside the run folder now points inside `new_dir`.
+
+    The run folder is `run_dir` (or outputs/<run_name>); a string value that resolves to a path inside it
+    (also inside lists and mappings, e.g. evaluate_encoders' paths) is rewritten, and run_dir becomes `new_dir`.
+    Paths outside the run folder (data downloads, bundled models) are left alone.
+
+    Args:
+        values: flat params (e.g. from `layer_params`).
+        new_dir: the new run folder.
+    """
+    params = params_from_mapping(values, "relocate")
+    old = params.run_dir.resolve()
+    new = Path(resolve(new_dir)).resolve()
+
+    def move(value):
+        if isinstance(value, str) and value and "\n" not in value:
+            path = resolve(value)
+            if path is not None and (path == old or old in path.parents):
+                return str(new / path.relative_to(old))
+            return value
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    moved = {key: move(value) for key, value in values.items()}
+    moved["run_dir"] = str(new)
+    return moved
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# figures
+
+
+def show(fig, name: str, params: Params, dpi: int = 120) -> None:
+    """Save `fig` as <run folder>/figures/<name>.png, display that PNG in the notebook, close the figure.
+
+    Showing the saved file (not the live figure) works whatever the matplotlib backend, and what the notebook
+    shows is exactly what is on disk. Returns nothing, so that a cell ending with it prints no path.
+
+    Args:
+        fig: a matplotlib figure.
+        name: file name without extension, e.g. "02_text_lengths".
+        params: the notebook's params (for the run folder).
+        dpi: resolution of the PNG.
+    """
+    import matplotlib.pyplot as plt
+
+    from esi.plots import save_figure
+
+    path = save_figure(fig, params.figures_dir / f"{name}.png", dpi=dpi)
+    plt.close(fig)
+    show_image(path)
+
+
+def show_image(path: str | os.PathLike) -> None:
+    """Display a PNG in the notebook (prints its path outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        print(path)
+        return
+    if get_ipython() is None:
+        print(path)
+        return
+    display(Image(filename=str(path)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stages
+
+
+def ensure_demo_corpus(params: Params, progress: bool = True):
+    """Generate the demo corpus if `demo_corpus_dir` is set (a finished one is reused); None otherwise.
+
+    Returns:
+        esi.data.demo.DemoPaths, or None when the run uses real data.
+    """
+    if not params.demo.corpus_dir:
+        return None
+    from esi.data.demo import generate_demo
+
+    return generate_demo(params.demo.corpus_dir, n_mimic=params.demo.n_mimic, n_ptbxl=params.demo.n_ptbxl,
+                         seed=params.demo.seed, progress=progress)
+
+
+# TrainConfig fields that decide the pretraining corpus (02 and 03 must build the same one).
+CORPUS_FIELDS = ("out_dir", "corpus", "data_root", "patients", "store_dir", "waveform_dict", "fs", "seconds",
+                 "val_fraction", "train_folds", "val_folds", "max_words", "max_records", "convert_workers",
+                 "progress")
+
+
+def corpus_arguments(train_cfg) -> dict:
+    """The `esi.data.corpus.build_corpus` arguments that `esi.train.train` uses for this TrainConfig.
+
+    So the data notebook converts and pairs exactly the corpus pretraining will read (same store folder).
+    """
+    if not train_cfg.data_root:
+        raise ConfigError("train_data_root is empty: point it at a MIMIC-IV-ECG or PTB-XL folder")
+    root = resolve(train_cfg.data_root)
+    if not root.exists():
+        raise FileNotFoundError(f"train_data_root: {root} does not exist")
+    return dict(kind=train_cfg.corpus, root=root,
+                store_dir=resolve(train_cfg.store_dir) if train_cfg.store_dir else resolve(train_cfg.out_dir) / "store",
+                fs=train_cfg.fs, seconds=train_cfg.seconds,
+                waveform_dict=resolve(train_cfg.waveform_dict) if train_cfg.waveform_dict else None,
+                patients=resolve(train_cfg.patients) if train_cfg.patients else None,
+                val_fraction=train_cfg.val_fraction, train_folds=train_cfg.train_folds,
+                val_folds=train_cfg.val_folds, max_words=train_cfg.max_words, limit=train_cfg.max_records,
+                workers=train_cfg.convert_workers, progress=train_cfg.progress)
+
+
+def write_train_params(params: Params, path: str | os.PathLike | None = None) -> Path:
+    """Write the notebook's train_* settings as a params file, for `esi.launch` / `python -m esi.train`.
+
+    Args:
+        params: the notebook's params.
+        path: where to write (default <run folder>/train_params.yaml).
+    """
+    import yaml
+
+    from esi.config import to_dict
+
+    path = Path(path) if path is not None else params.run_dir / "train_params.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = {f"train_{k}": v for k, v in to_dict(params.train).items()}
+    path.write_text(yaml.safe_dump(flat, sort_keys=False))
+    return path
+
+
+def train_with_live_curves(params: Params, figure_name: str = "03_training_curves") -> Path:
+    """Pretrain with torchrun in a subprocess (`esi.launch`) and re-plot the curves from metrics.csv while it runs.
+
+    The training processes write <train_out_dir>/metrics.csv row by row; a background thread redraws the figure
+    in the notebook from it every `run_refresh_s` seconds. The launch itself stays in the notebook's main thread,
+    so interrupting the kernel stops the training processes too. Raises when training fails.
+
+    Returns:
+        The saved curves figure.
+    """
+    import threading
+
+    from IPython.display import Image, display
+
+    from esi.launch import launch_training
+
+    config_file = write_train_params(params)
+    metrics = resolve(params.train.out_dir) / "metrics.csv"
+    handle = display(display_id=True)
+    stop = threading.Event()
+
+    def redraw() -> None:
+        while not stop.wait(params.run.refresh_s):
+            path = _replot(metrics, params, figure_name)
+            if path is not None:
+                handle.update(Image(filename=str(path)))
+
+    plotter = threading.Thread(target=redraw, name="esi-live-curves", daemon=True)
+    plotter.start()
+    try:
+        launch_training([str(config_file)], nproc_per_node=params.run.nproc_per_node)
+    finally:
+        stop.set()
+        plotter.join()
+    path = _replot(metrics, params, figure_name)
+    if path is None:
+        raise RuntimeError(f"training finished but wrote no metrics at {metrics}")
+    handle.update(Image(filename=str(path)))
+    return path
+
+
+def _replot(metrics: Path, params: Params, figure_name: str) -> Path | None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from esi.plots import save_figure
+
+    if not metrics.exists():
+        return None
+    try:
+        table = pd.read_csv(metrics)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return None     # caught mid-write; the next refresh reads it whole
+    if table.empty:
+        return None
+    fig = training_curves(table)
+    path = save_figure(fig, params.figures_dir / f"{figure_name}.png")
+    plt.close(fig)
+    return path
+
+
+def training_curves(metrics):
+    """The training-curve figure of a metrics table, with the chance level of each recall@k drawn in.
+
+    Args:
+        metrics: a run's metrics.csv as a DataFrame (or its path).
+    """
+    import pandas as pd
+
+    from esi.plots import plot_training_curves
+
+    table = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
+    chance = {}
+    if "retrieval_pool" in table and table["retrieval_pool"].notna().any():
+        pool = float(table["retrieval_pool"].dropna().iloc[-1])
+        chance = {f"recall@{k}": min(1.0, k / pool) for k in (1, 5, 10)}
+    with warnings.catch_warnings():
+        # Drawn live before the first validation: the recall panel is still empty, which is no news.
+        warnings.filterwarnings("ignore", message="No artists with labels found")
+        return plot_training_curves(table, chance=chance)
+
+
+# Characters per title line that fit the width of an ECG-paper figure (10.4 s at 25 mm/s) at font size 10.
+TITLE_WIDTH = 115
+
+
+def read_captions(path: str | os.PathLike) -> list[dict]:
+    """The caption samples esi.train wrote (captions.jsonl: store_row, record_id, caption, text)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no caption samples; train_caption_samples must be > 0 and the run must "
+                                "have validation pairs")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as err:
+                raise ValueError(f"{path} line {number}: not JSON ({err})") from None
+    return rows
+
+
+def caption_figure(signal, fs: float, leads: Sequence[str], record_id: str, caption: str, text: str,
+                   text_chars: int = 300):
+    """One ECG on standard paper with the model's caption and the true text above it.
+
+    Args:
+        signal: (12, n) millivolts; fs: Hz; leads: the lead names of the rows of `signal`.
+        record_id: shown in the title.
+        caption: the generated caption; text: the text the ECG was paired with (shortened to `text_chars`).
+    """
+    import textwrap
+
+    from esi.plots import plot_ecg_paper
+
+    def wrap(label, body):
+        body = body if len(body) <= text_chars else body[:text_chars].rsplit(" ", 1)[0] + " ..."
+        return textwrap.fill(f"{label}: {body}", width=TITLE_WIDTH, subsequent_indent="    ")
+
+    title = f"record {record_id}\n{wrap('generated caption', caption)}\n{wrap('paired text', text)}"
+    return plot_ecg_paper(signal, fs, leads=leads, title=title)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 01 Cardio Query Assistant
+
+
+def statements_path(params: Params) -> Path:
+    """The statement vocabulary file (`data_statements`), checked to exist."""
+    if not params.data.statements:
+        raise ConfigError("data_statements is empty: point it at machine_measurements.csv (MIMIC-IV-ECG), "
+                          "scp_statements.csv (PTB-XL), a statement -> description JSON or a statement list")
+    path = resolve(params.data.statements)
+    if not path.is_file():
+        raise FileNotFoundError(f"data_statements: {path} does not exist")
+    return path
+
+
+def cqa_figure(result, hits):
+    """Coverage of a generation run and retrieval hit@k: the two numbers that say how far the assistant goes.
+
+    Args:
+        result: the `esi.rag.generation.GenerationResult` (per-statement status and record counts).
+        hits: the `esi.rag.quality.HitRate` on the labelled retrieval set.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    statuses = ["described", "non_diagnostic", "uncovered", "rejected"]
+    n_statements = {s: 0 for s in statuses}
+    n_records = {s: 0 for s in statuses}
+    for record in result.records:
+        n_statements[record["status"]] += 1
+        n_records[record["status"]] += int(record.get("count") or 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(statuses))
+    total_s, total_r = max(1, sum(n_statements.values())), max(1, sum(n_records.values()))
+    share_s = [100 * n_statements[s] / total_s for s in statuses]
+    share_r = [100 * n_records[s] / total_r for s in statuses]
+    left.bar(x - 0.2, share_s, 0.4, label=f"distinct statements (n={total_s})", color="#4C72B0")
+    left.bar(x + 0.2, share_r, 0.4, label=f"statement occurrences in records (n={total_r})", color="#DD8452")
+    for xi, (a, b) in enumerate(zip(share_s, share_r)):
+        left.text(xi - 0.2, a + 1, f"{a:.0f}", ha="center", fontsize=8)
+        left.text(xi + 0.2, b + 1, f"{b:.0f}", ha="center", fontsize=8)
+    left.set_xticks(x, [s.replace("_", "-") for s in statuses])
+    left.set_ylabel("share (%)")
+    left.set_ylim(0, 110)
+    left.set_title("What the assistant did with each statement")
+    left.legend(fontsize=8, loc="upper right")
+
+    sources = list(hits.by_source)
+    ks = sorted(hits.hit_at)
+    width = 0.8 / max(1, len(ks))
+    groups = ["all"] + sources
+    for j, k in enumerate(ks):
+        values = [hits.hit_at[k]] + [hits.by_source[s][k] for s in sources]
+        pos = np.arange(len(groups)) + (j - (len(ks) - 1) / 2) * width
+        right.bar(pos, values, width, label=f"hit@{k}")
+        for p, v in zip(pos, values):
+            right.text(p, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
+    right.set_xticks(np.arange(len(groups)), [f"{g}" for g in groups])
+    right.set_xlabel("statements of the labelled retrieval set, by source")
+    right.set_ylabel("share with the expected entry in the top k")
+    right.set_ylim(0, 1.12)
+    right.set_title(f"Retrieval quality ({hits.n} labelled statements)")
+    right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def dictionary_handoff(params: Params, dict_path: Path) -> str:
+    """A line saying whether pretraining (train_waveform_dict) will read the dictionary just written."""
+    target = resolve(params.train.waveform_dict) if params.train.waveform_dict else None
+    if target is None:
+        return (f"wrote {dict_path}; train_waveform_dict is not set in these parameters: set it to this file for "
+                "03 to use the descriptions")
+    if Path(target).resolve() == Path(dict_path).resolve():
+        return f"wrote {dict_path}: 03 reads it (train_waveform_dict)"
+    return f"wrote {dict_path}; note that 03 reads another dictionary: train_waveform_dict = {target}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 02 data exploration
+
+
+def dataset_table(corpus):
+    """One table of the pretraining corpus: records, subjects, splits, texts, rates (a pandas DataFrame).
+
+    Args:
+        corpus: an `esi.data.corpus.PretrainingCorpus`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    store, index = corpus.store, corpus.store.index
+    subject = next((c for c in ("subject_id", "patient_id") if c in index), None)
+    words = np.array([len(t.split()) for t in corpus.texts if t])
+    rows = [
+        ("ECGs in the store", len(store)),
+        ("rejected by the conversion", int(corpus.report.get("rejected_by_conversion", 0))),
+        ("subjects", int(index[subject].nunique()) if subject else "n/a"),
+        ("training pairs", len(corpus.rows["train"])),
+        ("validation pairs", len(corpus.rows["val"])),
+        ("ECGs without a text", int(corpus.report.get("without_text", 0))),
+        ("stored rate (Hz) x samples", f"{store.fs:g} x {store.length}"),
+        ("source rates (Hz)", ", ".join(f"{fs:g}: {n}" for fs, n in index["fs_source"].value_counts().items())),
+        ("words per text, median [min, max]",
+         f"{np.median(words):.0f} [{words.min()}, {words.max()}]" if len(words) else "n/a"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def statement_frequencies(train_cfg):
+    """Records per statement in the pretraining corpus's source tables (a pandas Series, most frequent first).
+
+    MIMIC-IV-ECG: the machine statements (report_0 .. report_17); PTB-XL: the SCP statements' descriptions.
+
+    Args:
+        train_cfg: the TrainConfig (corpus kind and data_root).
+    """
+    import pandas as pd
+
+    root = resolve(train_cfg.data_root)
+    if train_cfg.corpus == "mimic":
+        from esi.data.mimic import load_measurements
+
+        statements = load_measurements(root)["statements"]
+        counts = pd.Series([s for record in statements for s in dict.fromkeys(record)]).value_counts()
+    else:
+        from esi.data.ptbxl import load_database, load_statements
+
+        names = load_statements(root)["description"]
+        codes = [code for record in load_database(root)["scp_codes"] for code in record]
+        counts = pd.Series([names.get(code, code) for code in codes]).value_counts()
+    counts.name = "records"
+    return counts
+
+
+def frequency_figure(counts, top: int = 20, title: str = "Most frequent statements"):
+    """Horizontal bars of the `top` most frequent statements (records and share of records)."""
+    import matplotlib.pyplot as plt
+
+    shown = counts.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(shown) + 1.2))
+    ax.barh(range(len(shown)), shown.to_numpy(), color="#4C72B0")
+    ax.set_yticks(range(len(shown)), [s if len(s) <= 60 else s[:57] + "..." for s in shown.index], fontsize=8)
+    ax.set_xlabel("records with the statement")
+    ax.set_title(f"{title} (top {len(shown)} of {len(counts)})")
+    fig.tight_layout()
+    return fig
+
+
+def token_lengths(texts, text_encoder: str, sample: int | None = None, seed: int = 0):
+    """Tokens per text (special tokens included) with the text encoder's own tokenizer.
+
+    Args:
+        texts: the composed texts ("" entries are skipped).
+        text_encoder: the TrainConfig text_encoder (hub name, local folder or "minilm").
+        sample: tokenise at most this many texts, drawn at random (None: all).
+        seed: seed of that draw.
+
+    Returns:
+        int array of token counts.
+    """
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from esi.models.text_encoder import resolve_text_encoder
+
+    texts = [t for t in texts if t]
+    if sample is not None and len(texts) > sample:
+        pick = np.random.default_rng(seed).choice(len(texts), size=sample, replace=False)
+        texts = [texts[i] for i in sorted(pick)]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(text_encoder))
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    return np.array([len(ids) for ids in encoded])
+
+
+def token_length_figure(lengths, max_length: int, text_encoder: str = ""):
+    """Histogram of tokens per text with the pretraining cut-off (train_max_text_length) and the share cut."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cut = float(np.mean(lengths > max_length)) if len(lengths) else 0.0
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.hist(lengths, bins=40, color="#4C72B0", edgecolor="white")
+    ax.axvline(max_length, color="#C44E52", linestyle="--",
+               label=f"train_max_text_length = {max_length}: {cut:.0%} of texts are cut")
+    ax.set_xlabel(f"tokens per text{f' ({text_encoder} tokenizer)' if text_encoder else ''}")
+    ax.set_ylabel("texts")
+    ax.set_title(f"Text lengths (n={len(lengths)}, median {np.median(lengths):.0f} tokens)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def store_overview_figure(store):
+    """Source sampling rates, lead availability and quality flags of a store's records (from its index)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    index = store.index
+    fig, (ax_fs, ax_leads, ax_flags) = plt.subplots(1, 3, figsize=(13, 3.8),
+                                                     gridspec_kw={"width_ratios": [1, 2, 2]})
+    rates = index["fs_source"].value_counts().sort_index()
+    ax_fs.bar([f"{fs:g}" for fs in rates.index], rates.to_numpy(), color="#4C72B0")
+    ax_fs.set_xlabel("source sampling rate (Hz)")
+    ax_fs.set_ylabel("records")
+    ax_fs.set_title(f"Sampling rates (stored at {store.fs:g} Hz)")
+
+    present = 100 * store.masks.mean(axis=0) if len(store) else np.zeros(len(store.leads))
+    ax_leads.bar(list(store.leads), present, color="#55A868")
+    ax_leads.set_ylim(0, 105)
+    ax_leads.set_ylabel("records with the lead (%)")
+    ax_leads.set_xlabel("lead")
+    ax_leads.set_title("Lead availability")
+
+    flags = [c for c in index.columns if c.startswith("quality_")]
+    shares = [100 * index[c].astype(bool).mean() for c in flags]
+    names = [c.removeprefix("quality_").replace("_", " ") for c in flags]
+    ax_flags.barh(names, shares, color="#C44E52")
+    for y, v in enumerate(shares):
+        ax_flags.text(v + 1, y, f"{v:.1f}%", va="center", fontsize=8)
+    ax_flags.set_xlim(0, 115)
+    ax_flags.set_xlabel("records flagged (%)")
+    ax_flags.set_title("Quality flags (set at conversion)")
+    fig.tight_layout()
+    return fig
+
+
+def example_rows(corpus, n: int, seed: int = 0) -> list[int]:
+    """`n` store rows of the corpus with a text, drawn at random (seeded), in store order."""
+    import numpy as np
+
+    rows = np.concatenate([corpus.rows["train"], corpus.rows["val"]])
+    if len(rows) == 0 or n <= 0:
+        return []
+    pick = np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False)
+    return sorted(int(r) for r in pick)
+
+
+def ecg_paper_figure(corpus, row: int, text_chars: int = 160):
+    """Store row `row` of the corpus drawn on ECG paper from its source file (full source resolution).
+
+    The title names the record, the source rate and the beginning of its text.
+    """
+    from esi.data.reader import read_ecg
+    from esi.plots import plot_ecg_paper
+
+    import textwrap
+
+    record = corpus.store.index.iloc[row]
+    ecg = read_ecg(record["path"])
+    text = corpus.texts[row]
+    text = text if len(text) <= text_chars else text[:text_chars].rsplit(" ", 1)[0] + " ..."
+    title = f"record {record['record_id']} ({ecg.fs:g} Hz)\n" + textwrap.fill(text, width=TITLE_WIDTH)
+    return plot_ecg_paper(ecg.signal, ecg.fs, leads=ecg.leads, title=title)
+
+
+def class_beats(ptbxl_root: str, task: str, max_records: int, seed: int = 0, fs: int = 500):
+    """Average beats of the classes of a PTB-XL task (esi.beats), from the records' WFDB files.
+
+    Args:
+        ptbxl_root: the PTB-XL folder (or the demo's PTB-XL layout).
+        task: a PTB-XL task, e.g. "superdiagnostic".
+        max_records: records per class at most (drawn at random, seeded).
+        seed: seed of the draw.
+        fs: read the 500 Hz (or 100 Hz) files.
+
+    Returns:
+        list of `esi.beats.ClassBeats`, one per class that had a complete beat.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from esi.beats import class_average_beats
+    from esi.data.ptbxl import load_task
+    from esi.data.reader import read_ecg
+
+    root = resolve(ptbxl_root)
+    if root is None or not (root / "ptbxl_database.csv").is_file():
+        raise FileNotFoundError(f"evaluate_ptbxl_root: {root} holds no ptbxl_database.csv")
+    labels = load_task(root, task)
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    for j in range(len(labels.classes)):
+        rows = np.flatnonzero(labels.y[:, j])
+        chosen.update(rng.choice(rows, size=min(max_records, len(rows)), replace=False).tolist())
+    order = sorted(chosen)
+    paths = labels.paths(fs)
+
+    def records():
+        for i in tqdm(order, desc="average beats", unit="record"):
+            ecg = read_ecg(paths[i])
+            yield ecg.signal, ecg.fs, [c for c, on in zip(labels.classes, labels.y[i]) if on]
+
+    return class_average_beats(records(), labels.classes)
+
+
+def average_beats_figure(beats, leads: Sequence[str], all_leads: Sequence[str] | None = None):
+    """One panel per lead: each class's average beat (median line, 25-75 % band between records).
+
+    Args:
+        beats: `esi.beats.ClassBeats` list (all with the same leads and window).
+        leads: the leads to show, e.g. ["II", "V1", "V5"].
+        all_leads: the lead order of the beats' rows (default: esi.data.leads.STANDARD_LEADS).
+    """
+    import matplotlib.pyplot as plt
+
+    from esi.data.leads import STANDARD_LEADS
+
+    if not beats:
+        raise ValueError("no class has a complete beat to show")
+    order = list(all_leads or STANDARD_LEADS)
+    missing = [lead for lead in leads if lead not in order]
+    if missing:
+        raise ValueError(f"data_beat_leads: unknown lead(s) {', '.join(missing)}; leads are {', '.join(order)}")
+    fig, axes = plt.subplots(1, len(leads), figsize=(4.2 * len(leads), 3.8), sharey=True, squeeze=False)
+    for ax, lead in zip(axes[0], leads):
+        j = order.index(lead)
+        for cb in beats:
+            t_ms = cb.t * 1000
+            line, = ax.plot(t_ms, cb.beat[j], linewidth=1.4,
+                            label=f"{cb.name} (n={cb.n_records}, {cb.rate_bpm:.0f} bpm)")
+            ax.fill_between(t_ms, cb.low[j], cb.high[j], color=line.get_color(), alpha=0.12, linewidth=0)
+        ax.axvline(0, color="#888", linewidth=0.6, linestyle=":")
+        ax.axhline(0, color="#888", linewidth=0.6)
+        ax.set_title(f"lead {lead}")
+        ax.set_xlabel("time from QRS (ms)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("amplitude (mV)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Average beat per class (median over records; band: 25-75 % between records)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 03 pretraining
+
+
+def check_pretraining_inputs(params: Params) -> None:
+    """Fail early, with the step to run, when pretraining's inputs are missing (the dictionary from 01)."""
+    if params.train.waveform_dict:
+        path = resolve(params.train.waveform_dict)
+        if not path.is_file():
+            raise FileNotFoundError(f"train_waveform_dict: {path} does not exist; run notebook 01 (the Cardio Query "
+                                    "Assistant writes it) or point train_waveform_dict at an existing dictionary")
+    corpus_arguments(params.train)   # data_root set and present
+
+
+def config_table(config, prefix: str):
+    """A resolved config as a two-column table of params keys and values (pandas DataFrame)."""
+    import pandas as pd
+
+    from esi.config import to_dict
+
+    rows = [(f"{prefix}_{k}", repr(v) if isinstance(v, (list, dict)) else v) for k, v in to_dict(config).items()]
+    return pd.DataFrame(rows, columns=["key", "value"]).set_index("key")
+
+
+def validation_table(metrics):
+    """The last validation row of a metrics table: each ECG->text recall@k next to its chance level k / pool."""
+    import pandas as pd
+
+    table = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
+    val = table[table["split"] == "val"]
+    if val.empty:
+        raise ValueError("no validation row in the metrics: the run has no validation pairs or no finished epoch")
+    last = val.iloc[-1]
+    pool = float(last.get("retrieval_pool", float("nan")))
+    rows = []
+    for k in (1, 5, 10):
+        key = f"recall@{k}"
+        if key in last and pd.notna(last[key]):
+            rows.append((key, float(last[key]), min(1.0, k / pool), float(last[key]) / min(1.0, k / pool)))
+    out = pd.DataFrame(rows, columns=["metric", "value", "chance", "x chance"]).set_index("metric")
+    out.attrs["epoch"], out.attrs["pool"] = float(last["epoch"]), pool
+    return out
+
+
+def caption_samples(params: Params):
+    """(figure name, figure) for every caption sample of the run: the ECG on paper, its caption and true text."""
+    from esi.data.store import ECGStore
+
+    run = resolve(params.train.out_dir)
+    store = ECGStore(corpus_arguments(params.train)["store_dir"])
+    for sample in read_captions(run / "captions.jsonl"):
+        fig = caption_figure(store[sample["store_row"]], store.fs, store.leads, sample["record_id"],
+                             sample["caption"], sample["text"])
+        yield f"03_caption_{sample['record_id']}", fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 04 evaluation
+
+
+def _label(row) -> str:
+    import pandas as pd
+
+    parts = [row["protocol"].replace("_", " "), row["task"]]
+    if pd.notna(row.get("label_fraction")):
+        parts.append(f"{row['label_fraction']:.0%} labels")
+    if row["metric"] != "macro_auroc":
+        parts.append(row["metric"].replace("_", " "))
+    return ", ".join(parts)
+
+
+def results_pivot(table):
+    """The tidy results as one row per (protocol, task, label fraction, metric) and one column per encoder.
+
+    Cells read "value [ci_low, ci_high]".
+    """
+    import pandas as pd
+
+    if table.empty:
+        return pd.DataFrame()
+    shown = table.assign(result=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                                 zip(table["value"], table["ci_low"], table["ci_high"])],
+                         fraction=table["label_fraction"].map(lambda f: "" if pd.isna(f) else f"{f:g}"))
+    keys = ["protocol", "task", "fraction", "metric"]
+    pivot = shown.pivot_table(index=keys, columns="encoder", values="result", aggfunc="first", sort=False)
+    pivot.columns.name = None
+    return pivot.fillna("")       # an encoder a protocol does not run (e.g. the supervised baseline) shows blank
+
+
+def results_figure(table):
+    """Every result of the run as horizontal bars with 95 % bootstrap intervals, one colour per encoder."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if table.empty:
+        raise ValueError("no results to plot")
+    table = table.assign(label=[_label(r) for _, r in table.iterrows()])
+    labels = list(dict.fromkeys(table["label"]))
+    encoders = list(dict.fromkeys(table["encoder"]))
+    colour = {encoder: f"C{j}" for j, encoder in enumerate(encoders)}
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(table) + 0.25 * len(labels) + 1.5))
+    for i, label in enumerate(labels):
+        rows = table[table["label"] == label]
+        height = 0.8 / len(rows)
+        for j, (_, r) in enumerate(rows.iterrows()):     # centred on the row, whatever encoders it has
+            y = i + (j - (len(rows) - 1) / 2) * height
+            ax.barh(y, r["value"], height * 0.9, color=colour[r["encoder"]], label=r["encoder"])
+            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+                ax.plot([r["ci_low"], r["ci_high"]], [y, y], color="black", linewidth=1)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("macro AUROC (probes, benchmark, zero-shot) or accuracy (identification); line: 95 % CI")
+    ax.set_title("PTB-XL results (test fold 10)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,162 @@
+"""params/*.yaml and the notebooks' parameter cells: every key belongs to a stage, type-checks, is commented,
+layers as papermill does, and the notebooks' defaults are the embedded default (params/demo.yaml)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from esi.config import ConfigError, load_config
+from esi.evaluate.config import load_evaluate_config
+from esi.notebook import CORPUS_FIELDS, layer_params, load_params, params_from_mapping, relocate
+from esi.rag.config import load_cqa_config
+from esi.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params"
+DEMO, TINY, PAPER, BENCHMARK = (PARAMS / f"{n}.yaml" for n in ("demo", "tiny", "mimic_paper", "ptbxl_benchmark"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+PARAMS_FILES = {"demo": [DEMO], "demo+tiny": [DEMO, TINY], "mimic_paper": [PAPER], "ptbxl_benchmark": [BENCHMARK]}
+
+
+def yaml_keys(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("name", list(PARAMS_FILES))
+def test_every_key_of_a_params_file_belongs_to_a_stage_and_type_checks(name):
+    params = params_from_mapping(layer_params(PARAMS_FILES[name]), name)
+    assert params.values.keys() == layer_params(PARAMS_FILES[name]).keys()
+
+
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK], ids=lambda p: p.name)
+def test_every_key_of_a_params_file_is_commented(path):
+    lines = path.read_text().splitlines()
+    uncommented = [key for key in yaml_keys(path)
+                   if not any(re.match(rf"^{key}:.*#\s*\S", line) for line in lines)]
+    assert uncommented == [], f"{path.name}: keys without a comment on their line: {uncommented}"
+
+
+def test_tiny_only_overrides_keys_that_demo_sets():
+    assert set(yaml_keys(TINY)) - set(yaml_keys(DEMO)) == set()
+
+
+def test_mimic_paper_sets_every_key_demo_sets_so_no_demo_default_leaks_into_it():
+    assert set(yaml_keys(DEMO)) - set(yaml_keys(PAPER)) == set()
+
+
+def test_mimic_paper_is_the_papers_recipe():
+    params = params_from_mapping(layer_params([PAPER]))
+    train = params.train
+    assert (train.ecg_encoder, train.text_encoder) == ("convnextv2_base", "michiyasunaga/BioLinkBERT-base")
+    assert (train.fs, train.batch_size, train.schedule, train.epochs) == (500.0, 48, "paper_step", 30)
+    assert params.run.nproc_per_node == 4
+    assert params.demo.corpus_dir == ""          # real data, no demo corpus
+
+
+def test_an_unknown_key_is_an_error_with_a_did_you_mean():
+    with pytest.raises(ConfigError, match=r"unknown parameter 'train_epoch'.*Did you mean 'train_epochs'\?"):
+        params_from_mapping({"train_epoch": 3})
+
+
+def test_a_key_without_a_stage_prefix_is_an_error_naming_the_prefixes():
+    with pytest.raises(ConfigError, match=r"'trian_epochs'.*none of the stage prefixes run_, demo_"):
+        params_from_mapping({"trian_epochs": 3})
+
+
+def test_a_mistyped_value_names_the_params_key():
+    with pytest.raises(ConfigError, match=r"train_epochs: expected an integer, got 'three'"):
+        params_from_mapping({"train_epochs": "three"})
+
+
+def test_layering_demo_and_tiny_gives_what_the_entry_points_read():
+    # papermill -f demo.yaml -f tiny.yaml == python -m esi.train/esi.evaluate/esi.rag --config demo --config tiny
+    params = params_from_mapping(layer_params([DEMO, TINY]))
+    assert params.train == load_config(TrainConfig, [DEMO, TINY], section="train")
+    assert params.cqa == load_cqa_config([DEMO, TINY])
+    assert params.evaluate == load_evaluate_config([DEMO, TINY])[0]
+
+
+def test_later_files_and_overrides_win_key_by_key():
+    values = layer_params([DEMO, TINY], {"train_epochs": 7})
+    assert values["train_epochs"] == 7
+    assert values["demo_n_mimic"] == yaml_keys(TINY)["demo_n_mimic"]
+    assert values["train_ecg_encoder"] == yaml_keys(DEMO)["train_ecg_encoder"]
+
+
+def test_relocate_moves_every_path_inside_the_run_folder_and_nothing_else(tmp_path):
+    moved = relocate(layer_params([DEMO]), tmp_path / "run")
+    assert moved["run_dir"] == str(tmp_path / "run")
+    assert moved["train_data_root"] == str(tmp_path / "run" / "corpus" / "mimic-iv-ecg")
+    assert moved["evaluate_encoders"][0]["path"] == str(tmp_path / "run" / "pretrain" / "model")
+    assert moved["train_text_encoder"] == "minilm"
+    assert params_from_mapping(moved).figures_dir == tmp_path / "run" / "figures"
+
+
+def test_load_params_reads_a_notebooks_globals_and_rejects_an_injected_typo():
+    namespace = {"run_name": "demo", "train_epochs": 2, "np": pytest, "helper": len}
+    assert load_params(namespace).train.epochs == 2
+    with pytest.raises(ConfigError, match="Did you mean 'train_epochs'"):
+        load_params({"run_name": "demo", "train_epoch": 2})
+
+
+# --- the notebooks' parameter cells ---------------------------------------------------------------------------
+
+
+def parameters_cell(path: Path) -> str:
+    cells = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: expected one cell tagged 'parameters', found {len(cells)}"
+    return cells[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_lists_every_parameter_with_a_type_and_a_comment(path):
+    assigned = re.findall(r"^(\w+)\s*:", parameters_cell(path), re.MULTILINE)
+    listed = papermill.inspect_notebook(str(path))
+    assert list(listed) == assigned            # a line papermill cannot parse would be dropped silently
+    for name, parameter in listed.items():
+        assert parameter["inferred_type_name"] != "None", f"{name} has no type annotation"
+        assert parameter["help"], f"{name} has no comment"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defaults_are_the_demo_values(path):
+    demo = yaml_keys(DEMO)
+    for name, parameter in papermill.inspect_notebook(str(path)).items():
+        assert name in demo, f"{path.name} declares {name}, which params/demo.yaml does not set"
+        assert ast.literal_eval(parameter["default"]) == demo[name], f"{path.name}: {name} differs from demo.yaml"
+
+
+# Each notebook declares every demo.yaml key of what it runs, so opened without -f it runs the demo.
+READS = {
+    "01_cardio_query_assistant": ("run_", "demo_", "cqa_", "data_statements", "data_reference_dict", "data_queries"),
+    "02_data_exploration": ("run_", "demo_", "data_examples", "data_text_sample", "data_beat_", "data_seed",
+                            "evaluate_ptbxl_root", "train_text_encoder", "train_max_text_length",
+                            *(f"train_{f}" for f in CORPUS_FIELDS)),
+    "03_pretrain": ("run_", "demo_", "train_"),
+    "04_ptbxl_evaluation": ("run_", "demo_", "evaluate_"),
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_declares_every_demo_key_it_reads(path):
+    declared = set(papermill.inspect_notebook(str(path)))
+    needed = {k for k in yaml_keys(DEMO) if k.startswith(READS[path.stem])}
+    assert needed - declared == set()
+
+
+def test_every_demo_key_is_declared_by_some_notebook():
+    declared = set().union(*(papermill.inspect_notebook(str(p)) for p in NOTEBOOKS))
+    assert set(yaml_keys(DEMO)) - declared == set()
+
+
+def test_params_readme_names_every_stage_prefix():
+    text = (PARAMS / "README.md").read_text()
+    for prefix in ("run_", "demo_", "data_", "cqa_", "train_", "evaluate_"):
+        assert f"`{prefix}`" in text
