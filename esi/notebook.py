@@ -361,23 +361,10 @@ CORPUS_FIELDS = ("out_dir", "corpus", "data_root", "patients", "store_dir", "wav
 
 
 def corpus_arguments(train_cfg) -> dict:
-    """The `esi.data.corpus.build_corpus` arguments that `esi.train.train` uses for this TrainConfig.
-
-    So the data notebook converts and pairs exactly the corpus pretraining will read (same store folder).
-    """
-    if not train_cfg.data_root:
-        raise ConfigError("train_data_root is empty: point it at a MIMIC-IV-ECG or PTB-XL folder")
-    root = resolve(train_cfg.data_root)
-    if not root.exists():
-        raise FileNotFoundError(f"train_data_root: {root} does not exist")
-    return dict(kind=train_cfg.corpus, root=root,
-                store_dir=resolve(train_cfg.store_dir) if train_cfg.store_dir else resolve(train_cfg.out_dir) / "store",
-                fs=train_cfg.fs, seconds=train_cfg.seconds,
-                waveform_dict=resolve(train_cfg.waveform_dict) if train_cfg.waveform_dict else None,
-                patients=resolve(train_cfg.patients) if train_cfg.patients else None,
-                val_fraction=train_cfg.val_fraction, train_folds=train_cfg.train_folds,
-                val_folds=train_cfg.val_folds, max_words=train_cfg.max_words, limit=train_cfg.max_records,
-                workers=train_cfg.convert_workers, progress=train_cfg.progress)
+    """The `esi.data.corpus.build_corpus` arguments that `esi.train.train` uses for this TrainConfig
+    (see `esi.train.corpus_arguments`), so the data notebook converts the same store pretraining reads."""
+    from esi.train import corpus_arguments as train_corpus_arguments
+    return train_corpus_arguments(train_cfg)
 
 
 def write_train_params(params: Params, path: str | os.PathLike | None = None) -> Path:

@@ -35,7 +35,7 @@ import torch
 
 from esi import dist
 from esi.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from esi.config import load_config, save_config
+from esi.config import ConfigError, load_config, save_config
 from esi.metrics import MetricsLogger, retrieval_recall
 from esi.paths import resolve
 from esi.sampling import ResumableBatchSampler
@@ -231,6 +231,24 @@ def check_finite_batch(batch: dict, store) -> None:
                                   f"of store {store.path}")
 
 
+def corpus_arguments(cfg: TrainConfig, progress: bool | None = None) -> dict:
+    """The `esi.data.corpus.build_corpus` arguments of this config: the one place that maps train_* settings
+    onto the corpus, so a notebook that explores the data reads exactly the store and texts training will."""
+    if not cfg.data_root:
+        raise ConfigError("train_data_root is empty: point it at a MIMIC-IV-ECG or PTB-XL folder")
+    root = resolve(cfg.data_root)
+    if not root.exists():
+        raise FileNotFoundError(f"train_data_root: {root} does not exist")
+    return dict(kind=cfg.corpus, root=root,
+                store_dir=resolve(cfg.store_dir) if cfg.store_dir else resolve(cfg.out_dir) / "store",
+                fs=cfg.fs, seconds=cfg.seconds,
+                waveform_dict=resolve(cfg.waveform_dict) if cfg.waveform_dict else None,
+                patients=resolve(cfg.patients) if cfg.patients else None, val_fraction=cfg.val_fraction,
+                train_folds=cfg.train_folds, val_folds=cfg.val_folds, max_words=cfg.max_words,
+                limit=cfg.max_records, workers=cfg.convert_workers,
+                progress=cfg.progress if progress is None else progress)
+
+
 def unwrap(model):
     model = getattr(model, "module", model)          # DDP
     return getattr(model, "_orig_mod", model)       # torch.compile
@@ -300,15 +318,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         save_config(cfg, run_dir / "config.yaml")
 
     # -- data: rank 0 converts first, the others then open the finished store
-    corpus_args = dict(kind=cfg.corpus, root=resolve(cfg.data_root),
-                       store_dir=resolve(cfg.store_dir) if cfg.store_dir else run_dir / "store",
-                       fs=cfg.fs, seconds=cfg.seconds,
-                       waveform_dict=resolve(cfg.waveform_dict) if cfg.waveform_dict else None,
-                       patients=resolve(cfg.patients) if cfg.patients else None, val_fraction=cfg.val_fraction,
-                       train_folds=cfg.train_folds, val_folds=cfg.val_folds, max_words=cfg.max_words,
-                       limit=cfg.max_records, workers=cfg.convert_workers, progress=cfg.progress and ctx.is_main)
-    if not cfg.data_root:
-        raise ValueError("train_data_root is empty: point it at a MIMIC-IV-ECG or PTB-XL folder")
+    corpus_args = corpus_arguments(cfg, progress=cfg.progress and ctx.is_main)
     if ctx.is_main:
         corpus = build_corpus(**corpus_args)
     dist.barrier()
@@ -443,6 +453,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            lr = optimizer.param_groups[0]["lr"]   # the rate this step used (scheduler.step sets the next one)
             scheduler.step()
             step += 1
             elapsed = time.perf_counter() - window_start
@@ -451,7 +462,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.set_postfix(loss=f"{running['loss']:.3f}", pairs_s=f"{pairs_per_s:.0f}")
             if step % cfg.log_every == 0 or step == 1:
                 logger.log("train", step, epoch + (batch_index + 1) / len(sampler), {
-                    **running, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                    **running, "lr": lr, "grad_norm": float(grad_norm),
                     "logit_scale": float(out["logit_scale"].detach()), "pairs_per_s": pairs_per_s})
             running = {}
             window_pairs, window_start = 0, time.perf_counter()
@@ -496,7 +507,7 @@ def write_caption_samples(model, val_set, n: int, corpus, device, path: Path) ->
     """Greedy captions of the first `n` validation ECGs next to their true texts (JSON lines)."""
     model.eval()
     batch = val_set[list(range(n))]
-    captions = model.caption(batch["ecg"].to(device), max_new_tokens=48)
+    captions = model.caption(batch["ecg"].to(device), max_new_tokens=min(48, model.config.max_text_length - 1))
     rows = batch["index"].numpy()
     with open(path, "w") as fh:
         for row, caption in zip(rows, captions):
