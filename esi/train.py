@@ -473,6 +473,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 os.kill(os.getpid(), signal.SIGKILL)
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 done = True
+                if not end_of_epoch and step % cfg.checkpoint_every != 0:
+                    checkpoint(epoch, batch_index + 1)   # so a longer run can continue from here
                 break
             if end_of_epoch:
                 break

@@ -1,0 +1,316 @@
+"""The pretraining engine `esi.train`, end to end on the real PTB-XL records in ../shared.
+
+Most runs use a tiny text encoder (a 2-layer BERT with random weights and MiniLM's tokenizer, built into a temporary
+folder) so that a few optimizer steps take a fraction of a second; the real pretraining run uses the bundled
+MiniLM. All runs read one 100 Hz store converted once per test session.
+
+The kill-and-resume test starts `python -m esi.train` in subprocesses; the engine's test hook
+ESI_TEST_KILL_AT_STEP=k SIGKILLs the process right after optimizer step k.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from esi.checkpoint import latest_checkpoint
+from esi.config import ConfigError, load_config
+from esi.train import NonFiniteBatchError, TrainConfig, main, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- shared material: one store, one tiny text encoder, a config writer -----------------------------------
+
+def ptbxl_store(basetemp: Path, ptbxl_dir: Path) -> Path:
+    """The PTB-XL records of ../shared converted once per session into a 100 Hz x 10 s store."""
+    from esi.data.corpus import ensure_store
+
+    store_dir = basetemp / "ptbxl100-store"
+    ensure_store("ptbxl", ptbxl_dir, store_dir, fs=100, seconds=10, workers=2, progress=False)
+    return store_dir
+
+
+def tiny_text_encoder(folder: Path, dropout: float) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer, saved as a Hugging Face folder."""
+    if (folder / "config.json").exists():
+        return folder
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from esi.models.text_encoder import bundled_minilm_path
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
+    partial = folder.with_name(folder.name + ".partial")
+    BertModel(config).save_pretrained(partial)
+    AutoTokenizer.from_pretrained(bundled_minilm_path()).save_pretrained(partial)
+    partial.rename(folder)
+    return folder
+
+
+def tiny_settings(out_dir: Path, store_dir: Path, text_encoder: Path, ptbxl_dir: Path, /, **changes) -> dict:
+    """train_* settings of a run that takes seconds: ConvNeXt V2 atto on 2.5 s crops, a one-block decoder,
+    PTB-XL fold 1 for training (58 records: 7 steps of 8) and fold 3 for validation (34 records)."""
+    settings = dict(
+        out_dir=str(out_dir), corpus="ptbxl", data_root=str(ptbxl_dir), store_dir=str(store_dir),
+        fs=100, seconds=10, crop_seconds=2.5, train_folds=[1], val_folds=[3],
+        ecg_encoder="convnextv2_atto", text_encoder=str(text_encoder), max_text_length=32,
+        model={"decoder_depth": 1, "decoder_heads": 2, "n_queries": 4, "latent_dim": 32},
+        batch_size=8, epochs=2, lr=1e-3, text_lr=1e-4, schedule="cosine", warmup_epochs=0.5,
+        checkpoint_every=3, keep_checkpoints=3, log_every=1, caption_samples=0, tensorboard=False, progress=False,
+    )
+    settings.update(changes)
+    return settings
+
+
+def write_params(path: Path, settings: dict) -> Path:
+    """Write settings as a params file (flat keys with the train_ prefix, as in params/)."""
+    path.write_text(yaml.safe_dump({f"train_{k}": v for k, v in settings.items()}, sort_keys=False))
+    return path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def steps_of(rows: list[dict], split: str) -> list[int]:
+    return [int(float(r["step"])) for r in rows if r["split"] == split]
+
+
+def load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory, ptbxl_dir) -> Path:
+    return ptbxl_store(tmp_path_factory.getbasetemp(), ptbxl_dir)
+
+
+@pytest.fixture(scope="session")
+def text_encoder(tmp_path_factory) -> Path:
+    """Tiny BERT with dropout on: the resumed run must replay the dropout masks, too."""
+    return tiny_text_encoder(tmp_path_factory.getbasetemp() / "tiny-bert-dropout", dropout=0.1)
+
+
+@pytest.fixture
+def settings(tmp_path, store_dir, text_encoder, ptbxl_dir):
+    def make(**changes) -> dict:
+        return tiny_settings(tmp_path / "run", store_dir, text_encoder, ptbxl_dir, **changes)
+    return make
+
+
+# ---- kill at any step, resume, get the same model ----------------------------------------------------------
+
+KILL_AT = 11          # epoch 2, its 4th step; checkpoints at 3, 6, 7 (epoch end) and 9: steps 10 and 11 are redone
+STEPS_PER_EPOCH = 7   # 58 fold-1 records // 8
+
+
+def run_engine(params: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m esi.train --config params` in a child process, as a user would start it."""
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "esi.train", "--config", str(params)], cwd=REPO_ROOT,
+                          env=child_env, capture_output=True, text=True, timeout=900)
+
+
+def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, f"esi.train failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory, store_dir, text_encoder, ptbxl_dir) -> dict:
+    """An uninterrupted run, and the same run SIGKILLed after step KILL_AT then started again (resume: auto).
+
+    Every source of randomness the engine has is switched on: dropout in the text encoder, random crops,
+    augmentation, a DataLoader worker process, the cosine schedule, TensorBoard logging.
+    """
+    root = tmp_path_factory.mktemp("resume")
+    common = dict(augment=True, num_workers=1, tensorboard=True, resume="auto")
+    reference_params = write_params(root / "reference.yaml", tiny_settings(
+        root / "reference", store_dir, text_encoder, ptbxl_dir, **common))
+    interrupted_params = write_params(root / "interrupted.yaml", tiny_settings(
+        root / "interrupted", store_dir, text_encoder, ptbxl_dir, **common))
+    reference = succeeded(run_engine(reference_params))
+    killed = run_engine(interrupted_params, env={"ESI_TEST_KILL_AT_STEP": str(KILL_AT)})
+    checkpoints_at_kill = sorted(p.name for p in (root / "interrupted" / "checkpoints").glob("step_*.pt"))
+    model_at_kill = (root / "interrupted" / "model").exists()
+    resumed = succeeded(run_engine(interrupted_params))
+    return {"root": root, "reference": reference, "killed": killed, "resumed": resumed,
+            "checkpoints_at_kill": checkpoints_at_kill, "model_at_kill": model_at_kill}
+
+
+def test_the_test_hook_kills_the_run_after_the_chosen_step(interrupted_and_resumed):
+    killed = interrupted_and_resumed["killed"]
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not interrupted_and_resumed["model_at_kill"]
+
+
+def test_resume_auto_continues_from_the_newest_checkpoint(interrupted_and_resumed):
+    # keep_checkpoints=3 leaves the three newest; the newest precedes the kill, so steps 10 and 11 are redone
+    assert interrupted_and_resumed["checkpoints_at_kill"] == [
+        "step_000000006.pt", "step_000000007.pt", "step_000000009.pt"]
+    assert "resumed from" in interrupted_and_resumed["resumed"].stdout
+    assert "step_000000009.pt (step 9, epoch 1, batch 2)" in interrupted_and_resumed["resumed"].stdout
+
+
+def test_a_killed_and_resumed_run_ends_with_exactly_the_uninterrupted_weights(interrupted_and_resumed):
+    root = interrupted_and_resumed["root"]
+    expected = load_weights(root / "reference" / "model")
+    actual = load_weights(root / "interrupted" / "model")
+    assert expected.keys() == actual.keys()
+    different = [name for name in expected if not torch.equal(expected[name], actual[name])]
+    assert different == []
+
+
+def test_a_resumed_run_logs_every_step_once(interrupted_and_resumed):
+    rows = read_metrics(interrupted_and_resumed["root"] / "interrupted")
+    total = 2 * STEPS_PER_EPOCH
+    assert steps_of(rows, "train") == list(range(1, total + 1))
+    assert steps_of(rows, "val") == [STEPS_PER_EPOCH, total]
+
+
+def test_resume_none_starts_over(settings, capsys):
+    first = train(load_config(TrainConfig, overrides=settings(max_steps=2, checkpoint_every=1)))
+    assert latest_checkpoint(first.run_dir / "checkpoints").name == "step_000000002.pt"
+    capsys.readouterr()
+    again = train(load_config(TrainConfig, overrides=settings(max_steps=1, resume="none")))
+    assert again.steps == 1 and "resumed from" not in capsys.readouterr().out
+    assert steps_of(read_metrics(again.run_dir), "train") == [1]
+
+
+# ---- distributed-free properties of one run ----------------------------------------------------------------
+
+def test_paper_step_schedule_warms_up_then_divides_the_rate_by_ten(settings):
+    # 1 step per epoch (fold 3: 34 records, batch 32): 2 warm-up epochs, 10 at the full rate, then x0.1
+    cfg = load_config(TrainConfig, overrides=settings(
+        train_folds=[3], val_folds=[], batch_size=32, epochs=13, schedule="paper_step", warmup_epochs=2,
+        lr=1e-3, text_lr=1e-4, checkpoint_every=100, keep_checkpoints=1))
+    result = train(cfg)
+    rows = [r for r in read_metrics(result.run_dir) if r["split"] == "train"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 14))
+    # metrics.csv logs the rate each optimizer step used
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.5e-3] + [1e-3] * 11 + [1e-4], rel=1e-6)
+
+
+def rank_of_true_text(model_dir: Path, corpus, rows, normalize: str) -> torch.Tensor:
+    """For each validation ECG, how many validation texts the saved model scores above the ECG's own text."""
+    from esi.data.datasets import ECGDataset
+    from esi.models.esi_model import ESIModel
+
+    model = ESIModel.from_pretrained(model_dir)
+    ecgs = ECGDataset(corpus.store, rows, normalize=normalize).fetch(np.arange(len(rows)))["ecg"]
+    texts = model.tokenize([corpus.texts[row] for row in rows])
+    with torch.no_grad():
+        similarity = model.encode_ecg(ecgs) @ model.encode_text(texts["input_ids"], texts["attention_mask"]).T
+    return (similarity > similarity.diagonal()[:, None]).sum(dim=1)
+
+
+@pytest.mark.slow
+def test_a_short_real_pretraining_run_retrieves_texts_far_above_chance(tmp_path, store_dir, ptbxl_dir, capsys):
+    """ConvNeXt V2 atto + MiniLM, 3 epochs on PTB-XL folds 1-8 (353 records, text: demographics, SCP statements,
+    the report), validated on fold 9 (81 pairs). About a minute on 2 idle cores.
+
+    With 81 pairs, recall@5 moves in steps of 1/81 and its sampling noise (sd ~0.045 near 0.2) is as large as
+    any margin one could ask of it, so "far above chance" is judged on the rank of each ECG's own text among the
+    81 texts, which uses every pair: by chance its mean is 40 with a standard error of 2.6.
+    """
+    from esi.data.corpus import build_corpus
+
+    cfg = load_config(TrainConfig, overrides=dict(
+        out_dir=str(tmp_path / "real"), corpus="ptbxl", data_root=str(ptbxl_dir), store_dir=str(store_dir),
+        fs=100, seconds=10, ecg_encoder="convnextv2_atto", text_encoder="minilm", max_text_length=32,
+        # a narrow decoder with a small caption weight: captioning is not what retrieval needs, and the
+        # 30522-word output layer of a full-width decoder would cost more than the ECG encoder
+        model={"decoder_depth": 1, "decoder_heads": 4, "decoder_dim": 64, "decoder_embeddings": "random",
+               "n_queries": 8, "latent_dim": 64, "caption_weight": 0.1},
+        batch_size=16, epochs=3, lr=1e-3, text_lr=5e-5, warmup_epochs=0.5, checkpoint_every=1000,
+        keep_checkpoints=1, caption_samples=2, tensorboard=False, progress=False))
+    result = train(cfg)
+    recall, pool = result.val_metrics, int(result.val_metrics["retrieval_pool"])
+    corpus = build_corpus("ptbxl", ptbxl_dir, store_dir, fs=100, seconds=10, progress=False)
+    ranks = rank_of_true_text(result.model_dir, corpus, corpus.rows["val"], cfg.normalize).float()
+    chance_rank, chance_error = (pool - 1) / 2, math.sqrt((pool ** 2 - 1) / 12 / pool)
+    z = (chance_rank - float(ranks.mean())) / chance_error
+    with capsys.disabled():
+        print(f"\n[real pretraining] {result.steps} steps; validation pool {pool}: " + ", ".join(
+            f"recall@{k} {recall[f'recall@{k}']:.3f} (chance {k / pool:.3f})" for k in (1, 5, 10))
+            + f"; mean rank of the true text {float(ranks.mean()):.1f} (chance {chance_rank:.0f}, z = {z:.1f})")
+    assert pool == len(corpus.rows["val"]) == 81                 # PTB-XL fold 9 of the 500 records in ../shared
+    assert recall["recall@10"] == pytest.approx(float((ranks < 10).float().mean()), abs=2 / pool)
+    assert z > 4                                                  # p < 1e-4 under chance
+    assert recall["recall@10"] > 1.5 * 10 / pool
+    assert (result.run_dir / "captions.jsonl").read_text().count("\n") == 2
+
+
+# ---- bad input and bad settings: clear errors --------------------------------------------------------------
+
+def test_a_nan_in_the_data_stops_training_naming_the_record(tmp_path, ptbxl_dir, text_encoder):
+    from esi.data.convert import convert
+    from esi.data.store import ECGStore
+
+    store_dir = tmp_path / "store16"
+    convert("ptbxl", ptbxl_dir, store_dir, fs=100, seconds=10, dtype="float16", limit=40, workers=1,
+            progress=False)
+    store = ECGStore(store_dir)
+    # Damage one sample of one training record on disk, as a bad copy or a broken converter would.
+    folds = store.index["strat_fold"].astype(int)
+    row = int(np.flatnonzero(folds.between(1, 8))[0])
+    shard_index = int(store.shards[row])
+    shard = np.memmap(store_dir / "shards" / f"shard-{shard_index:06d}.bin", dtype=np.float16, mode="r+",
+                      shape=(int((store.shards == shard_index).sum()), len(store.leads), store.length))
+    shard[store.rows[row], 4, 100] = np.nan
+    shard.flush()
+    del shard
+    # One batch holds every training record, so the damaged one is in the first batch; whole records (no crop)
+    # so that the damaged sample is in it.
+    cfg = load_config(TrainConfig, overrides=tiny_settings(
+        tmp_path / "run", store_dir, text_encoder, ptbxl_dir, train_folds=list(range(1, 9)), val_folds=[],
+        batch_size=int(folds.between(1, 8).sum()), crop_seconds=None, max_steps=1))
+    record_id = str(store.index["record_id"].iloc[row])
+    with pytest.raises(NonFiniteBatchError, match=rf"non-finite ECG values in record\(s\) {record_id} of store"):
+        train(cfg)
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(settings):
+    # A learning rate of 1e30 blows the weights up in one step; the next loss is not finite.
+    cfg = load_config(TrainConfig, overrides=settings(lr=1e30, text_lr=1e30, warmup_epochs=0, schedule="constant",
+                                                      clip_grad=None, max_steps=4))
+    with pytest.raises(NonFiniteBatchError, match=r"non-finite loss .* at step 1, epoch 0; batch records: \d+"):
+        train(cfg)
+
+
+def test_an_unknown_setting_is_an_error_with_a_hint(tmp_path):
+    params = write_params(tmp_path / "params.yaml", {"data_root": "/data", "epoch": 3})
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch'.*Did you mean 'epochs'"):
+        main(["--config", str(params)])
+    with pytest.raises(ConfigError, match=r"unknown key 'batchsize'"):
+        main(["--config", str(write_params(tmp_path / "ok.yaml", {"data_root": "/data"})), "--set", "batchsize=3"])
+
+
+def test_a_missing_data_root_is_an_error(settings):
+    cfg = load_config(TrainConfig, overrides={**settings(), "data_root": ""})
+    with pytest.raises(ConfigError, match="train_data_root is empty"):
+        train(cfg)
+
+
+def test_a_hub_text_encoder_that_is_not_cached_fails_at_once_offline(settings, monkeypatch):
+    from esi.models.text_encoder import TextEncoderNotAvailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = load_config(TrainConfig, overrides=settings(text_encoder="esi-tests/no-such-encoder"))
+    with pytest.raises(TextEncoderNotAvailable, match=r"'esi-tests/no-such-encoder' is not available: HF_HUB_OFFLINE"):
+        train(cfg)
