@@ -412,6 +412,24 @@ def smoke_note(n_test: int) -> str:
     return ""
 
 
+def official_splits(task):
+    """(train, val, test, scored, classes, notes) of a PTB-XL task on the official folds 1-8 / 9 / 10.
+
+    A class with no positive in the training folds cannot be learned by any model: it is left out of scoring
+    (`scored` is the boolean class mask, `classes` the kept names) and `notes` says so.
+    """
+    train, val, test = task.split("train"), task.split("val"), task.split("test")
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"{task.task}: needs records in folds 1-8, 9 and 10; has {len(train)}/{len(val)}/{len(test)}")
+    scored = train.y.sum(0) > 0
+    classes = [c for c, keep in zip(task.classes, scored) if keep]
+    notes = ""
+    if not scored.all():
+        dropped = [c for c, keep in zip(task.classes, scored) if not keep]
+        notes = f"{len(dropped)} class(es) without a training positive not scored ({', '.join(dropped[:5])})"
+    return train, val, test, scored, classes, notes
+
+
 def join_notes(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 

@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug
-from esi.evaluate.features import (FeatureSet, ProtocolResults, Workspace, join_notes, per_class_rows, result_row,
-                                   save_predictions)
+from esi.evaluate.features import (FeatureSet, ProtocolResults, Workspace, join_notes, official_splits,
+                                   per_class_rows, result_row, save_predictions)
 from esi.evaluate.metrics import bootstrap_macro_auroc
 from esi.evaluate.probe import label_fraction_subset, train_linear_probe
 
@@ -53,16 +53,7 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
         {"row": tidy row, "per_class": rows, "y_true", "y_score", "classes", "ecg_ids", "probe": ProbeResult,
          "train_ids": ecg_ids of the training subset}.
     """
-    train, val, test = task.split("train"), task.split("val"), task.split("test")
-    if min(len(train), len(val), len(test)) == 0:
-        raise ValueError(f"{task.task}: needs records in folds 1-8, 9 and 10; has {len(train)}/{len(val)}/{len(test)}")
-    # A class with no positive in the training folds cannot be learned by any head: leave it out, and say so.
-    scored = train.y.sum(0) > 0
-    classes = [c for c, keep in zip(task.classes, scored) if keep]
-    notes = ""
-    if not scored.all():
-        dropped = [c for c, keep in zip(task.classes, scored) if not keep]
-        notes = f"{len(dropped)} class(es) without a training positive not scored ({', '.join(dropped[:5])})"
+    train, val, test, scored, classes, notes = official_splits(task)
     y_train, y_val, y_test = train.y[:, scored], val.y[:, scored], test.y[:, scored]
 
     subset = label_fraction_subset(y_train, fraction, seed=seed)

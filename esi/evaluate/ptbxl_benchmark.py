@@ -33,8 +33,8 @@ from torch import nn
 
 from esi.data.ptbxl import TASKS
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, slug, with_random_baselines
-from esi.evaluate.features import (ProtocolResults, Workspace, fit_train_scaler, join_notes, per_class_rows,
-                                   result_row, save_predictions, store_rows)
+from esi.evaluate.features import (ProtocolResults, Workspace, fit_train_scaler, join_notes, official_splits,
+                                   per_class_rows, result_row, save_predictions, store_rows)
 from esi.evaluate.metrics import bootstrap_macro_auroc, macro_auroc
 from esi.evaluate.probe import label_fraction_subset
 
@@ -225,15 +225,7 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
 
     if abs(store.fs - encoder.fs) > 1e-6:
         raise ValueError(f"{encoder.label} is fed at {encoder.fs:g} Hz but the store is at {store.fs:g} Hz")
-    train, val, test = task.split("train"), task.split("val"), task.split("test")
-    if min(len(train), len(val), len(test)) == 0:
-        raise ValueError(f"{task.task}: needs records in folds 1-8, 9 and 10; has {len(train)}/{len(val)}/{len(test)}")
-    scored = train.y.sum(0) > 0
-    classes = [c for c, keep in zip(task.classes, scored) if keep]
-    notes = ""
-    if not scored.all():
-        dropped = [c for c, keep in zip(task.classes, scored) if not keep]
-        notes = f"{len(dropped)} class(es) without a training positive not scored ({', '.join(dropped[:5])})"
+    train, val, test, scored, classes, notes = official_splits(task)
     subset = label_fraction_subset(train.y[:, scored], settings.train_fraction, seed=settings.seed)
 
     rows_train = store_rows(store, train.ecg_ids[subset])
