@@ -6,7 +6,7 @@ does not import torch, and torch is imported only when a Dataset is used.
 
 from __future__ import annotations
 
-import importlib
+from esi._lazy import lazy_exports
 
 _PUBLIC = {
     "STANDARD_LEADS": "esi.data.leads",
@@ -33,17 +33,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    module_name = _PUBLIC.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'esi.data' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    value = module if module_name.endswith("." + name) else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -8,7 +8,7 @@ Public names are imported lazily so `import esi.evaluate` stays light.
 
 from __future__ import annotations
 
-import importlib
+from esi._lazy import lazy_exports
 
 _PUBLIC = {
     "evaluate": "esi.evaluate.run",
@@ -23,16 +23,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    module_name = _PUBLIC.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'esi.evaluate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

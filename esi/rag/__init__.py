@@ -16,7 +16,7 @@ Public names are imported lazily so that `import esi.rag` does not import llama-
 
 from __future__ import annotations
 
-import importlib
+from esi._lazy import lazy_exports
 
 _PUBLIC = {
     "CQAConfig": "esi.rag.config",
@@ -38,18 +38,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    module_name = _PUBLIC.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'esi.rag' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    # "quality" names the module itself.
-    value = getattr(module, name) if hasattr(module, name) else module
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
