@@ -191,6 +191,18 @@ def all_gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     return [int(s.item()) for s in sizes]
 
 
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of `x` over all ranks, without gradient (`x` itself when not distributed).
+
+    x: the same shape on every rank; every rank must call this together.
+    """
+    if not is_initialized() or get_world_size() == 1:
+        return x
+    total = x.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / get_world_size()
+
+
 class _AllGatherWithGrad(torch.autograd.Function):
     """Concatenate every rank's rows; the backward pass returns to each rank the summed gradient of its rows.
 

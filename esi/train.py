@@ -461,6 +461,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.update(1)
             bar.set_postfix(loss=f"{running['loss']:.3f}", pairs_s=f"{pairs_per_s:.0f}")
             if step % cfg.log_every == 0 or step == 1:
+                # Every rank reaches this step together; log the mean over ranks, not rank 0's share.
+                keys = sorted(running)
+                means = dist.mean_over_ranks(torch.tensor([running[k] for k in keys], device=device))
+                running = dict(zip(keys, means.tolist()))
                 logger.log("train", step, epoch + (batch_index + 1) / len(sampler), {
                     **running, "lr": lr, "grad_norm": float(grad_norm),
                     "logit_scale": float(out["logit_scale"].detach()), "pairs_per_s": pairs_per_s})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from esi import dist
-from esi.models.losses import contrastive_loss, logit_scale_value
+from esi.models.losses import caption_loss, contrastive_loss, logit_scale_value
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
@@ -95,6 +95,16 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ecg, text_features
 
 
+def caption_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Caption logits and targets of the global batch; rank 0's texts are much shorter than rank 1's."""
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(WORLD_SIZE * LOCAL_BATCH, 6, 11, generator=generator)
+    targets = torch.randint(0, 11, (WORLD_SIZE * LOCAL_BATCH, 6), generator=generator)
+    lengths = torch.tensor([1, 2, 1, 2, 6, 5, 6, 4])
+    mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
+    return logits, targets, mask
+
+
 def fresh_towers() -> TwoTowers:
     torch.manual_seed(0)
     return TwoTowers()
@@ -128,6 +138,16 @@ def worker(out_dir: Path) -> None:
     weights = torch.arange(gathered.shape[0], dtype=torch.float32)[:, None]
     (gathered * weights).sum().backward()
     result["uneven"] = {"gathered": gathered.detach(), "grad": rows.grad}
+
+    # Caption loss with a different number of real tokens on each rank.
+    logits, targets, mask = caption_batch()
+    for across_ranks in (True, False):
+        mine_logits = logits[mine].clone().requires_grad_(True)
+        loss = caption_loss(mine_logits, targets[mine], mask[mine], across_ranks=across_ranks)
+        # What DDP does with the gradients: average over ranks.
+        grad, = torch.autograd.grad(loss, mine_logits)
+        gathered = dist.all_gather_with_grad(grad)
+        result[f"caption_across_{across_ranks}"] = {"loss": loss.detach(), "grad": gathered / WORLD_SIZE}
 
     dist.barrier()
     torch.save(result, out_dir / f"rank{rank}.pt")
@@ -191,6 +211,21 @@ def test_local_loss_uses_per_rank_negatives_and_differs(ranks, single_process):
     grad_gap = (ranks[0]["local"]["grads"]["ecg_to_latent.weight"]
                 - single_process["grads"]["ecg_to_latent.weight"]).abs().max()
     assert grad_gap > 1e-4
+
+
+def test_caption_loss_weighs_every_token_of_the_global_batch_equally(ranks):
+    logits, targets, mask = caption_batch()
+    logits.requires_grad_(True)
+    expected = caption_loss(logits, targets, mask)        # one process, all 8 texts
+    expected_grad, = torch.autograd.grad(expected, logits)
+    mean_over_ranks = torch.stack([r["caption_across_True"]["loss"] for r in ranks]).mean()
+    torch.testing.assert_close(mean_over_ranks, expected.detach())
+    for result in ranks:
+        torch.testing.assert_close(result["caption_across_True"]["grad"], expected_grad)
+    # Averaging each rank's own tokens instead weighs rank 0's few tokens more: a different loss and gradient.
+    per_rank = torch.stack([r["caption_across_False"]["loss"] for r in ranks]).mean()
+    assert abs(per_rank - expected.detach()) > 1e-2
+    assert (ranks[0]["caption_across_False"]["grad"] - expected_grad).abs().max() > 1e-3
 
 
 def test_all_gather_with_grad_handles_uneven_batches(ranks):

@@ -7,10 +7,9 @@ ranks) and DDP averages the gradients. What holds exactly, and why the runs belo
 - The global batch is the same set of pairs: the sampler cuts the same 2B positions of the epoch's permutation
   and deals them to the ranks alternately; the gathered batch is a permutation of the single process's, and the
   symmetric InfoNCE over a batch does not depend on the order of its rows.
-- The caption loss is averaged over the real tokens of each rank, then DDP averages the ranks: that equals the
-  single process's average over all tokens only when both ranks hold the same number of tokens. Here every text
-  is cut at 16 tokens (the shortest PTB-XL text has 16), so it is exact; with texts of different lengths the two
-  runs differ slightly in how tokens are weighted (not a bug: every token still counts, per rank).
+- The caption loss is a mean over the real tokens of the global batch: each rank divides its summed
+  cross-entropy by the mean token count over ranks (esi.models.losses.caption_loss), so the texts here, of
+  different lengths on the two ranks, weigh exactly as in the single process.
 - Dropout draws different masks for one batch of 2B than for two of B, so the tiny text encoder used here
   has dropout off; whole records are used (no random crop), as crops are drawn per batch.
 """
@@ -41,7 +40,7 @@ def setup(tmp_path_factory, ptbxl_dir) -> dict:
     root = tmp_path_factory.mktemp("ddp")
 
     def params(name: str, **changes) -> Path:
-        settings = tiny_settings(root / name, store_dir, encoder, ptbxl_dir, crop_seconds=None, max_text_length=16,
+        settings = tiny_settings(root / name, store_dir, encoder, ptbxl_dir, crop_seconds=None, max_text_length=48,
                                  val_folds=[], schedule="constant", warmup_epochs=0, lr=1e-3, text_lr=1e-4,
                                  max_steps=2, checkpoint_every=1, **changes)
         return write_params(root / f"{name}.yaml", settings)
@@ -110,9 +109,9 @@ def weights_after(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("step", [1, 2])
 def test_two_processes_with_batch_b_step_like_one_process_with_batch_2b(two_processes, one_process, step):
-    # Precondition of exactness (see the module docstring): every text holds the same number of tokens.
+    # The texts differ in length, so the ranks hold different numbers of caption tokens.
     with np.load(next((one_process["run_dir"] / "cache").glob("tokens_*.npz"))) as tokens:
-        assert set(tokens["lengths"].tolist()) == {16}
+        assert len(set(tokens["lengths"].tolist())) > 5
     two = weights_after(two_processes["run_dir"], step)
     one = weights_after(one_process["run_dir"], step)
     assert two.keys() == one.keys()

@@ -6,6 +6,10 @@ the gathered batch (labels = arange(local_batch) + rank offset). The original ES
 negatives only, and the CoCa code it copied kept labels = arange(local_batch) even after gathering,
 which points every rank but rank 0 at the wrong column. `local_loss=True` keeps the per-rank behaviour
 for comparison runs.
+
+The caption loss is a mean over the real tokens of the global batch: each rank divides its summed
+cross-entropy by the mean token count over ranks, so texts of different lengths on different ranks weigh
+as they would in one process.
 """
 
 from __future__ import annotations
@@ -80,12 +84,19 @@ def contrastive_loss(
     return ContrastiveOutput(loss, logits_per_ecg, logits_per_text, labels)
 
 
-def caption_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+def caption_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
+                 across_ranks: bool = True) -> torch.Tensor:
     """Next-token cross-entropy averaged over real (non-padding) target tokens.
 
     logits: (batch, length, vocab) the decoder's predictions, position t predicting target t.
     target_ids: (batch, length) the tokens to predict (the text shifted left by one).
     target_mask: (batch, length) 1 for real tokens, 0 for padding; padded positions add nothing.
+    across_ranks: under DDP, divide this rank's summed loss by the mean real-token count of all ranks
+        (one small all-reduce, no gradient) rather than by its own count. DDP averages the ranks'
+        gradients, so every token of the global batch then weighs the same, exactly as in one process
+        on the concatenated batch, whatever the text lengths on each rank. The value a rank returns is
+        its share of the global mean (the mean over ranks is the global mean). Every rank must call this
+        together. False: each rank averages its own tokens. Irrelevant for a single process.
 
     A batch whose targets are all padding gives NaN (there is nothing to average); tokenised texts always
     hold at least the end-of-text token, so this only happens with broken input.
@@ -94,4 +105,9 @@ def caption_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: to
         raise ValueError(f"caption logits {tuple(logits.shape)}, targets {tuple(target_ids.shape)} and mask "
                          f"{tuple(target_mask.shape)} do not line up")
     targets = target_ids.masked_fill(target_mask == 0, -100)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+    summed = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                             ignore_index=-100, reduction="sum")
+    tokens = (target_mask != 0).sum().float()
+    if across_ranks:
+        tokens = dist.mean_over_ranks(tokens)
+    return summed / tokens
