@@ -23,9 +23,11 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -454,7 +456,11 @@ def train(cfg: TrainConfig) -> TrainResult:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             lr = optimizer.param_groups[0]["lr"]   # the rate this step used (scheduler.step sets the next one)
-            scheduler.step()
+            with warnings.catch_warnings():
+                # fp16: the scaler skips the optimizer on steps with inf/NaN gradients (while it finds its scale).
+                # The schedule still advances: it counts batches, so resumption and epochs stay aligned.
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                scheduler.step()
             step += 1
             elapsed = time.perf_counter() - window_start
             pairs_per_s = window_pairs / max(elapsed, 1e-9)
@@ -467,7 +473,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 running = dict(zip(keys, means.tolist()))
                 logger.log("train", step, epoch + (batch_index + 1) / len(sampler), {
                     **running, "lr": lr, "grad_norm": float(grad_norm),
-                    "logit_scale": float(out["logit_scale"].detach()), "pairs_per_s": pairs_per_s})
+                    "logit_scale": float(out["logit_scale"].detach()), "pairs_per_s": pairs_per_s,
+                    **({"loss_scale": scaler.get_scale()} if scaler.is_enabled() else {})})
             running = {}
             window_pairs, window_start = 0, time.perf_counter()
             end_of_epoch = batch_index + 1 >= steps_per_epoch * cfg.grad_accum
