@@ -157,6 +157,9 @@ class TrainResult:
 # data
 
 
+TEXT_WIDTH_MULTIPLE = 8
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Store rows of an `ECGDataset` with their token ids; `dataset[list]` returns a whole batch."""
 
@@ -174,7 +177,10 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, positions):
         batch = self.ecgs.fetch(positions)
         rows = batch["index"].numpy()
-        width = max(2, int(self.lengths[rows].max()))   # pad to the longest text of the batch only
+        # Pad to the longest text of the batch only, rounded up to a multiple of 8: tensor cores want it, and
+        # torch.compile then meets a handful of text widths instead of one per length.
+        longest = max(2, int(self.lengths[rows].max()))
+        width = min(self.input_ids.shape[1], -(-longest // TEXT_WIDTH_MULTIPLE) * TEXT_WIDTH_MULTIPLE)
         ids = torch.from_numpy(self.input_ids[rows, :width].astype(np.int64))
         mask = (torch.arange(width)[None, :] < torch.from_numpy(self.lengths[rows].astype(np.int64))[:, None])
         batch["input_ids"] = ids
@@ -203,6 +209,11 @@ def pick_device(name: str, ctx) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError("train_device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
         torch.cuda.set_device(ctx.local_rank)
+        # The few float32 matmuls left under autocast (losses, projections) may use TF32 tensor cores; the
+        # ECG length is fixed within a run, so cuDNN may pick its convolution algorithms once by timing them.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
         return torch.device("cuda", ctx.local_rank)
     return torch.device(name)
 

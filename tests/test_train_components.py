@@ -82,3 +82,29 @@ def test_sampler_shards_ranks_disjointly_and_resumes_mid_epoch():
     assert list(full) == a[4:]
     full.set_epoch(4)
     assert list(full) != a
+
+
+class _FakeECGs:
+    """Stands in for an ECGDataset: `fetch` returns store rows as the engine's PairDataset expects."""
+
+    def __len__(self):
+        return 4
+
+    def fetch(self, positions):
+        return {"ecg": torch.zeros(len(positions), 12, 10), "index": torch.as_tensor(positions)}
+
+
+def test_pair_batches_pad_texts_to_a_multiple_of_eight_within_the_cache_width():
+    from esi.train import PairDataset
+
+    lengths = np.array([3, 9, 17, 20], dtype=np.int32)
+    ids = np.zeros((4, 20), dtype=np.int32)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = np.arange(1, n + 1)
+    pairs = PairDataset(_FakeECGs(), ids, lengths)
+    assert pairs[[0]]["input_ids"].shape == (1, 8)
+    assert pairs[[0, 1]]["input_ids"].shape == (2, 16)
+    assert pairs[[2, 0]]["input_ids"].shape == (2, 20)            # capped at max_text_length
+    batch = pairs[[1, 0]]
+    assert batch["attention_mask"].sum(dim=1).tolist() == [9, 3]
+    assert batch["input_ids"][1, :3].tolist() == [1, 2, 3] and batch["input_ids"][1, 3:].eq(0).all()
