@@ -87,6 +87,21 @@ def test_normalisation_ignores_zero_padding_and_keeps_it_zero():
     assert not y[0, :, 300:].any()
 
 
+def test_a_nan_makes_its_whole_record_or_lead_nan_instead_of_zeros():
+    # Zeros would train silently on a blank record; NaN everywhere lets the engine's check name the record.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 12, 200)).astype(np.float32)
+    x[0, 3, 50] = np.nan
+    whole = normalize(x, "global")
+    assert np.isnan(whole[0]).all() and np.isfinite(whole[1]).all()
+    per_lead = normalize(x, "per_lead")
+    assert np.isnan(per_lead[0, 3]).all()
+    assert np.isfinite(np.delete(per_lead[0], 3, axis=0)).all() and np.isfinite(per_lead[1]).all()
+    # Flat is not broken: a flat record still becomes zeros.
+    x[1] = 0.5
+    assert not normalize(x, "global")[1].any()
+
+
 def test_random_crops_have_the_length_asked_and_are_slices_of_the_record(store):
     full = ECGDataset(store, normalize="global")
     cropped = ECGDataset(store, normalize="global", crop=250, seed=1)

@@ -148,7 +148,8 @@ def normalize(x: np.ndarray, mode: str | None, scaler: Scaler | None = None, n_v
         out: contiguous float32 array shaped like x to write into (may be `x` itself); default a new array.
 
     Returns:
-        The normalised float32 array. Flat records/leads (std < FLAT_STD) become zeros.
+        The normalised float32 array. Flat records/leads (std < FLAT_STD) become zeros; a record ("global")
+        or lead ("per_lead") holding NaN/inf becomes all NaN (with "scaler", only those samples are NaN).
     """
     if mode is not None and mode not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)} or None, got {mode!r}")
@@ -189,12 +190,17 @@ def normalize(x: np.ndarray, mode: str | None, scaler: Scaler | None = None, n_v
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / count
             std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+        # A NaN/inf in the data makes its statistics NaN: the whole record ("global") or lead ("per_lead")
+        # then becomes NaN rather than zeros, so the check downstream names it instead of training on it.
+        poisoned = (count > 0) & ~np.isfinite(std)
         if mode == "global":
-            mean, std = mean[:, None], std[:, None]
+            mean, std, poisoned = mean[:, None], std[:, None], poisoned[:, None]
     flat = ~(std >= FLAT_STD)  # also catches NaN from an empty count
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(flat, 0.0, 1.0 / std).astype(np.float32)
         shift = np.where(flat, 0.0, -mean / std).astype(np.float32)
+    if mode != "scaler":
+        scale[poisoned] = np.nan
     np.multiply(x3, scale[..., None], out=out3)
     out3 += shift[..., None]
     # What is zero because it is not data (missing leads, padding) stays zero.
