@@ -314,7 +314,7 @@ def class_names(classes: Sequence[str], statements, overrides: Mapping[str, str]
 class Workspace:
     """Where an evaluation keeps what it makes, and how it runs encoders.
 
-    run_dir: the run's output folder (results.csv, figures/ and evaluate/ below it).
+    run_dir: the run's output folder (results.csv, figures/ and evaluate/ below it); None: outputs/evaluate.
     ptbxl_root: the PTB-XL folder.
     store_dir: converted PTB-XL stores, one per rate (default <run_dir>/evaluate/stores).
     cache_dir: cached features (default <run_dir>/evaluate/features); share it between runs to reuse features.
@@ -324,7 +324,7 @@ class Workspace:
     progress: show progress bars.
     """
 
-    run_dir: Path
+    run_dir: Path | None
     ptbxl_root: Path
     store_dir: Path | None = None
     cache_dir: Path | None = None
@@ -334,6 +334,10 @@ class Workspace:
     progress: bool = True
 
     def __post_init__(self):
+        if self.run_dir is None:
+            from esi.paths import outputs_dir
+
+            self.run_dir = outputs_dir() / "evaluate"
         self.run_dir = Path(self.run_dir)
         self.ptbxl_root = Path(self.ptbxl_root).expanduser().resolve()
         self.store_dir = Path(self.store_dir) if self.store_dir else self.run_dir / "evaluate" / "stores"

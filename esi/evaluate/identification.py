@@ -189,10 +189,7 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_ro
         workers: processes for the one-off PTB-XL conversion.
         progress: show progress bars.
     """
-    from esi.paths import outputs_dir
-
-    workspace = Workspace(Path(run_dir) if run_dir else outputs_dir() / "evaluate", Path(ptbxl_root),
-                          store_dir=store_dir, cache_dir=cache_dir,
-                          device=device, batch_size=batch_size, workers=workers, progress=progress)
+    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
+                          batch_size=batch_size, workers=workers, progress=progress)
     return identification_results(encoders, workspace, folds=folds, max_rank=max_rank, n_boot=n_boot, seed=seed,
                                   random_baselines=random_baselines).table

@@ -134,11 +134,8 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_root
     Returns:
         pandas DataFrame, one row per encoder x task x fraction x seed, metric "macro_auroc".
     """
-    from esi.paths import outputs_dir
-
-    workspace = Workspace(Path(run_dir) if run_dir else outputs_dir() / "evaluate", Path(ptbxl_root),
-                          store_dir=store_dir, cache_dir=cache_dir,
-                          device=device, batch_size=batch_size, workers=workers, progress=progress)
+    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
+                          batch_size=batch_size, workers=workers, progress=progress)
     return linear_probe_results(encoders, workspace, tasks, fractions, seeds=seeds, epochs=epochs, lr=lr,
                                 weight_decays=weight_decays, n_boot=n_boot, min_samples=min_samples,
                                 random_baselines=random_baselines).table

@@ -357,9 +357,7 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_r
         workers: processes for the one-off PTB-XL conversion (None: all cores).
         progress: show progress bars.
     """
-    from esi.paths import outputs_dir
-
-    workspace = Workspace(Path(run_dir) if run_dir else outputs_dir() / "evaluate", Path(ptbxl_root),
+    workspace = Workspace(run_dir, ptbxl_root,
                           store_dir=store_dir, cache_dir=cache_dir,
                           device=device, workers=workers, progress=progress)
     settings = BenchmarkSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

@@ -244,9 +244,7 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike
         workers: processes for the one-off PTB-XL conversion.
         progress: show progress bars.
     """
-    from esi.paths import outputs_dir
-
-    workspace = Workspace(Path(run_dir) if run_dir else outputs_dir() / "evaluate", Path(ptbxl_root),
+    workspace = Workspace(run_dir, ptbxl_root,
                           store_dir=store_dir, cache_dir=cache_dir,
                           device=device, batch_size=batch_size, workers=workers, progress=progress)
     return zero_shot_results(encoders, workspace, tasks, waveform_dict=waveform_dict, templates=templates,
