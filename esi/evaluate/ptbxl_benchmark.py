@@ -357,9 +357,8 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_r
         workers: processes for the one-off PTB-XL conversion (None: all cores).
         progress: show progress bars.
     """
-    workspace = Workspace(run_dir, ptbxl_root,
-                          store_dir=store_dir, cache_dir=cache_dir,
-                          device=device, workers=workers, progress=progress)
+    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
+                          workers=workers, progress=progress)
     settings = BenchmarkSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                  train_fraction=train_fraction, seed=seed, n_boot=n_boot)
     return benchmark_results(encoders, workspace, tasks, supervised=supervised, supervised_fs=supervised_fs,

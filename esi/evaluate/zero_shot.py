@@ -244,9 +244,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike
         workers: processes for the one-off PTB-XL conversion.
         progress: show progress bars.
     """
-    workspace = Workspace(run_dir, ptbxl_root,
-                          store_dir=store_dir, cache_dir=cache_dir,
-                          device=device, batch_size=batch_size, workers=workers, progress=progress)
+    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
+                          batch_size=batch_size, workers=workers, progress=progress)
     return zero_shot_results(encoders, workspace, tasks, waveform_dict=waveform_dict, templates=templates,
                              no_description_template=no_description_template, names=names, folds=folds,
                              n_boot=n_boot, seed=seed, min_samples=min_samples,
