@@ -14,11 +14,11 @@ the steps over its value once the model and the batch exist (activations, gradie
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
-import time
 
 from tqdm import tqdm
+
+from _timing import in_fresh_process, time_steps
 
 
 def measure(name: str, norm: str, batch: int, length: int, steps: int, device: str, threads: int) -> dict:
@@ -39,23 +39,14 @@ def measure(name: str, norm: str, batch: int, length: int, steps: int, device: s
         loss = (encoder.encode(x) @ projection).sum()
         loss.backward()
 
-    step()  # warm-up: allocator, kernels, lazy init
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    _, step_s = time_steps(step, warmup=1, steps=steps, device=device)
     if device == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         # The process's peak resident memory (ru_maxrss, KiB on Linux); main() subtracts the peak of a
         # process that only builds the model and the batch.
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"ecg_per_s": batch * steps / seconds, "peak_mib": peak_mib}
+    return {"ecg_per_s": batch / step_s, "peak_mib": peak_mib}
 
 
 def resident_baseline(name: str, norm: str, batch: int, length: int, device: str) -> float:
@@ -68,12 +59,6 @@ def resident_baseline(name: str, norm: str, batch: int, length: int, device: str
     x = torch.randn(batch, 12, length, device=device)
     del encoder, x
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def in_fresh_process(function, *args):
-    """Run function(*args) in a new spawned process and return its result."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def main() -> None:

@@ -20,15 +20,15 @@ The ratio column is pairs/s over the original recipe's, for the same encoder, me
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _timing import in_fresh_process, time_steps  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -90,24 +90,11 @@ def measure(encoder: str, recipe: str, batch: int, length: int, max_text_length:
         optimizer.zero_grad(set_to_none=True)
 
     resident_before = psutil.Process().memory_info().rss
-    start = time.perf_counter()
-    for _ in range(warmup):          # compilation, allocator, AdamW state
-        step()
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - start
+    warmup_s, step_s = time_steps(step, warmup, steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # bytes (ru_maxrss is KiB on Linux)
-    return {"pairs_per_s": batch * steps / seconds, "peak_mib": peak / 2**20,
+    return {"pairs_per_s": batch / step_s, "peak_mib": peak / 2**20,
             "step_mib": (peak - resident_before) / 2**20, "warmup_s": warmup_s,
             "text_tokens": int(tokens["input_ids"].shape[1])}
-
-
-def in_fresh_process(function, *args):
-    """function(*args) in a new spawned process (its own peak memory, no state shared between recipes)."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def main() -> None:

@@ -22,16 +22,16 @@ MFU = (FLOPs of one step, counted once with torch.utils.flop_counter.FlopCounter
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import in_fresh_process, time_steps  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -126,31 +126,10 @@ def measure(recipe: str, device: str, tiny: bool, batch: int, length: int, max_t
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    start = time.perf_counter()
-    for _ in range(warmup):          # compilation, autotuning, allocator, AdamW state
-        step()
-    sync()
-    warmup_s = time.perf_counter() - start
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    step_s = (time.perf_counter() - start) / steps
+    warmup_s, step_s = time_steps(step, warmup, steps, device)   # warm-up: compilation, autotuning, AdamW state
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     return {"pairs_per_s": batch / step_s, "step_s": step_s, "warmup_s": warmup_s, "peak_gib": peak_gib,
             "flops": flops, "text_tokens": int(ids.shape[1])}
-
-
-def in_fresh_process(function, *args):
-    """function(*args) in a new spawned process (a fresh CUDA context and compile cache per recipe)."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
 
 
 def main() -> None:
