@@ -206,6 +206,34 @@ def test_paper_step_schedule_warms_up_then_divides_the_rate_by_ten(settings):
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.5e-3] + [1e-3] * 11 + [1e-4], rel=1e-6)
 
 
+def test_gradient_accumulation_of_two_batches_of_b_steps_like_one_batch_of_2b(tmp_path, store_dir, ptbxl_dir):
+    # Exact for the caption loss when every text has the same token count (PTB-XL texts cut at 16 tokens);
+    # the contrastive loss is switched off because its negatives are, by nature, those of each micro-batch.
+    encoder = tiny_text_encoder(tmp_path.parent / "tiny-bert-no-dropout", dropout=0.0)
+    common = dict(crop_seconds=None, max_text_length=16, val_folds=[], schedule="constant", warmup_epochs=0,
+                  max_steps=2, checkpoint_every=1, model={"decoder_depth": 1, "decoder_heads": 2, "n_queries": 4,
+                                                          "latent_dim": 32, "contrastive_weight": 0.0})
+    whole = train(load_config(TrainConfig, overrides=tiny_settings(
+        tmp_path / "whole", store_dir, encoder, ptbxl_dir, batch_size=16, grad_accum=1, **common)))
+    accumulated = train(load_config(TrainConfig, overrides=tiny_settings(
+        tmp_path / "accumulated", store_dir, encoder, ptbxl_dir, batch_size=8, grad_accum=2, **common)))
+    assert whole.steps == accumulated.steps == 2
+    from esi.checkpoint import checkpoint_path, load_checkpoint
+
+    for step in (1, 2):
+        a = load_checkpoint(checkpoint_path(whole.run_dir / "checkpoints", step))["model"]
+        b = load_checkpoint(checkpoint_path(accumulated.run_dir / "checkpoints", step))["model"]
+        gaps = {name: float((a[name] - b[name]).abs().max()) for name in a}
+        worst = max(gaps, key=gaps.get)
+        assert gaps[worst] < 1e-5, f"step {step}: {worst} differs by {gaps[worst]:.3g}"
+    # AdamW's update hardly depends on the gradient's scale, so the weights alone would miss a wrongly scaled
+    # sum of micro-batch gradients: the logged gradient norms (before clipping) and losses must agree too.
+    for column in ("grad_norm", "caption_loss"):
+        logged = [[float(r[column]) for r in read_metrics(run.run_dir) if r["split"] == "train"]
+                  for run in (whole, accumulated)]
+        assert logged[0] == pytest.approx(logged[1], rel=1e-4), column
+
+
 def rank_of_true_text(model_dir: Path, corpus, rows, normalize: str) -> torch.Tensor:
     """For each validation ECG, how many validation texts the saved model scores above the ECG's own text."""
     from esi.data.datasets import ECGDataset

@@ -120,6 +120,17 @@ def test_two_processes_with_batch_b_step_like_one_process_with_batch_2b(two_proc
     assert gaps[worst] < 1e-5, f"{worst} differs by {gaps[worst]:.3g}"
 
 
+def test_two_processes_log_the_gradient_norm_and_losses_of_one_process(two_processes, one_process):
+    # AdamW hides a wrongly scaled gradient from the weights; the logged norm (before clipping) does not.
+    def logged(run_dir: Path, column: str) -> list[float]:
+        with open(run_dir / "metrics.csv", newline="") as fh:
+            return [float(row[column]) for row in csv.DictReader(fh) if row["split"] == "train"]
+
+    for column in ("grad_norm", "loss", "contrastive_loss", "caption_loss"):
+        assert logged(two_processes["run_dir"], column) == pytest.approx(logged(one_process["run_dir"], column),
+                                                                         rel=1e-4), column
+
+
 def test_the_compared_step_moved_the_weights_well_beyond_the_tolerance(one_process):
     # Guards the comparison above from passing trivially: one step changed the ECG encoder by ~lr (1e-3).
     start = initial_weights(one_process["run_dir"])
