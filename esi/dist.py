@@ -151,6 +151,12 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
+# The collectives below run inside the model's forward pass. Under torch.compile they stay eager (a graph break
+# each): Dynamo would otherwise trace them as functional collectives, which on some versions leave work
+# unwaited at exit; these are small tensors, so compiling them gains nothing.
+_eager = torch.compiler.disable
+
+
 def is_initialized() -> bool:
     """True when a process group is up."""
     return dist.is_available() and dist.is_initialized()
@@ -177,6 +183,7 @@ def barrier() -> None:
         dist.barrier()
 
 
+@_eager
 def all_gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     """The batch size of every rank, in rank order ([n] when not distributed).
 
@@ -191,6 +198,7 @@ def all_gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     return [int(s.item()) for s in sizes]
 
 
+@_eager
 def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """The element-wise mean of `x` over all ranks, without gradient (`x` itself when not distributed).
 
@@ -231,6 +239,7 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return grad[start : start + ctx.sizes[ctx.rank]], None
 
 
+@_eager
 def all_gather_with_grad(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
     """Every rank's `x` concatenated along dim 0, in rank order, differentiable w.r.t. the local `x`.
 

@@ -56,6 +56,14 @@ def two_processes(setup) -> dict:
 
 
 @pytest.fixture(scope="module")
+def two_processes_compiled(setup) -> dict:
+    """The two-process run again with torch.compile: what a GPU node runs (there with NCCL and bf16)."""
+    done = launch_training([setup["params"]("two-compiled", compile=True)], overrides=[f"batch_size={PER_RANK_BATCH}"],
+                           nproc_per_node=2, stream=False)
+    return {"done": done, "run_dir": setup["root"] / "two-compiled"}
+
+
+@pytest.fixture(scope="module")
 def one_process(setup) -> dict:
     done = launch_training([setup["params"]("one")], overrides=[f"batch_size={2 * PER_RANK_BATCH}"],
                            nproc_per_node=1, stream=False)
@@ -129,6 +137,17 @@ def test_two_processes_log_the_gradient_norm_and_losses_of_one_process(two_proce
     for column in ("grad_norm", "loss", "contrastive_loss", "caption_loss"):
         assert logged(two_processes["run_dir"], column) == pytest.approx(logged(one_process["run_dir"], column),
                                                                          rel=1e-4), column
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_compiled_ddp_takes_the_same_steps_as_eager_ddp(two_processes_compiled, two_processes, step):
+    compiled = weights_after(two_processes_compiled["run_dir"], step)
+    eager = weights_after(two_processes["run_dir"], step)
+    gaps = {name: float((compiled[name] - eager[name]).abs().max()) for name in eager}
+    worst = max(gaps, key=gaps.get)
+    assert gaps[worst] < 1e-5, f"{worst} differs by {gaps[worst]:.3g}"
+    # The collectives inside the loss stay eager (esi.dist): none is left unwaited when the processes exit.
+    assert "unwaited collective" not in two_processes_compiled["done"].stdout
 
 
 def test_the_compared_step_moved_the_weights_well_beyond_the_tolerance(one_process):
