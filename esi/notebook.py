@@ -1,4 +1,4 @@
-"""What the notebooks call: parameter validation, run folders, figures, and the small glue between stages.
+"""What the notebooks call: parameter validation, run folders, showing figures, and the small glue between stages.
 
 A notebook's first code cell (tagged `parameters`) assigns typed defaults; papermill injects its own values in
 a cell after it (`papermill nb.ipynb out.ipynb -f params/demo.yaml -p train_epochs 3`). The next cell is
@@ -16,6 +16,9 @@ is an error with a "did you mean", never silently ignored) and type-checks them 
 
 Params files use the same flat keys (params/README.md), and the entry points read them too
 (`python -m esi.train --config params/demo.yaml`), so a notebook and a command line run agree.
+
+The figures themselves are drawn in esi.plots; the helpers here load and count what they draw, and `show` saves
+each figure under the run folder and displays it.
 """
 
 from __future__ import annotations
@@ -298,7 +301,7 @@ def relocate(values: Mapping[str, Any], new_dir: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# figures
+# showing figures (drawn by esi.plots)
 
 
 def show(fig, name: str, params: Params, dpi: int = 120) -> None:
@@ -430,7 +433,7 @@ def _replot(metrics: Path, params: Params, figure_name: str) -> Path | None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from esi.plots import save_figure
+    from esi.plots import plot_training_curves, save_figure
 
     if not metrics.exists():
         return None
@@ -440,74 +443,10 @@ def _replot(metrics: Path, params: Params, figure_name: str) -> Path | None:
         return None     # caught mid-write; the next refresh reads it whole
     if table.empty:
         return None
-    fig = training_curves(table)
+    fig = plot_training_curves(table)
     path = save_figure(fig, params.figures_dir / f"{figure_name}.png")
     plt.close(fig)
     return path
-
-
-def training_curves(metrics):
-    """The training-curve figure of a metrics table, with the chance level of each recall@k drawn in.
-
-    Args:
-        metrics: a run's metrics.csv as a DataFrame (or its path).
-    """
-    import pandas as pd
-
-    from esi.plots import plot_training_curves
-
-    table = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
-    chance = {}
-    if "retrieval_pool" in table and table["retrieval_pool"].notna().any():
-        pool = float(table["retrieval_pool"].dropna().iloc[-1])
-        chance = {f"recall@{k}": min(1.0, k / pool) for k in (1, 5, 10)}
-    with warnings.catch_warnings():
-        # Drawn live before the first validation: the recall panel is still empty, which is no news.
-        warnings.filterwarnings("ignore", message="No artists with labels found")
-        return plot_training_curves(table, chance=chance)
-
-
-# Characters per title line that fit the width of an ECG-paper figure (10.4 s at 25 mm/s) at font size 10.
-TITLE_WIDTH = 115
-
-
-def read_captions(path: str | os.PathLike) -> list[dict]:
-    """The caption samples esi.train wrote (captions.jsonl: store_row, record_id, caption, text)."""
-    import json
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no caption samples; train_caption_samples must be > 0 and the run must "
-                                "have validation pairs")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as err:
-                raise ValueError(f"{path} line {number}: not JSON ({err})") from None
-    return rows
-
-
-def caption_figure(signal, fs: float, leads: Sequence[str], record_id: str, caption: str, text: str,
-                   text_chars: int = 300):
-    """One ECG on standard paper with the model's caption and the true text above it.
-
-    Args:
-        signal: (12, n) millivolts; fs: Hz; leads: the lead names of the rows of `signal`.
-        record_id: shown in the title.
-        caption: the generated caption; text: the text the ECG was paired with (shortened to `text_chars`).
-    """
-    import textwrap
-
-    from esi.plots import plot_ecg_paper
-
-    def wrap(label, body):
-        body = body if len(body) <= text_chars else body[:text_chars].rsplit(" ", 1)[0] + " ..."
-        return textwrap.fill(f"{label}: {body}", width=TITLE_WIDTH, subsequent_indent="    ")
-
-    title = f"record {record_id}\n{wrap('generated caption', caption)}\n{wrap('paired text', text)}"
-    return plot_ecg_paper(signal, fs, leads=leads, title=title)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -523,58 +462,6 @@ def statements_path(params: Params) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"data_statements: {path} does not exist")
     return path
-
-
-def cqa_figure(result, hits):
-    """Coverage of a generation run and retrieval hit@k: the two numbers that say how far the assistant goes.
-
-    Args:
-        result: the `esi.rag.generation.GenerationResult` (per-statement status and record counts).
-        hits: the `esi.rag.quality.HitRate` on the labelled retrieval set.
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    statuses = ["described", "non_diagnostic", "uncovered", "rejected"]
-    n_statements = {s: 0 for s in statuses}
-    n_records = {s: 0 for s in statuses}
-    for record in result.records:
-        n_statements[record["status"]] += 1
-        n_records[record["status"]] += int(record.get("count") or 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    x = np.arange(len(statuses))
-    total_s, total_r = max(1, sum(n_statements.values())), max(1, sum(n_records.values()))
-    share_s = [100 * n_statements[s] / total_s for s in statuses]
-    share_r = [100 * n_records[s] / total_r for s in statuses]
-    left.bar(x - 0.2, share_s, 0.4, label=f"distinct statements (n={total_s})", color="#4C72B0")
-    left.bar(x + 0.2, share_r, 0.4, label=f"statement occurrences in records (n={total_r})", color="#DD8452")
-    for xi, (a, b) in enumerate(zip(share_s, share_r)):
-        left.text(xi - 0.2, a + 1, f"{a:.0f}", ha="center", fontsize=8)
-        left.text(xi + 0.2, b + 1, f"{b:.0f}", ha="center", fontsize=8)
-    left.set_xticks(x, [s.replace("_", "-") for s in statuses])
-    left.set_ylabel("share (%)")
-    left.set_ylim(0, 110)
-    left.set_title("What the assistant did with each statement")
-    left.legend(fontsize=8, loc="upper right")
-
-    sources = list(hits.by_source)
-    ks = sorted(hits.hit_at)
-    width = 0.8 / max(1, len(ks))
-    groups = ["all"] + sources
-    for j, k in enumerate(ks):
-        values = [hits.hit_at[k]] + [hits.by_source[s][k] for s in sources]
-        pos = np.arange(len(groups)) + (j - (len(ks) - 1) / 2) * width
-        right.bar(pos, values, width, label=f"hit@{k}")
-        for p, v in zip(pos, values):
-            right.text(p, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
-    right.set_xticks(np.arange(len(groups)), [f"{g}" for g in groups])
-    right.set_xlabel("statements of the labelled retrieval set, by source")
-    right.set_ylabel("share with the expected entry in the top k")
-    right.set_ylim(0, 1.12)
-    right.set_title(f"Retrieval quality ({hits.n} labelled statements)")
-    right.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
 
 
 def dictionary_handoff(params: Params, dict_path: Path) -> str:
@@ -645,20 +532,6 @@ def statement_frequencies(train_cfg):
     return counts
 
 
-def frequency_figure(counts, top: int = 20, title: str = "Most frequent statements"):
-    """Horizontal bars of the `top` most frequent statements (records and share of records)."""
-    import matplotlib.pyplot as plt
-
-    shown = counts.head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(shown) + 1.2))
-    ax.barh(range(len(shown)), shown.to_numpy(), color="#4C72B0")
-    ax.set_yticks(range(len(shown)), [s if len(s) <= 60 else s[:57] + "..." for s in shown.index], fontsize=8)
-    ax.set_xlabel("records with the statement")
-    ax.set_title(f"{title} (top {len(shown)} of {len(counts)})")
-    fig.tight_layout()
-    return fig
-
-
 def token_lengths(texts, text_encoder: str, sample: int | None = None, seed: int = 0):
     """Tokens per text (special tokens included) with the text encoder's own tokenizer.
 
@@ -685,58 +558,6 @@ def token_lengths(texts, text_encoder: str, sample: int | None = None, seed: int
     return np.array([len(ids) for ids in encoded])
 
 
-def token_length_figure(lengths, max_length: int, text_encoder: str = ""):
-    """Histogram of tokens per text with the pretraining cut-off (train_max_text_length) and the share cut."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    cut = float(np.mean(lengths > max_length)) if len(lengths) else 0.0
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.hist(lengths, bins=40, color="#4C72B0", edgecolor="white")
-    ax.axvline(max_length, color="#C44E52", linestyle="--",
-               label=f"train_max_text_length = {max_length}: {cut:.0%} of texts are cut")
-    ax.set_xlabel(f"tokens per text{f' ({text_encoder} tokenizer)' if text_encoder else ''}")
-    ax.set_ylabel("texts")
-    ax.set_title(f"Text lengths (n={len(lengths)}, median {np.median(lengths):.0f} tokens)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def store_overview_figure(store):
-    """Source sampling rates, lead availability and quality flags of a store's records (from its index)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    index = store.index
-    fig, (ax_fs, ax_leads, ax_flags) = plt.subplots(1, 3, figsize=(13, 3.8),
-                                                     gridspec_kw={"width_ratios": [1, 2, 2]})
-    rates = index["fs_source"].value_counts().sort_index()
-    ax_fs.bar([f"{fs:g}" for fs in rates.index], rates.to_numpy(), color="#4C72B0")
-    ax_fs.set_xlabel("source sampling rate (Hz)")
-    ax_fs.set_ylabel("records")
-    ax_fs.set_title(f"Sampling rates (stored at {store.fs:g} Hz)")
-
-    present = 100 * store.masks.mean(axis=0) if len(store) else np.zeros(len(store.leads))
-    ax_leads.bar(list(store.leads), present, color="#55A868")
-    ax_leads.set_ylim(0, 105)
-    ax_leads.set_ylabel("records with the lead (%)")
-    ax_leads.set_xlabel("lead")
-    ax_leads.set_title("Lead availability")
-
-    flags = [c for c in index.columns if c.startswith("quality_")]
-    shares = [100 * index[c].astype(bool).mean() for c in flags]
-    names = [c.removeprefix("quality_").replace("_", " ") for c in flags]
-    ax_flags.barh(names, shares, color="#C44E52")
-    for y, v in enumerate(shares):
-        ax_flags.text(v + 1, y, f"{v:.1f}%", va="center", fontsize=8)
-    ax_flags.set_xlim(0, 115)
-    ax_flags.set_xlabel("records flagged (%)")
-    ax_flags.set_title("Quality flags (set at conversion)")
-    fig.tight_layout()
-    return fig
-
-
 def example_rows(corpus, n: int, seed: int = 0) -> list[int]:
     """`n` store rows of the corpus with a text, drawn at random (seeded), in store order."""
     import numpy as np
@@ -746,24 +567,6 @@ def example_rows(corpus, n: int, seed: int = 0) -> list[int]:
         return []
     pick = np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False)
     return sorted(int(r) for r in pick)
-
-
-def ecg_paper_figure(corpus, row: int, text_chars: int = 160):
-    """Store row `row` of the corpus drawn on ECG paper from its source file (full source resolution).
-
-    The title names the record, the source rate and the beginning of its text.
-    """
-    from esi.data.reader import read_ecg
-    from esi.plots import plot_ecg_paper
-
-    import textwrap
-
-    record = corpus.store.index.iloc[row]
-    ecg = read_ecg(record["path"])
-    text = corpus.texts[row]
-    text = text if len(text) <= text_chars else text[:text_chars].rsplit(" ", 1)[0] + " ..."
-    title = f"record {record['record_id']} ({ecg.fs:g} Hz)\n" + textwrap.fill(text, width=TITLE_WIDTH)
-    return plot_ecg_paper(ecg.signal, ecg.fs, leads=ecg.leads, title=title)
 
 
 def class_beats(ptbxl_root: str, task: str, max_records: int, seed: int = 0, fs: int = 500):
@@ -804,44 +607,6 @@ def class_beats(ptbxl_root: str, task: str, max_records: int, seed: int = 0, fs:
             yield ecg.signal, ecg.fs, [c for c, on in zip(labels.classes, labels.y[i]) if on]
 
     return class_average_beats(records(), labels.classes)
-
-
-def average_beats_figure(beats, leads: Sequence[str], all_leads: Sequence[str] | None = None):
-    """One panel per lead: each class's average beat (median line, 25-75 % band between records).
-
-    Args:
-        beats: `esi.beats.ClassBeats` list (all with the same leads and window).
-        leads: the leads to show, e.g. ["II", "V1", "V5"].
-        all_leads: the lead order of the beats' rows (default: esi.data.leads.STANDARD_LEADS).
-    """
-    import matplotlib.pyplot as plt
-
-    from esi.data.leads import STANDARD_LEADS
-
-    if not beats:
-        raise ValueError("no class has a complete beat to show")
-    order = list(all_leads or STANDARD_LEADS)
-    missing = [lead for lead in leads if lead not in order]
-    if missing:
-        raise ValueError(f"data_beat_leads: unknown lead(s) {', '.join(missing)}; leads are {', '.join(order)}")
-    fig, axes = plt.subplots(1, len(leads), figsize=(4.2 * len(leads), 3.8), sharey=True, squeeze=False)
-    for ax, lead in zip(axes[0], leads):
-        j = order.index(lead)
-        for cb in beats:
-            t_ms = cb.t * 1000
-            line, = ax.plot(t_ms, cb.beat[j], linewidth=1.4,
-                            label=f"{cb.name} (n={cb.n_records}, {cb.rate_bpm:.0f} bpm)")
-            ax.fill_between(t_ms, cb.low[j], cb.high[j], color=line.get_color(), alpha=0.12, linewidth=0)
-        ax.axvline(0, color="#888", linewidth=0.6, linestyle=":")
-        ax.axhline(0, color="#888", linewidth=0.6)
-        ax.set_title(f"lead {lead}")
-        ax.set_xlabel("time from QRS (ms)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("amplitude (mV)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("Average beat per class (median over records; band: 25-75 % between records)", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -888,31 +653,39 @@ def validation_table(metrics):
     return out
 
 
+def read_captions(path: str | os.PathLike) -> list[dict]:
+    """The caption samples esi.train wrote (captions.jsonl: store_row, record_id, caption, text)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no caption samples; train_caption_samples must be > 0 and the run must "
+                                "have validation pairs")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as err:
+                raise ValueError(f"{path} line {number}: not JSON ({err})") from None
+    return rows
+
+
 def caption_samples(params: Params):
     """(figure name, figure) for every caption sample of the run: the ECG on paper, its caption and true text."""
     from esi.data.store import ECGStore
+    from esi.plots import plot_caption_sample
 
     run = resolve(params.train.out_dir)
     store = ECGStore(corpus_arguments(params.train)["store_dir"])
     for sample in read_captions(run / "captions.jsonl"):
-        fig = caption_figure(store[sample["store_row"]], store.fs, store.leads, sample["record_id"],
-                             sample["caption"], sample["text"])
+        fig = plot_caption_sample(store[sample["store_row"]], store.fs, store.leads, sample["record_id"],
+                                  sample["caption"], sample["text"])
         yield f"03_caption_{sample['record_id']}", fig
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 04 evaluation
-
-
-def _label(row) -> str:
-    import pandas as pd
-
-    parts = [row["protocol"].replace("_", " "), row["task"]]
-    if pd.notna(row.get("label_fraction")):
-        parts.append(f"{row['label_fraction']:.0%} labels")
-    if row["metric"] != "macro_auroc":
-        parts.append(row["metric"].replace("_", " "))
-    return ", ".join(parts)
 
 
 def results_pivot(table):
@@ -931,36 +704,3 @@ def results_pivot(table):
     pivot = shown.pivot_table(index=keys, columns="encoder", values="result", aggfunc="first", sort=False)
     pivot.columns.name = None
     return pivot.fillna("")       # an encoder a protocol does not run (e.g. the supervised baseline) shows blank
-
-
-def results_figure(table):
-    """Every result of the run as horizontal bars with 95 % bootstrap intervals, one colour per encoder."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    if table.empty:
-        raise ValueError("no results to plot")
-    table = table.assign(label=[_label(r) for _, r in table.iterrows()])
-    labels = list(dict.fromkeys(table["label"]))
-    encoders = list(dict.fromkeys(table["encoder"]))
-    colour = {encoder: f"C{j}" for j, encoder in enumerate(encoders)}
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(table) + 0.25 * len(labels) + 1.5))
-    for i, label in enumerate(labels):
-        rows = table[table["label"] == label]
-        height = 0.8 / len(rows)
-        for j, (_, r) in enumerate(rows.iterrows()):     # centred on the row, whatever encoders it has
-            y = i + (j - (len(rows) - 1) / 2) * height
-            ax.barh(y, r["value"], height * 0.9, color=colour[r["encoder"]], label=r["encoder"])
-            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
-                ax.plot([r["ci_low"], r["ci_high"]], [y, y], color="black", linewidth=1)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("macro AUROC (probes, benchmark, zero-shot) or accuracy (identification); line: 95 % CI")
-    ax.set_title("PTB-XL results (test fold 10)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return fig

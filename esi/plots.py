@@ -1,14 +1,25 @@
-"""Figures: ECGs on standard ECG paper, training curves, and evaluation plots.
+"""Every figure the notebooks show, drawn from arrays and tables the caller already has.
 
-Every function draws onto a new matplotlib figure and returns it; `save_figure` writes it as PNG. Nothing here
-computes results: callers pass arrays and tables.
+Each `plot_*` function draws onto a new matplotlib figure and returns it; `save_figure` writes it as PNG (in a
+notebook, `esi.notebook.show` saves and displays it). Nothing here reads a dataset or computes a result: the
+callers (esi/notebook.py, the notebooks) load, count and tokenise, then pass what is to be drawn.
+
+    ECGs         plot_ecg_paper, plot_ecg_with_text (02), plot_caption_sample (03)
+    01 CQA       plot_cqa_coverage
+    02 data      plot_statement_frequencies, plot_token_lengths, plot_store_overview, plot_average_beats
+    03 training  plot_training_curves
+    04 results   plot_results_summary
+
+The evaluation's own figures (per-class AUROC, ROC, t-SNE, CMC) are in esi/evaluate/figures.py.
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -16,6 +27,7 @@ if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from esi.data.leads import STANDARD_LEADS
 
@@ -25,14 +37,28 @@ PAPER_GAIN_MM_MV = 10.0
 _GRID_MAJOR = "#e8a0a0"
 _GRID_MINOR = "#f6d5d5"
 _TRACE = "#111111"
+# Characters per title line that fit the width of an ECG-paper figure (10.4 s at 25 mm/s) at font size 10.
+TITLE_WIDTH = 115
+# The statuses a CQA run gives each statement (esi.rag.generation), in the order the coverage panel shows them.
+CQA_STATUSES = ("described", "non_diagnostic", "uncovered", "rejected")
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save `fig` as PNG (folders created) and return the path."""
+    """Save `fig` as PNG (folders created) and return the path.
+
+    Args:
+        fig: a matplotlib figure.
+        path: the PNG to write.
+        dpi: resolution.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ECGs on paper
 
 
 def _draw_paper_grid(ax, t_max: float, mv_min: float, mv_max: float) -> None:
@@ -62,9 +88,19 @@ def plot_ecg_paper(signal: np.ndarray, fs: float, leads: Sequence[str] = STANDAR
                    row_height_mv: float = 3.0, mm_per_inch: float = 25.4 / 0.9):
     """A 12-lead ECG in the clinical 3 x 4 layout (2.5 s per column) on standard ECG paper.
 
-    signal: (12, n) millivolts in the order of `leads`; fs: Hz. A full-length rhythm strip of `rhythm_lead` is
-    drawn underneath (None to omit). 25 mm/s, 10 mm/mV, 1 mm minor / 5 mm major grid, a 1 mV calibration
-    pulse at the start of every row, and lead labels. Returns the figure.
+    25 mm/s, 10 mm/mV, 1 mm minor / 5 mm major grid, a 1 mV calibration pulse at the start of every row, and
+    lead labels.
+
+    Args:
+        signal: (12, n) millivolts, rows in the order of `leads`.
+        fs: sampling rate of `signal` (Hz).
+        leads: the lead name of each row of `signal`.
+        title: drawn above the paper (may hold several lines); None for none.
+        rhythm_lead: drawn full length as a rhythm strip underneath; None to omit it.
+        seconds: the duration shown (the first `seconds` of the signal).
+        row_height_mv: the height of each row of the layout, in mV.
+        mm_per_inch: paper millimetres per figure inch (the default prints slightly smaller than life size so
+            that a 10 s ECG fits a notebook's width).
     """
     signal = np.asarray(signal, dtype=np.float32)
     n = int(min(signal.shape[1], round(seconds * fs)))
@@ -106,17 +142,246 @@ def plot_ecg_paper(signal: np.ndarray, fs: float, leads: Sequence[str] = STANDAR
     return fig
 
 
-def plot_training_curves(metrics, keys: Sequence[str] = ("loss", "contrastive_loss", "caption_loss"),
-                         recall_keys: Sequence[str] = ("recall@1", "recall@5", "recall@10"), chance: dict | None = None):
-    """Loss curves (train per step, validation per epoch) and validation retrieval recall per epoch.
+def _shorten(text: str, chars: int) -> str:
+    """`text` cut at the last whole word within `chars` characters, with " ..." when cut."""
+    return text if len(text) <= chars else text[:chars].rsplit(" ", 1)[0] + " ..."
 
-    metrics: the DataFrame of a run's metrics.csv (columns split, step, epoch, ...). `chance` maps a recall key
-    to its chance level, drawn as a dashed line.
+
+def plot_ecg_with_text(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str, text: str,
+                       text_chars: int = 160):
+    """An ECG on standard paper titled with its record, its sampling rate and the beginning of its text.
+
+    Args:
+        signal: (12, n) millivolts, rows in the order of `leads`.
+        fs: sampling rate of `signal` (Hz), also shown in the title.
+        leads: the lead name of each row of `signal`.
+        record_id: the record, shown in the title.
+        text: the text the ECG is paired with.
+        text_chars: show at most this many characters of `text` (cut at a word).
     """
-    import pandas as pd
-    df = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
+    title = f"record {record_id} ({fs:g} Hz)\n" + textwrap.fill(_shorten(text, text_chars), width=TITLE_WIDTH)
+    return plot_ecg_paper(signal, fs, leads=leads, title=title)
+
+
+def plot_caption_sample(signal: np.ndarray, fs: float, leads: Sequence[str], record_id: str, caption: str,
+                        text: str, text_chars: int = 300):
+    """One ECG on standard paper with the model's caption and the true text above it.
+
+    Args:
+        signal: (12, n) millivolts, rows in the order of `leads`.
+        fs: sampling rate of `signal` (Hz).
+        leads: the lead name of each row of `signal`.
+        record_id: the record, shown in the title.
+        caption: the caption the model generated for the ECG.
+        text: the text the ECG was paired with.
+        text_chars: show at most this many characters of `caption` and of `text` (cut at a word).
+    """
+    def labelled(label: str, body: str) -> str:
+        return textwrap.fill(f"{label}: {_shorten(body, text_chars)}", width=TITLE_WIDTH, subsequent_indent="    ")
+
+    title = f"record {record_id}\n{labelled('generated caption', caption)}\n{labelled('paired text', text)}"
+    return plot_ecg_paper(signal, fs, leads=leads, title=title)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 01 Cardio Query Assistant
+
+
+def plot_cqa_coverage(result, hits):
+    """Coverage of a generation run and retrieval hit@k: the two numbers that say how far the assistant goes.
+
+    Left: the share of distinct statements, and of their occurrences in records, in each status. Right: hit@k
+    overall and per source of the labelled retrieval set.
+
+    Args:
+        result: the `esi.rag.generation.GenerationResult` (its records carry each statement's status and count).
+        hits: the `esi.rag.quality.HitRate` on the labelled retrieval set.
+    """
+    n_statements = {s: 0 for s in CQA_STATUSES}
+    n_records = {s: 0 for s in CQA_STATUSES}
+    for record in result.records:
+        n_statements[record["status"]] += 1
+        n_records[record["status"]] += int(record.get("count") or 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(CQA_STATUSES))
+    total_s, total_r = max(1, sum(n_statements.values())), max(1, sum(n_records.values()))
+    share_s = [100 * n_statements[s] / total_s for s in CQA_STATUSES]
+    share_r = [100 * n_records[s] / total_r for s in CQA_STATUSES]
+    left.bar(x - 0.2, share_s, 0.4, label=f"distinct statements (n={total_s})", color="#4C72B0")
+    left.bar(x + 0.2, share_r, 0.4, label=f"statement occurrences in records (n={total_r})", color="#DD8452")
+    for xi, (a, b) in enumerate(zip(share_s, share_r)):
+        left.text(xi - 0.2, a + 1, f"{a:.0f}", ha="center", fontsize=8)
+        left.text(xi + 0.2, b + 1, f"{b:.0f}", ha="center", fontsize=8)
+    left.set_xticks(x, [s.replace("_", "-") for s in CQA_STATUSES])
+    left.set_ylabel("share (%)")
+    left.set_ylim(0, 110)
+    left.set_title("What the assistant did with each statement")
+    left.legend(fontsize=8, loc="upper right")
+
+    sources = list(hits.by_source)
+    ks = sorted(hits.hit_at)
+    width = 0.8 / max(1, len(ks))
+    groups = ["all"] + sources
+    for j, k in enumerate(ks):
+        values = [hits.hit_at[k]] + [hits.by_source[s][k] for s in sources]
+        pos = np.arange(len(groups)) + (j - (len(ks) - 1) / 2) * width
+        right.bar(pos, values, width, label=f"hit@{k}")
+        for p, v in zip(pos, values):
+            right.text(p, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
+    right.set_xticks(np.arange(len(groups)), groups)
+    right.set_xlabel("statements of the labelled retrieval set, by source")
+    right.set_ylabel("share with the expected entry in the top k")
+    right.set_ylim(0, 1.12)
+    right.set_title(f"Retrieval quality ({hits.n} labelled statements)")
+    right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 02 data exploration
+
+
+def plot_statement_frequencies(counts: pd.Series, top: int = 20, title: str = "Most frequent statements"):
+    """Horizontal bars of the `top` most frequent statements.
+
+    Args:
+        counts: records per statement, most frequent first (e.g. `esi.notebook.statement_frequencies`).
+        top: how many statements to show.
+        title: the figure title; "(top n of N)" is appended.
+    """
+    shown = counts.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(shown) + 1.2))
+    ax.barh(range(len(shown)), shown.to_numpy(), color="#4C72B0")
+    ax.set_yticks(range(len(shown)), [s if len(s) <= 60 else s[:57] + "..." for s in shown.index], fontsize=8)
+    ax.set_xlabel("records with the statement")
+    ax.set_title(f"{title} (top {len(shown)} of {len(counts)})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_token_lengths(lengths: np.ndarray, max_length: int, text_encoder: str = ""):
+    """Histogram of tokens per text with the pretraining cut-off (train_max_text_length) and the share cut.
+
+    Args:
+        lengths: tokens per text (e.g. `esi.notebook.token_lengths`).
+        max_length: the cut-off, drawn as a dashed line.
+        text_encoder: the tokenizer's name, for the axis label ("" to leave it out).
+    """
+    lengths = np.asarray(lengths)
+    cut = float(np.mean(lengths > max_length)) if len(lengths) else 0.0
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.hist(lengths, bins=40, color="#4C72B0", edgecolor="white")
+    ax.axvline(max_length, color="#C44E52", linestyle="--",
+               label=f"train_max_text_length = {max_length}: {cut:.0%} of texts are cut")
+    ax.set_xlabel(f"tokens per text{f' ({text_encoder} tokenizer)' if text_encoder else ''}")
+    ax.set_ylabel("texts")
+    ax.set_title(f"Text lengths (n={len(lengths)}, median {np.median(lengths):.0f} tokens)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_store_overview(index: pd.DataFrame, masks: np.ndarray, leads: Sequence[str], fs: float):
+    """Source sampling rates, lead availability and quality flags of a store's records.
+
+    Args:
+        index: the store's index table (`ECGStore.index`: column fs_source and the quality_<flag> columns).
+        masks: bool (records, leads), True where the source file held the lead (`ECGStore.masks`).
+        leads: the lead name of each column of `masks`.
+        fs: the rate the store holds the records at (Hz), shown in the title.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    fig, (ax_fs, ax_leads, ax_flags) = plt.subplots(1, 3, figsize=(13, 3.8),
+                                                     gridspec_kw={"width_ratios": [1, 2, 2]})
+    rates = index["fs_source"].value_counts().sort_index()
+    ax_fs.bar([f"{rate:g}" for rate in rates.index], rates.to_numpy(), color="#4C72B0")
+    ax_fs.set_xlabel("source sampling rate (Hz)")
+    ax_fs.set_ylabel("records")
+    ax_fs.set_title(f"Sampling rates (stored at {fs:g} Hz)")
+
+    present = 100 * masks.mean(axis=0) if len(masks) else np.zeros(len(leads))
+    ax_leads.bar(list(leads), present, color="#55A868")
+    ax_leads.set_ylim(0, 105)
+    ax_leads.set_ylabel("records with the lead (%)")
+    ax_leads.set_xlabel("lead")
+    ax_leads.set_title("Lead availability")
+
+    flags = [c for c in index.columns if c.startswith("quality_")]
+    shares = [100 * index[c].astype(bool).mean() for c in flags]
+    names = [c.removeprefix("quality_").replace("_", " ") for c in flags]
+    ax_flags.barh(names, shares, color="#C44E52")
+    for y, v in enumerate(shares):
+        ax_flags.text(v + 1, y, f"{v:.1f}%", va="center", fontsize=8)
+    ax_flags.set_xlim(0, 115)
+    ax_flags.set_xlabel("records flagged (%)")
+    ax_flags.set_title("Quality flags (set at conversion)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_average_beats(beats: Sequence, leads: Sequence[str], all_leads: Sequence[str] | None = None):
+    """One panel per lead: each class's average beat (median line, 25-75 % band between records).
+
+    Args:
+        beats: `esi.beats.ClassBeats` list (all with the same leads and window), e.g. `esi.notebook.class_beats`.
+        leads: the leads to show, e.g. ["II", "V1", "V5"].
+        all_leads: the lead order of the beats' rows (default: esi.data.leads.STANDARD_LEADS).
+
+    Raises:
+        ValueError: no beats, or a lead of `leads` that is not in `all_leads`.
+    """
+    if not beats:
+        raise ValueError("no class has a complete beat to show")
+    order = list(all_leads or STANDARD_LEADS)
+    missing = [lead for lead in leads if lead not in order]
+    if missing:
+        raise ValueError(f"data_beat_leads: unknown lead(s) {', '.join(missing)}; leads are {', '.join(order)}")
+    fig, axes = plt.subplots(1, len(leads), figsize=(4.2 * len(leads), 3.8), sharey=True, squeeze=False)
+    for ax, lead in zip(axes[0], leads):
+        j = order.index(lead)
+        for cb in beats:
+            t_ms = cb.t * 1000
+            line, = ax.plot(t_ms, cb.beat[j], linewidth=1.4,
+                            label=f"{cb.name} (n={cb.n_records}, {cb.rate_bpm:.0f} bpm)")
+            ax.fill_between(t_ms, cb.low[j], cb.high[j], color=line.get_color(), alpha=0.12, linewidth=0)
+        ax.axvline(0, color="#888", linewidth=0.6, linestyle=":")
+        ax.axhline(0, color="#888", linewidth=0.6)
+        ax.set_title(f"lead {lead}")
+        ax.set_xlabel("time from QRS (ms)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("amplitude (mV)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Average beat per class (median over records; band: 25-75 % between records)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 03 pretraining
+
+
+def plot_training_curves(metrics: pd.DataFrame | str | os.PathLike,
+                         keys: Sequence[str] = ("loss", "contrastive_loss", "caption_loss"),
+                         recall_keys: Sequence[str] = ("recall@1", "recall@5", "recall@10"),
+                         chance: Mapping[str, float] | None = None):
+    """Loss curves (train per step, validation per epoch) and validation ECG -> text recall per epoch.
+
+    Args:
+        metrics: a run's metrics.csv as a DataFrame (columns split, step, epoch, the keys), or its path.
+        keys: the loss columns to draw.
+        recall_keys: the recall columns to draw.
+        chance: recall key -> its chance level, drawn as a dotted line. None: k / retrieval_pool from the table's
+            last validation pool (no lines when it has no retrieval_pool); {} for no lines.
+    """
+    table = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
+    if chance is None:
+        chance = {}
+        if "retrieval_pool" in table and table["retrieval_pool"].notna().any():
+            pool = float(table["retrieval_pool"].dropna().iloc[-1])
+            chance = {f"recall@{k}": min(1.0, k / pool) for k in (1, 5, 10)}
     fig, (ax_loss, ax_rec) = plt.subplots(1, 2, figsize=(11, 3.8))
-    train, val = df[df["split"] == "train"], df[df["split"] == "val"]
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
     for key in keys:
         if key in train and train[key].notna().any():
             ax_loss.plot(train["step"], train[key], label=f"train {key}", linewidth=1)
@@ -125,17 +390,72 @@ def plot_training_curves(metrics, keys: Sequence[str] = ("loss", "contrastive_lo
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("loss (nats)")
     ax_loss.set_title("Pretraining losses")
-    ax_loss.legend(fontsize=8)
     for key in recall_keys:
         if key in val and val[key].notna().any():
             line, = ax_rec.plot(val["epoch"], val[key], "o-", label=f"ECG→text {key}")
-            if chance and key in chance:
+            if key in chance:
                 ax_rec.axhline(chance[key], color=line.get_color(), linestyle=":", linewidth=1,
                                label=f"chance {key}")
     ax_rec.set_xlabel("epoch")
     ax_rec.set_ylabel("validation recall")
     ax_rec.set_ylim(0, 1)
     ax_rec.set_title("Validation retrieval")
-    ax_rec.legend(fontsize=8)
+    with warnings.catch_warnings():
+        # Drawn live before the first validation: the recall panel is still empty, which is no news.
+        warnings.filterwarnings("ignore", message="No artists with labels found")
+        ax_loss.legend(fontsize=8)
+        ax_rec.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 04 evaluation
+
+
+def _result_label(row) -> str:
+    """A results row's bar label: protocol, task, label fraction, and the metric when it is not macro AUROC."""
+    parts = [row["protocol"].replace("_", " "), row["task"]]
+    if pd.notna(row.get("label_fraction")):
+        parts.append(f"{row['label_fraction']:.0%} labels")
+    if row["metric"] != "macro_auroc":
+        parts.append(row["metric"].replace("_", " "))
+    return ", ".join(parts)
+
+
+def plot_results_summary(table: pd.DataFrame):
+    """Every result of an evaluation run as horizontal bars with 95 % bootstrap intervals, one colour per encoder.
+
+    Args:
+        table: the tidy results (esi.evaluate's results.csv: protocol, task, label_fraction, encoder, metric,
+            value, ci_low, ci_high).
+
+    Raises:
+        ValueError: the table is empty.
+    """
+    if table.empty:
+        raise ValueError("no results to plot")
+    table = table.assign(label=[_result_label(r) for _, r in table.iterrows()])
+    labels = list(dict.fromkeys(table["label"]))
+    encoders = list(dict.fromkeys(table["encoder"]))
+    colour = {encoder: f"C{j}" for j, encoder in enumerate(encoders)}
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(table) + 0.25 * len(labels) + 1.5))
+    for i, label in enumerate(labels):
+        rows = table[table["label"] == label]
+        height = 0.8 / len(rows)
+        for j, (_, r) in enumerate(rows.iterrows()):     # centred on the row, whatever encoders it has
+            y = i + (j - (len(rows) - 1) / 2) * height
+            ax.barh(y, r["value"], height * 0.9, color=colour[r["encoder"]], label=r["encoder"])
+            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+                ax.plot([r["ci_low"], r["ci_high"]], [y, y], color="black", linewidth=1)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("macro AUROC (probes, benchmark, zero-shot) or accuracy (identification); line: 95 % CI")
+    ax.set_title("PTB-XL results (test fold 10)")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -180,13 +180,14 @@ NOTEBOOKS["01_cardio_query_assistant"] = [
            "justified non-diagnostic notes. *hit@k*: on the labelled retrieval set bundled with the package "
            "(`esi/rag/eval/retrieval_set.csv`: real MIMIC-IV-ECG and PTB-XL statements with the entry a "
            "cardiologist would pick), the share whose expected entry is among the first k retrieved."),
-    ("code", "from esi.notebook import cqa_figure, show\n"
+    ("code", "from esi.notebook import show\n"
+             "from esi.plots import plot_cqa_coverage\n"
              "from esi.rag import quality\n\n"
              "coverage = quality.coverage(index, vocabulary, params.cqa.min_score, k=params.cqa.top_k)\n"
              "hits = quality.hit_rate(index, quality.load_retrieval_set(), ks=(1, 3))\n"
              "print(coverage)\n"
              "print(hits)\n"
-             "show(cqa_figure(result, hits), \"01_cqa_coverage\", params)"),
+             "show(plot_cqa_coverage(result, hits), \"01_cqa_coverage\", params)"),
     ("code", "print(\"uncovered statements:\", coverage.uncovered[:20] or \"none\")"),
     ("md", "## Agreement with a reference dictionary\n\nWith `data_reference_dict` set (for example the dictionary "
            "released with the ESI paper), the cosine similarity between our description and the reference's "
@@ -225,35 +226,44 @@ NOTEBOOKS["02_data_exploration"] = [
              "dataset_table(corpus)"),
     ("code", "print(corpus.texts[int(corpus.rows[\"train\"][0])])   # one composed text"),
     ("md", "## Statement frequencies"),
-    ("code", "from esi.notebook import frequency_figure, show, statement_frequencies\n\n"
+    ("code", "from esi.notebook import show, statement_frequencies\n"
+             "from esi.plots import plot_statement_frequencies\n\n"
              "counts = statement_frequencies(params.train)\n"
-             "show(frequency_figure(counts, top=20), \"02_statement_frequencies\", params)"),
+             "show(plot_statement_frequencies(counts, top=20), \"02_statement_frequencies\", params)"),
     ("md", "## Text lengths in tokens\n\nCounted with the text encoder's own tokenizer (`train_text_encoder`); "
            "pretraining cuts every text at `train_max_text_length` tokens."),
-    ("code", "from esi.notebook import token_length_figure, token_lengths\n\n"
+    ("code", "from esi.notebook import token_lengths\n"
+             "from esi.plots import plot_token_lengths\n\n"
              "lengths = token_lengths(corpus.texts, params.train.text_encoder, params.data.text_sample, "
              "params.data.seed)\n"
-             "show(token_length_figure(lengths, params.train.max_text_length, params.train.text_encoder),\n"
+             "show(plot_token_lengths(lengths, params.train.max_text_length, params.train.text_encoder),\n"
              "     \"02_text_lengths\", params)"),
     ("md", "## Sampling rates, leads and quality flags\n\nFrom the store's index: the rate of every source "
            "record, which leads its file held, and the quality flags set at conversion (flat or saturated "
            "leads, repaired samples, resampling, short records)."),
-    ("code", "from esi.notebook import store_overview_figure\n\n"
-             "show(store_overview_figure(store), \"02_leads_quality\", params)"),
+    ("code", "from esi.plots import plot_store_overview\n\n"
+             "show(plot_store_overview(store.index, store.masks, store.leads, store.fs),\n"
+             "     \"02_leads_quality\", params)"),
     ("md", "## ECGs on standard ECG paper\n\n25 mm/s and 10 mm/mV on a 1 mm / 5 mm grid, a 1 mV calibration "
            "pulse on every row, the 3 x 4 layout (2.5 s per column) and a lead II rhythm strip; drawn from the "
            "source files at their own rate."),
-    ("code", "from esi.notebook import ecg_paper_figure, example_rows\n\n"
+    ("code", "from esi.data.reader import read_ecg\n"
+             "from esi.notebook import example_rows\n"
+             "from esi.plots import plot_ecg_with_text\n\n"
              "for row in example_rows(corpus, params.data.examples, params.data.seed):\n"
-             "    show(ecg_paper_figure(corpus, row), f\"02_ecg_{store.index['record_id'].iloc[row]}\", params)"),
+             "    record = store.index.iloc[row]\n"
+             "    ecg = read_ecg(record[\"path\"])   # the source file, at its own rate\n"
+             "    show(plot_ecg_with_text(ecg.signal, ecg.fs, ecg.leads, record[\"record_id\"], corpus.texts[row]),\n"
+             "         f\"02_ecg_{record['record_id']}\", params)"),
     ("md", "## Average beat per class\n\nOn the PTB-XL evaluation set (`evaluate_ptbxl_root`) with the classes of "
            "`data_beat_task`: the QRS complexes of each record are found on all leads at once (`esi.beats`), the "
            "beats are aligned on them and their median taken; the line is the median over up to "
            "`data_beat_records` records of the class and the band the 25-75 % range between records."),
-    ("code", "from esi.notebook import average_beats_figure, class_beats\n\n"
+    ("code", "from esi.notebook import class_beats\n"
+             "from esi.plots import plot_average_beats\n\n"
              "beats = class_beats(params.evaluate.ptbxl_root, params.data.beat_task, params.data.beat_records,\n"
              "                    params.data.seed)\n"
-             "show(average_beats_figure(beats, params.data.beat_leads), \"02_average_beats\", params)\n"
+             "show(plot_average_beats(beats, params.data.beat_leads), \"02_average_beats\", params)\n"
              "pd.DataFrame([(b.name, b.n_records, round(b.rate_bpm)) for b in beats],\n"
              "             columns=[\"class\", \"records\", \"median heart rate (bpm)\"])"),
 ]
@@ -286,10 +296,11 @@ NOTEBOOKS["03_pretrain"] = [
              "    train_with_live_curves(params)"),
     ("md", "## Curves\n\nLosses per optimizer step (train) and per epoch (validation); ECG -> text retrieval "
            "recall@k on the validation pairs, with the chance level k / pool dotted."),
-    ("code", "from esi.notebook import show, training_curves, validation_table\n"
-             "from esi.paths import resolve\n\n"
+    ("code", "from esi.notebook import show, validation_table\n"
+             "from esi.paths import resolve\n"
+             "from esi.plots import plot_training_curves\n\n"
              "metrics = resolve(params.train.out_dir) / \"metrics.csv\"\n"
-             "show(training_curves(metrics), \"03_training_curves\", params)\n"
+             "show(plot_training_curves(metrics), \"03_training_curves\", params)\n"
              "validation_table(metrics)"),
     ("md", "## Caption samples\n\nValidation ECGs with the caption the model writes for them (greedy decoding) "
            "and the text they were paired with. A small demo model learns the frequent phrases first."),
@@ -318,8 +329,9 @@ NOTEBOOKS["04_ptbxl_evaluation"] = [
              "result = evaluate(params.evaluate, params.run.name)"),
     ("md", "## Results\n\nMacro AUROC (identification: top-k accuracy) with the 95 % bootstrap interval over the "
            "test records."),
-    ("code", "from esi.notebook import results_figure, results_pivot, show\n\n"
-             "show(results_figure(result.table), \"04_results_summary\", params)\n"
+    ("code", "from esi.notebook import results_pivot, show\n"
+             "from esi.plots import plot_results_summary\n\n"
+             "show(plot_results_summary(result.table), \"04_results_summary\", params)\n"
              "results_pivot(result.table)"),
     ("md", "## Figures of the evaluation\n\nPer-class AUROC, ROC curves, AUROC against the label fraction, a t-SNE "
            "map of the embeddings and the identification CMC curve (those the protocols run allow)."),

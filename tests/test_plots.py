@@ -1,10 +1,32 @@
-"""Figures render from real data and respect the ECG-paper scale."""
+"""Figures render from real data and respect the ECG-paper scale; each figure shows what it is given."""
 
 import numpy as np
 import pandas as pd
+import pytest
 import wfdb
 
-from esi.plots import PAPER_GAIN_MM_MV, PAPER_SPEED_MM_S, plot_ecg_paper, plot_training_curves, save_figure
+from esi.beats import class_average_beats
+from esi.data.demo import simulate_record
+from esi.data.reader import read_ecg
+from esi.plots import (
+    PAPER_GAIN_MM_MV,
+    PAPER_SPEED_MM_S,
+    plot_average_beats,
+    plot_caption_sample,
+    plot_cqa_coverage,
+    plot_ecg_paper,
+    plot_ecg_with_text,
+    plot_results_summary,
+    plot_statement_frequencies,
+    plot_store_overview,
+    plot_token_lengths,
+    plot_training_curves,
+    save_figure,
+)
+from esi.rag.generation import GenerationResult
+from esi.rag.quality import HitRate
+
+LONG_TEXT = ("sinus rhythm. normal ECG. " * 20).strip()
 
 
 def test_ecg_paper_has_the_standard_scale_and_all_lead_labels(ptbxl_dir, tmp_path):
@@ -19,6 +41,23 @@ def test_ecg_paper_has_the_standard_scale_and_all_lead_labels(ptbxl_dir, tmp_pat
     assert path.stat().st_size > 20_000
 
 
+def test_ecg_with_text_titles_the_record_its_rate_and_the_shortened_text(ptbxl_dir):
+    ecg = read_ecg(ptbxl_dir / "records100/00000/00001_lr")
+    fig = plot_ecg_with_text(ecg.signal, ecg.fs, ecg.leads, "1", LONG_TEXT, text_chars=60)
+    title = fig.axes[0].get_title(loc="left")
+    assert title.startswith("record 1 (100 Hz)\nsinus rhythm. normal ECG.")
+    assert title.endswith(" ...") and len(title) < 100
+
+
+def test_caption_sample_shows_the_caption_above_the_paired_text(ptbxl_dir):
+    ecg = read_ecg(ptbxl_dir / "records500/00000/00002_hr")
+    fig = plot_caption_sample(ecg.signal, ecg.fs, ecg.leads, "2", "sinus bradycardia", LONG_TEXT)
+    lines = fig.axes[0].get_title(loc="left").splitlines()
+    assert lines[0] == "record 2"
+    assert lines[1] == "generated caption: sinus bradycardia"
+    assert lines[2].startswith("paired text: sinus rhythm")
+
+
 def test_training_curves_plot_losses_and_recall(tmp_path):
     df = pd.DataFrame({
         "split": ["train"] * 4 + ["val"] * 2, "step": [1, 2, 3, 4, 2, 4], "epoch": [0, 0, 1, 1, 1, 2],
@@ -28,3 +67,107 @@ def test_training_curves_plot_losses_and_recall(tmp_path):
     assert fig.axes[0].get_xlabel() == "optimizer step"
     assert len(fig.axes[1].lines) == 2
     assert save_figure(fig, tmp_path / "curves.png").stat().st_size > 5_000
+
+
+def test_training_curves_draw_chance_from_the_retrieval_pool(tmp_path):
+    metrics = tmp_path / "metrics.csv"
+    pd.DataFrame({
+        "split": ["train", "train", "val"], "step": [1, 2, 2], "epoch": [0, 1, 1], "loss": [3.0, 2.6, 2.8],
+        "recall@1": [np.nan, np.nan, 0.3], "recall@5": [np.nan, np.nan, 0.7], "retrieval_pool": [np.nan, np.nan, 20],
+    }).to_csv(metrics, index=False)
+    recall_panel = plot_training_curves(metrics).axes[1]
+    chance = {line.get_label(): line.get_ydata()[0] for line in recall_panel.lines if line.get_linestyle() == ":"}
+    assert chance == {"chance recall@1": pytest.approx(1 / 20), "chance recall@5": pytest.approx(5 / 20)}
+
+
+def test_cqa_coverage_shows_status_shares_and_hit_rates(tmp_path):
+    records = [{"statement": "Sinus rhythm", "status": "described", "count": 6},
+               {"statement": "Left bundle branch block", "status": "described", "count": 2},
+               {"statement": "Unconfirmed report", "status": "non_diagnostic", "count": 2},
+               {"statement": "Odd finding", "status": "uncovered", "count": None}]
+    result = GenerationResult(descriptions={}, records=records, out_dir=tmp_path)
+    hits = HitRate(n=40, hit_at={1: 0.6, 3: 0.8}, by_source={"mimic": {1: 0.5, 3: 0.75}, "ptbxl": {1: 0.7, 3: 0.85}})
+    coverage, retrieval = plot_cqa_coverage(result, hits).axes
+    statements, occurrences = coverage.containers
+    # Four statements: 2 described, 1 non-diagnostic, 1 uncovered; 11 occurrences (a missing count counts once).
+    assert [bar.get_height() for bar in statements] == pytest.approx([50, 25, 25, 0])
+    assert [bar.get_height() for bar in occurrences] == pytest.approx([800 / 11, 200 / 11, 100 / 11, 0])
+    assert [t.get_text() for t in retrieval.get_xticklabels()] == ["all", "mimic", "ptbxl"]
+    assert [bar.get_height() for bar in retrieval.containers[1]] == [0.8, 0.75, 0.85]   # hit@3
+    assert retrieval.get_title() == "Retrieval quality (40 labelled statements)"
+
+
+def test_statement_frequencies_show_the_top_statements_most_frequent_first():
+    counts = pd.Series({"sinus rhythm": 407, "normal ECG": 297, "inferior myocardial infarction": 37,
+                        "left ventricular hypertrophy": 35}, name="records")
+    ax = plot_statement_frequencies(counts, top=3).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["inferior myocardial infarction", "normal ECG", "sinus rhythm"]   # read bottom to top
+    assert [bar.get_width() for bar in ax.patches] == [37, 297, 407]
+    assert ax.get_title() == "Most frequent statements (top 3 of 4)"
+
+
+def test_token_lengths_mark_the_cut_off_and_the_share_cut():
+    lengths = np.array([20, 40, 60, 80, 100, 120, 140, 300])
+    ax = plot_token_lengths(lengths, max_length=128, text_encoder="minilm").axes[0]
+    cut_off = ax.lines[0]
+    assert list(cut_off.get_xdata()) == [128, 128]
+    assert cut_off.get_label() == "train_max_text_length = 128: 25% of texts are cut"
+    assert ax.get_xlabel() == "tokens per text (minilm tokenizer)"
+    assert sum(bar.get_height() for bar in ax.patches) == len(lengths)
+
+
+def test_store_overview_shows_rates_lead_availability_and_quality_flags():
+    index = pd.DataFrame({"fs_source": [500.0, 500.0, 250.0, 1000.0],
+                          "quality_flat_lead": [True, False, False, False],
+                          "quality_resampled": [False, False, True, True]})
+    masks = np.ones((4, 12), dtype=bool)
+    masks[:2, 6] = False                              # V1 missing from two of the four files
+    leads = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    rates, availability, flags = plot_store_overview(index, masks, leads, fs=500).axes
+    assert [t.get_text() for t in rates.get_xticklabels()] == ["250", "500", "1000"]
+    assert [bar.get_height() for bar in rates.patches] == [1, 2, 1]
+    assert availability.patches[6].get_height() == 50 and availability.patches[0].get_height() == 100
+    assert [t.get_text() for t in flags.get_yticklabels()] == ["flat lead", "resampled"]
+    assert [bar.get_width() for bar in flags.patches] == [25, 50]
+
+
+@pytest.fixture(scope="module")
+def simulated_beats():
+    classes = ["normal", "left_bundle_branch_block"]
+    records = ((simulate_record(name, seed=seed).signal, 500.0, [name]) for name in classes for seed in (1, 2))
+    return class_average_beats(records, classes)
+
+
+def test_average_beats_draw_one_panel_per_lead_and_one_line_per_class(simulated_beats):
+    fig = plot_average_beats(simulated_beats, ["II", "V1"])
+    assert [ax.get_title() for ax in fig.axes] == ["lead II", "lead V1"]
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert [label.split(" (")[0] for label in legend] == ["normal", "left_bundle_branch_block"]
+    assert all("n=2" in label for label in legend)
+
+
+def test_average_beats_reject_an_unknown_lead(simulated_beats):
+    with pytest.raises(ValueError, match="unknown lead.*V7"):
+        plot_average_beats(simulated_beats, ["II", "V7"])
+
+
+def test_results_summary_has_one_row_per_result_and_a_bar_per_encoder():
+    table = pd.DataFrame([
+        ("superdiagnostic", "linear_probe", 0.1, "ESI", "macro_auroc", 0.82, 0.78, 0.86),
+        ("superdiagnostic", "linear_probe", 0.1, "ESI (random init)", "macro_auroc", 0.61, 0.55, 0.66),
+        ("superdiagnostic", "zero_shot", np.nan, "ESI", "macro_auroc", 0.70, np.nan, np.nan),
+        ("all", "identification", np.nan, "ESI", "top1_accuracy", 0.35, 0.30, 0.41),
+    ], columns=["task", "protocol", "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high"])
+    ax = plot_results_summary(table).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "linear probe, superdiagnostic, 10% labels", "zero shot, superdiagnostic",
+        "identification, all, top1 accuracy"]
+    assert [bar.get_width() for bar in ax.patches] == [0.82, 0.61, 0.70, 0.35]
+    assert len(ax.lines) == 3                         # a CI line for every result that has one
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ESI", "ESI (random init)"]
+
+
+def test_results_summary_of_no_results_is_an_error():
+    with pytest.raises(ValueError, match="no results"):
+        plot_results_summary(pd.DataFrame(columns=["protocol", "task", "encoder", "metric", "value"]))
