@@ -36,7 +36,8 @@ from esi.paths import outputs_dir  # noqa: E402
 from esi.rag.config import CQAConfig  # noqa: E402
 from esi.rag.generation import generate  # noqa: E402
 from esi.rag.index import build_index, retrieve  # noqa: E402
-from esi.rag.quality import agreement, agreement_figure, coverage, hit_rate, load_retrieval_set  # noqa: E402
+from esi.plots import plot_agreement, save_figure  # noqa: E402
+from esi.rag.quality import agreement, coverage, hit_rate, load_retrieval_set  # noqa: E402
 from esi.rag.vocabulary import StatementInfo, classify, load_vocabulary, vocabulary_from_strings  # noqa: E402
 
 SHARED = Path(os.environ.get("ESI_SHARED", REPO.parent / "shared"))
@@ -132,7 +133,7 @@ def main() -> None:
                                  index=index)
     cosines = agreement(first.descriptions, released, index.embed_model)
     values = list(cosines.values())
-    figure = agreement_figure(values, outputs_dir() / "cqa" / "bench" / "agreement.png")
+    figure = save_figure(plot_agreement(values), outputs_dir() / "cqa" / "bench" / "agreement.png")
     print(f"{len(values)} shared statements: mean cosine {statistics.mean(values):.3f}, "
           f"median {statistics.median(values):.3f} (figure: {figure})")
     print(f"generation: first run {t_first:.2f} s with {first.n_generated} backend calls; rerun {t_second:.2f} s "

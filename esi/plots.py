@@ -5,7 +5,7 @@ notebook, `esi.notebook.show` saves and displays it). Nothing here reads a datas
 callers (esi/notebook.py, the notebooks) load, count and tokenise, then pass what is to be drawn.
 
     ECGs         plot_ecg_paper, plot_ecg_with_text (02), plot_caption_sample (03)
-    01 CQA       plot_cqa_coverage
+    01 CQA       plot_cqa_coverage, plot_agreement
     02 data      plot_statement_frequencies, plot_token_lengths, plot_store_overview, plot_average_beats
     03 training  plot_training_curves
     04 results   plot_results_summary
@@ -240,6 +240,28 @@ def plot_cqa_coverage(result, hits):
 
 # ---------------------------------------------------------------------------------------------------------------
 # 02 data exploration
+
+
+def plot_agreement(cosines: Sequence[float], title: str = "Agreement with the ESI paper's descriptions"):
+    """Histogram of the cosine similarities between our descriptions and a reference dictionary's.
+
+    Args:
+        cosines: one cosine similarity per statement both dictionaries describe (`esi.rag.quality.agreement`).
+        title: the figure title.
+    """
+    if len(cosines) == 0:
+        raise ValueError("no cosine to plot: the two dictionaries share no described statement")
+    values = np.asarray(cosines, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.hist(values, bins=np.linspace(min(0.0, values.min()), 1.0, 41), color="#4C72B0", edgecolor="white")
+    ax.axvline(float(np.median(values)), color="#C44E52", linestyle="--",
+               label=f"median {np.median(values):.2f} (mean {values.mean():.2f}, n={len(values)})")
+    ax.set_xlabel("cosine similarity of description embeddings (MiniLM)")
+    ax.set_ylabel("statements")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def plot_statement_frequencies(counts: pd.Series, top: int = 20, title: str = "Most frequent statements"):

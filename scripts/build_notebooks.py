@@ -193,15 +193,15 @@ NOTEBOOKS["01_cardio_query_assistant"] = [
            "released with the ESI paper), the cosine similarity between our description and the reference's "
            "for every statement both describe (MiniLM embeddings)."),
     ("code", "import json\n\n"
-             "from esi.notebook import show_image\n"
-             "from esi.paths import resolve\n\n"
+             "from esi.notebook import show\n"
+             "from esi.paths import resolve\n"
+             "from esi.plots import plot_agreement\n\n"
              "if params.data.reference_dict:\n"
              "    reference = json.loads(resolve(params.data.reference_dict).read_text())\n"
              "    cosines = quality.agreement(result.descriptions, reference, index.embed_model)\n"
              "    print(f\"{len(cosines)} statements described in both dictionaries\")\n"
              "    if cosines:\n"
-             "        show_image(quality.agreement_figure(list(cosines.values()),\n"
-             "                                            params.figures_dir / \"01_cqa_agreement.png\"))\n"
+             "        show(plot_agreement(list(cosines.values())), \"01_cqa_agreement\", params)\n"
              "else:\n"
              "    print(\"data_reference_dict is empty: no comparison\")"),
 ]

@@ -16,7 +16,8 @@ import pytest
 from esi.rag.config import CQAConfig
 from esi.rag.generation import generate
 from esi.rag.index import build_index, load_embedding_model
-from esi.rag.quality import agreement, agreement_figure, coverage
+from esi.plots import plot_agreement
+from esi.rag.quality import agreement, coverage
 from esi.rag.vocabulary import load_vocabulary, vocabulary_from_strings
 
 SHARED_INDEX_DIR = Path(tempfile.gettempdir()) / "esi-test-cqa-index"  # same content-hashed copy as test_rag_index
@@ -67,5 +68,7 @@ def test_agreement_with_the_released_descriptions(index, cfg, released, tmp_path
     matched_mean = sum(cosines.values()) / len(cosines)
     assert matched_mean > sum(mismatched.values()) / len(mismatched) + 0.1
 
-    figure = agreement_figure(list(cosines.values()), tmp_path / "figures" / "agreement.png")
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = plot_agreement(list(cosines.values()))
+    bars = figure.axes[0].patches
+    assert sum(bar.get_height() for bar in bars) == len(cosines)      # every statement counted once
+    assert f"n={len(cosines)}" in figure.axes[0].get_legend().get_texts()[0].get_text()

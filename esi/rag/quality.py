@@ -6,8 +6,8 @@
 - coverage of a vocabulary: the share of statements that either get a description (a finding retrieved with
   score >= min_score) or are justified non-diagnostic notes; the rest are listed as uncovered.
 - agreement with a reference dictionary (the one released with the ESI paper): cosine similarity between
-  our description and theirs for each shared statement, embedded with the same local MiniLM; plus a
-  histogram figure.
+  our description and theirs for each shared statement, embedded with the same local MiniLM (its
+  histogram: esi.plots.plot_agreement).
 """
 
 from __future__ import annotations
@@ -179,37 +179,3 @@ def agreement(ours: Mapping[str, str], reference: Mapping[str, str], embed_model
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     b /= np.linalg.norm(b, axis=1, keepdims=True)
     return dict(zip(shared, (a * b).sum(axis=1).round(4).tolist()))
-
-
-def agreement_figure(cosines: Sequence[float], path: str | os.PathLike,
-                     title: str = "Agreement with the ESI paper's descriptions") -> Path:
-    """Save a histogram of agreement cosines (PNG).
-
-    Args:
-        cosines: one cosine similarity per shared statement.
-        path: the PNG to write (folder created).
-        title: the figure title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    if len(cosines) == 0:
-        raise ValueError("no cosine to plot: the two dictionaries share no described statement")
-    values = np.asarray(cosines, dtype=float)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax.hist(values, bins=np.linspace(min(0.0, values.min()), 1.0, 41), color="#4C72B0", edgecolor="white")
-    ax.axvline(float(np.median(values)), color="#C44E52", linestyle="--",
-               label=f"median {np.median(values):.2f} (mean {values.mean():.2f}, n={len(values)})")
-    ax.set_xlabel("cosine similarity of description embeddings (MiniLM)")
-    ax.set_ylabel("statements")
-    ax.set_title(title)
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
