@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from esi.checkpoint import latest_checkpoint
+from esi.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
 from esi.config import ConfigError, load_config
 from esi.train import NonFiniteBatchError, TrainConfig, main, train
 
@@ -93,6 +93,19 @@ def load_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(model_dir / "model.safetensors"))
+
+
+def weights_after(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    """The model state saved in the checkpoint of optimizer step `step`."""
+    return load_checkpoint(checkpoint_path(run_dir / "checkpoints", step))["model"]
+
+
+def largest_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[str, float]:
+    """The tensor whose elements differ most between two states of the same model, and by how much."""
+    assert a.keys() == b.keys()
+    gaps = {name: float((a[name].float() - b[name].float()).abs().max()) for name in a}
+    worst = max(gaps, key=gaps.get)
+    return worst, gaps[worst]
 
 
 @pytest.fixture(scope="session")
@@ -218,14 +231,9 @@ def test_gradient_accumulation_of_two_batches_of_b_steps_like_one_batch_of_2b(tm
     accumulated = train(load_config(TrainConfig, overrides=tiny_settings(
         tmp_path / "accumulated", store_dir, encoder, ptbxl_dir, batch_size=8, grad_accum=2, **common)))
     assert whole.steps == accumulated.steps == 2
-    from esi.checkpoint import checkpoint_path, load_checkpoint
-
     for step in (1, 2):
-        a = load_checkpoint(checkpoint_path(whole.run_dir / "checkpoints", step))["model"]
-        b = load_checkpoint(checkpoint_path(accumulated.run_dir / "checkpoints", step))["model"]
-        gaps = {name: float((a[name] - b[name]).abs().max()) for name in a}
-        worst = max(gaps, key=gaps.get)
-        assert gaps[worst] < 1e-5, f"step {step}: {worst} differs by {gaps[worst]:.3g}"
+        name, gap = largest_gap(weights_after(whole.run_dir, step), weights_after(accumulated.run_dir, step))
+        assert gap < 1e-5, f"step {step}: {name} differs by {gap:.3g}"
     # AdamW's update hardly depends on the gradient's scale, so the weights alone would miss a wrongly scaled
     # sum of micro-batch gradients: the logged gradient norms (before clipping) and losses must agree too.
     for column in ("grad_norm", "caption_loss"):

@@ -22,7 +22,8 @@ from esi.models.esi_model import ESIModel
 from esi.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import ptbxl_store, read_metrics, tiny_settings, tiny_text_encoder  # noqa: E402
+from test_train import (largest_gap, ptbxl_store, read_metrics, tiny_settings, tiny_text_encoder,  # noqa: E402
+                        weights_after)
 from test_train_ddp import initial_weights  # noqa: E402
 
 STEPS = 2
@@ -48,17 +49,6 @@ def run(tmp_path_factory, ptbxl_dir):
     return make
 
 
-def weights_at(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_checkpoint(checkpoint_path(run_dir / "checkpoints", step))["model"]
-
-
-def largest_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[str, float]:
-    assert a.keys() == b.keys()
-    gaps = {name: float((a[name].float() - b[name].float()).abs().max()) for name in a}
-    worst = max(gaps, key=gaps.get)
-    return worst, gaps[worst]
-
-
 def train_losses(run_dir: Path) -> list[float]:
     return [float(row["loss"]) for row in read_metrics(run_dir) if row["split"] == "train"]
 
@@ -71,11 +61,11 @@ def test_bf16_autocast_trains_close_to_fp32(run):
         assert low == pytest.approx(full, rel=0.02)
     assert low != full                                           # autocast really ran in bf16
     # The weights stay fp32 (autocast casts per operation), and the update points where fp32's does.
-    weights = weights_at(run("bf16"), STEPS)
+    weights = weights_after(run("bf16"), STEPS)
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
     start = initial_weights(run("fp32"))
     update = lambda w: torch.cat([(w[n] - start[n]).flatten() for n in start if n.startswith("ecg_encoder.")])
-    agreement = torch.nn.functional.cosine_similarity(update(weights), update(weights_at(run("fp32"), STEPS)), dim=0)
+    agreement = torch.nn.functional.cosine_similarity(update(weights), update(weights_after(run("fp32"), STEPS)), dim=0)
     assert agreement > 0.9
 
 
@@ -85,7 +75,7 @@ def test_fp16_uses_a_gradient_scaler_whose_state_is_checkpointed(run):
     assert scaler_state["scale"] > 0                             # an enabled GradScaler saved its state
     rows = [row for row in read_metrics(run_dir) if row["split"] == "train"]
     assert all(float(row["loss_scale"]) > 0 for row in rows)     # and logs its scale
-    assert all(torch.isfinite(t).all() for t in weights_at(run_dir, STEPS).values() if t.is_floating_point())
+    assert all(torch.isfinite(t).all() for t in weights_after(run_dir, STEPS).values() if t.is_floating_point())
     fp32_rows = read_metrics(run("fp32"))
     assert "loss_scale" not in fp32_rows[0] or not fp32_rows[0]["loss_scale"]
 
@@ -93,9 +83,9 @@ def test_fp16_uses_a_gradient_scaler_whose_state_is_checkpointed(run):
 def test_compiled_training_takes_the_same_steps_as_eager_and_saves_plain_weights(run):
     eager, compiled = run("fp32"), run("fp32", compile=True)
     for step in range(1, STEPS + 1):
-        name, gap = largest_gap(weights_at(compiled, step), weights_at(eager, step))
+        name, gap = largest_gap(weights_after(compiled, step), weights_after(eager, step))
         assert gap < 1e-5, f"step {step}: {name} differs by {gap:.3g} between compiled and eager"
     # The checkpoint and the saved model hold the module's own names, not torch.compile's wrapper ones.
-    assert not [k for k in weights_at(compiled, STEPS) if "_orig_mod" in k]
+    assert not [k for k in weights_after(compiled, STEPS) if "_orig_mod" in k]
     model = ESIModel.from_pretrained(compiled / "model")
     assert model.encode_ecg(torch.zeros(1, 12, 250)).shape == (1, 32)
