@@ -313,13 +313,26 @@ def validate(model, dataset, rows_count: int, batch_size: int, ctx, device, amp_
 # the run
 
 
+def model_config(cfg: TrainConfig):
+    """The `ESIConfig` a run builds: `cfg.model` (e.g. init_logit_scale) plus the encoder and length settings.
+
+    Unknown or mistyped keys of `model` raise a ConfigError naming train_model.<key>.
+    """
+    from esi.config import from_dict
+    from esi.models.esi_model import ESIConfig
+
+    fields = dict(cfg.model)
+    fields.update(ecg_encoder=cfg.ecg_encoder, ecg_encoder_kwargs=dict(cfg.ecg_encoder_kwargs),
+                  text_encoder=cfg.text_encoder, max_text_length=cfg.max_text_length)
+    return from_dict(ESIConfig, fields, where="train_model")
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) pretraining as configured; returns where the model was saved and the last val metrics."""
     from esi.data.corpus import build_corpus
     from esi.data.datasets import ECGDataset
     from esi.data.tokens import tokenize_corpus
-    from esi.models.esi_model import ESIConfig, ESIModel
-    from esi.config import from_dict
+    from esi.models.esi_model import ESIModel
 
     ctx = dist.init_distributed()
     device = pick_device(cfg.device, ctx)
@@ -342,11 +355,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     # -- model (same seed on every rank; DDP also broadcasts rank 0's weights)
     seed_everything(cfg.seed)
-    model_fields = dict(cfg.model)
-    model_fields.update(ecg_encoder=cfg.ecg_encoder, ecg_encoder_kwargs=dict(cfg.ecg_encoder_kwargs),
-                        text_encoder=cfg.text_encoder, max_text_length=cfg.max_text_length)
-    model_config = from_dict(ESIConfig, model_fields, where="train_model")
-    model = ESIModel(model_config).to(device)
+    model = ESIModel(model_config(cfg)).to(device)
 
     # -- tokens, once (rank 0 writes the cache)
     cache_dir = run_dir / "cache"

@@ -10,7 +10,7 @@ import pytest
 
 from esi.data import ptbxl
 from esi.data.statements import StatementDict, load_waveform_dict, normalize_statement
-from esi.data.text import compose_corpus, compose_text, demographics, ptbxl_text
+from esi.data.text import compose_corpus, compose_text, count_words, demographics, ptbxl_text, token_budget_table
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +179,37 @@ def test_ptbxl_age_300_means_over_89(ptbxl_dir):
     row = {"scp_codes": {"SR": 0.0}, "sex": 0, "age": 300.0, "report": ""}
     text = ptbxl_text(row, ptbxl.load_statements(ptbxl_dir)).text
     assert text == "Male, over 89 years old. ECG findings: sinus rhythm."
+
+
+# --- token budgets (train_max_text_length) --------------------------------------------------------------------
+
+
+def test_token_budget_table_counts_the_composed_texts():
+    # Without demographics: "ECG findings: A. one two" is 5 words, "... B. three four five" 6, both together 9.
+    descriptions = {"A": "one two", "B": "three four five"}
+    table = token_budget_table(descriptions, count_words, statement_counts=(1, 2), budgets=(5, 9), n_texts=50,
+                               seed=0, gender=None, age=None)
+    assert list(table.index) == [1, 2] and (table["n_texts"] == 50).all()
+    assert 0 < table.at[1, "fits_5"] < 1 and table.at[1, "fits_9"] == 1.0
+    assert table.at[2, "fits_5"] == 0.0 and table.at[2, "fits_9"] == 1.0 and table.at[2, "max"] == 9
+    assert table.equals(token_budget_table(descriptions, count_words, statement_counts=(1, 2), budgets=(5, 9),
+                                           n_texts=50, seed=0, gender=None, age=None))   # seeded
+    with pytest.raises(ValueError, match="statement count 3"):
+        token_budget_table(descriptions, count_words, statement_counts=(3,))
+
+
+def test_token_budget_table_on_the_released_dictionary(waveform_dict):
+    from transformers import AutoTokenizer
+
+    from esi.models.text_encoder import bundled_minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path())
+    table = token_budget_table(waveform_dict, tokenizer, statement_counts=range(1, 7), budgets=(256, 512),
+                               n_texts=100, seed=0)
+    for budget in (256, 512):
+        assert table[f"fits_{budget}"].is_monotonic_decreasing   # more statements, fewer texts fit
+    assert (table["fits_512"] >= table["fits_256"]).all()
+    assert table["p50"].is_monotonic_increasing
+    assert table.at[1, "fits_512"] >= 0.99                       # one description nearly always fits
+    # Why train_max_text_length is 512: at 256 most texts of three statements lose descriptions, at 512 few do.
+    assert table.at[3, "fits_256"] < 0.2 and table.at[3, "fits_512"] > 0.9

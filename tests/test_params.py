@@ -60,6 +60,33 @@ def test_mimic_paper_is_the_papers_recipe():
     assert params.demo.corpus_dir == ""          # real data, no demo corpus
 
 
+def test_mimic_paper_keeps_every_description_and_the_originals_temperature():
+    import dataclasses
+
+    import torch
+
+    from esi.models.esi_model import ESIModel
+    from esi.train import model_config
+
+    train = load_config(TrainConfig, [PAPER], section="train")   # what python -m esi.train --config reads
+    assert train == params_from_mapping(layer_params([PAPER])).train
+    assert train.max_text_length == 512       # the original's ~500 tokens, not 256 (which drops descriptions)
+    config = model_config(train)
+    assert (config.max_text_length, config.init_logit_scale) == (512, 1.0)   # the original's exp(1.0)
+    # 512 fits the text encoders' 512 positions; here with the demo's (offline) MiniLM and a small ECG encoder.
+    small = dataclasses.replace(train, ecg_encoder="convnextv2_atto", text_encoder="minilm",
+                                model={**train.model, "n_queries": 4, "decoder_depth": 1})
+    model = ESIModel(model_config(small))
+    assert model.logit_scale.item() == pytest.approx(1.0)
+    tokens = model.tokenize(["sinus rhythm " * 400, "left axis deviation"])
+    assert tokens["input_ids"].shape[1] == 512
+    with torch.no_grad():   # the caption decoder's positions reach 512 too
+        out = model(torch.randn(2, 12, 1000), tokens["input_ids"], tokens["attention_mask"])
+    assert out["caption_logits"].shape[1] == 511 and torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="exceeds the 512 positions"):
+        ESIModel(model_config(dataclasses.replace(small, max_text_length=513)), text_encoder=model.text_encoder)
+
+
 def test_an_unknown_key_is_an_error_with_a_did_you_mean():
     with pytest.raises(ConfigError, match=r"unknown parameter 'train_epoch'.*Did you mean 'train_epochs'\?"):
         params_from_mapping({"train_epoch": 3})

@@ -398,3 +398,69 @@ def ptbxl_texts(database: pd.DataFrame, statements_table: pd.DataFrame, **kwargs
         **kwargs: passed to `ptbxl_text` (include_report, max_tokens, count_tokens).
     """
     return [ptbxl_text(row, statements_table, **kwargs).text for _, row in database.iterrows()]
+
+
+def _token_counts(texts: list[str], tokenizer) -> list[int]:
+    """Tokens per text, special tokens included: a batched Hugging Face tokenizer, or a text -> count callable."""
+    if hasattr(tokenizer, "model_max_length"):
+        import transformers
+
+        # Untruncated lengths over model_max_length are the point here, not a mistake worth a warning.
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        try:
+            encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        return [len(ids) for ids in encoded]
+    return [int(tokenizer(text)) for text in texts]
+
+
+def token_budget_table(descriptions: StatementDict | Mapping[str, str], tokenizer,
+                       statement_counts: Sequence[int] = range(1, 7), budgets: Sequence[int] = (256, 512),
+                       n_texts: int = 2000, seed: int = 0, gender: str | None = "M",
+                       age: float | str | None = 63,
+                       percentiles: Sequence[float] = (50, 90, 99)) -> pd.DataFrame:
+    """Share of pretraining texts that fit a token budget, by number of statements per ECG.
+
+    For each count k, `n_texts` reports of k distinct statements are drawn uniformly (seeded) from the
+    dictionary's keys and composed by `compose_text` (the pipeline's texts, without a budget), with the
+    demographics `gender`/`age`. Statements are drawn uniformly over the vocabulary, not by how often the carts
+    write them, so the table describes the dictionary's descriptions rather than one corpus.
+
+    Args:
+        descriptions: statement -> description dictionary (e.g. `load_waveform_dict` of the released file).
+        tokenizer: a Hugging Face tokenizer (counted with special tokens, as training tokenises), or a
+            text -> token count callable.
+        statement_counts: statements per text, one row each.
+        budgets: token budgets (e.g. train_max_text_length values) to test.
+        n_texts: texts drawn per statement count.
+        seed: seed of the draws.
+        gender, age: the demographics prefix of every text.
+        percentiles: token-length percentiles reported.
+
+    Returns:
+        One row per statement count (index "statements"): n_texts, fits_<budget> (share of texts of at most
+        `budget` tokens, 0..1) for each budget, mean and p<q> token lengths, and max.
+    """
+    import numpy as np
+
+    if not isinstance(descriptions, StatementDict):
+        descriptions = StatementDict(descriptions)
+    keys = list(descriptions)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in statement_counts:
+        if not 1 <= k <= len(keys):
+            raise ValueError(f"statement count {k} must be in 1..{len(keys)} (the dictionary's statements)")
+        texts = [compose_text([keys[i] for i in rng.choice(len(keys), size=k, replace=False)], descriptions,
+                              gender=gender, age=age).text
+                 for _ in range(n_texts)]
+        lengths = np.array(_token_counts(texts, tokenizer))
+        row = {"statements": k, "n_texts": n_texts}
+        row.update({f"fits_{b}": float((lengths <= b).mean()) for b in budgets})
+        row["mean"] = float(lengths.mean())
+        row.update({f"p{q:g}": float(np.percentile(lengths, q)) for q in percentiles})
+        row["max"] = int(lengths.max())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("statements")
