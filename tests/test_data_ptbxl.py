@@ -7,8 +7,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import ast
+
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.preprocessing import MultiLabelBinarizer
 
 from esi.data import ptbxl
 
@@ -42,10 +46,11 @@ def reference_labels(root: Path, task: str) -> dict[int, set[str]]:
 
 
 def reference_task(root: Path, task: str, min_samples: int) -> tuple[list[int], dict[str, int]]:
-    """(kept ecg_ids, class -> record count) after the benchmark's min_samples filtering."""
+    """(kept ecg_ids, class -> record count) after the benchmark's min_samples filtering (none for diagnostic)."""
     labels = reference_labels(root, task)
     counts = Counter(label for found in labels.values() for label in found)
-    kept = {label for label, n in counts.items() if n > min_samples}
+    threshold = 0 if task == "diagnostic" else min_samples
+    kept = {label for label, n in counts.items() if n > threshold}
     records = sorted(ecg_id for ecg_id, found in labels.items() if found & kept)
     return records, {label: counts[label] for label in kept}
 
@@ -145,3 +150,60 @@ def test_malformed_scp_codes_name_the_record(tmp_path):
         "7,1.0,50.0,0,ok,\"{'NORM': 100.0\",1,records100/00000/00007_lr,records500/00000/00007_hr\n")
     with pytest.raises(ValueError, match="ecg_id 7: scp_codes"):
         ptbxl.load_database(tmp_path)
+
+
+def benchmark_select(root: Path, task: str, min_samples: int) -> tuple[list[int], list[str], np.ndarray]:
+    """The benchmark's compute_label_aggregations + select_data (helme/ecg_ptbxl_benchmarking, code/utils/utils.py)
+    rewritten with pandas and MultiLabelBinarizer from their semantics: (ecg_ids, classes, multi-hot y)."""
+    database = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
+    database["scp_codes"] = database["scp_codes"].apply(ast.literal_eval)
+    statements = pd.read_csv(root / "scp_statements.csv", index_col=0)
+
+    # compute_label_aggregations: one label list per record; flags compared to 1.0 as the benchmark does.
+    diagnostic = statements[statements["diagnostic"] == 1.0]
+    if task == "all":
+        labels = database["scp_codes"].apply(lambda codes: list(set(codes.keys())))
+    elif task == "diagnostic":
+        labels = database["scp_codes"].apply(lambda codes: list({c for c in codes if c in diagnostic.index}))
+    elif task in ("subdiagnostic", "superdiagnostic"):
+        column = "diagnostic_subclass" if task == "subdiagnostic" else "diagnostic_class"
+        labels = database["scp_codes"].apply(lambda codes: list({
+            diagnostic.loc[c, column] for c in codes
+            if c in diagnostic.index and str(diagnostic.loc[c, column]) != "nan"}))
+    else:
+        flagged = statements[statements[task] == 1.0]
+        labels = database["scp_codes"].apply(lambda codes: list({c for c in codes if c in flagged.index}))
+
+    # select_data: the count filter over the whole table, except in the diagnostic branch which has none.
+    if task != "diagnostic":
+        counts = pd.Series(np.concatenate(labels.values)).value_counts()
+        kept = set(counts[counts > min_samples].index.values)
+        labels = labels.apply(lambda found: list(set(found).intersection(kept)))
+    labels = labels[labels.apply(len) > 0]
+    mlb = MultiLabelBinarizer()
+    mlb.fit(labels.values)
+    return labels.index.tolist(), list(mlb.classes_), mlb.transform(labels.values)
+
+
+@pytest.mark.parametrize("min_samples", [0, 5])
+@pytest.mark.parametrize("task_name", SIX_TASKS)
+def test_load_task_equals_the_benchmarks_select_data(ptbxl_dir, task_name, min_samples):
+    ecg_ids, classes, y = benchmark_select(ptbxl_dir, task_name, min_samples)
+    task = ptbxl.load_task(ptbxl_dir, task_name, min_samples=min_samples)
+
+    assert task.ecg_ids.tolist() == ecg_ids
+    assert task.classes == classes
+    np.testing.assert_array_equal(task.y, y)
+    assert task.min_samples == min_samples
+
+
+def test_diagnostic_ignores_min_samples_as_the_benchmark_does(ptbxl_dir):
+    unfiltered = ptbxl.load_task(ptbxl_dir, "diagnostic", min_samples=0)
+    asked = ptbxl.load_task(ptbxl_dir, "diagnostic", min_samples=5)
+    # Records 1-500: 12 records carry no diagnostic statement; 36 diagnostic statements occur.
+    assert (len(asked), len(asked.classes)) == (len(unfiltered), len(unfiltered.classes)) == (488, 36)
+    np.testing.assert_array_equal(asked.y, unfiltered.y)
+    # Classes seen in at most 5 records stay (the filter would have left 15 classes).
+    assert int((asked.y.sum(axis=0) <= 5).sum()) == 36 - 15
+    # The other tasks do filter: subdiagnostic loses classes at min_samples=5.
+    assert len(ptbxl.load_task(ptbxl_dir, "subdiagnostic", min_samples=5).classes) == 15

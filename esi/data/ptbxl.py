@@ -3,11 +3,16 @@
 Labels are derived exactly as the PTB-XL benchmark does it (Strodthoff et al., IEEE JBHI 2021):
 
 - every task reads the keys of `scp_codes`, whatever their likelihood value;
-- `all`: every key; `diagnostic`: keys whose statement has diagnostic == 1; `subdiagnostic` / `superdiagnostic`:
-  the `diagnostic_subclass` / `diagnostic_class` of those diagnostic keys; `form`: keys with form == 1;
-  `rhythm`: keys with rhythm == 1;
-- a class is kept if it occurs in more than `min_samples` records (counted over the whole database, before any
-  split), and records left with no label are dropped from that task.
+- `all`: every key (even one missing from scp_statements.csv); `diagnostic`: keys whose statement has
+  diagnostic == 1; `subdiagnostic` / `superdiagnostic`: the `diagnostic_subclass` / `diagnostic_class` of those
+  diagnostic keys (a key whose subclass/class is empty adds nothing); `form`: keys with form == 1; `rhythm`: keys
+  with rhythm == 1 (a statement may be both form and diagnostic, and is then a label of both tasks);
+- `all`, `subdiagnostic`, `superdiagnostic`, `form`, `rhythm`: a class is kept if it occurs in more than
+  `min_samples` records (counted over the whole database, before any split), and records left with no label are
+  dropped from that task;
+- `diagnostic`: no class-frequency filter, whatever `min_samples` says (the benchmark's `select_data` has no count
+  step in that branch): every diagnostic statement that occurs is a class, and only records without any diagnostic
+  key are dropped. With the benchmark's own default, min_samples=0, all six tasks are unfiltered anyway.
 
 Folds: `strat_fold` 1-8 train, 9 validation, 10 test.
 
@@ -167,7 +172,8 @@ class PTBXLTask:
         patient_ids: int64 (n,).
         reports: object (n,), the free-text report of each record (mostly German).
         meta: the database rows of the records (index ecg_id, same order).
-        min_samples: the class-frequency threshold used.
+        min_samples: the class-frequency threshold asked for (`load_task`'s argument); the `diagnostic` task
+            ignores it, as the benchmark does, so there it does not describe the classes kept.
     """
 
     task: str
@@ -224,10 +230,12 @@ def load_task(root: str | os.PathLike, task: str, min_samples: int = 0) -> PTBXL
         root: the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/, records500/).
         task: "all", "diagnostic", "subdiagnostic", "superdiagnostic", "form" or "rhythm".
         min_samples: keep a class only if it occurs in more than this many records of the whole database;
-            records left without any label are then dropped.
+            records left without any label are then dropped. Applied to every task except `diagnostic`, which
+            the benchmark never filters by count (there only records with no diagnostic statement are dropped).
 
     Returns:
-        A `PTBXLTask`; use `.split("train" | "val" | "test")` for the official folds.
+        A `PTBXLTask` (its `min_samples` is the value passed, even for `diagnostic`); use
+        `.split("train" | "val" | "test")` for the official folds.
     """
     if task not in TASKS:
         raise ValueError(f"unknown PTB-XL task {task!r}; expected one of: {', '.join(TASKS)}")
@@ -238,7 +246,9 @@ def load_task(root: str | os.PathLike, task: str, min_samples: int = 0) -> PTBXL
     labels = task_labels(database, statements, task)
 
     counts = pd.Series([label for record in labels for label in record], dtype=object).value_counts()
-    classes = sorted(counts.index[counts > min_samples])
+    # The benchmark's select_data has no count filter in its `diagnostic` branch: every occurring code is a class.
+    threshold = 0 if task == "diagnostic" else min_samples
+    classes = sorted(counts.index[counts > threshold])
     kept_classes = set(classes)
     labels = labels.map(lambda record: [label for label in record if label in kept_classes])
     labels = labels[labels.map(len) > 0]
