@@ -689,18 +689,21 @@ def caption_samples(params: Params):
 
 
 def results_pivot(table):
-    """The tidy results as one row per (protocol, task, label fraction, metric) and one column per encoder.
+    """The tidy results as one row per (protocol, recipe, task, label fraction, metric) and one column per encoder.
 
-    Cells read "value [ci_low, ci_high]".
+    Cells read "value [ci_low, ci_high]", followed by "p=..." (paired test against the random-init twin) where the
+    row has one.
     """
     import pandas as pd
 
     if table.empty:
         return pd.DataFrame()
-    shown = table.assign(result=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
-                                 zip(table["value"], table["ci_low"], table["ci_high"])],
-                         fraction=table["label_fraction"].map(lambda f: "" if pd.isna(f) else f"{f:g}"))
-    keys = ["protocol", "task", "fraction", "metric"]
+    p_values = table["p_value"] if "p_value" in table else pd.Series(float("nan"), index=table.index)
+    shown = table.assign(result=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" + ("" if pd.isna(p) else f" p={p:.2g}")
+                                 for v, lo, hi, p in zip(table["value"], table["ci_low"], table["ci_high"], p_values)],
+                         fraction=table["label_fraction"].map(lambda f: "" if pd.isna(f) else f"{f:g}"),
+                         recipe=table["recipe"].fillna("") if "recipe" in table else "")
+    keys = ["protocol", "recipe", "task", "fraction", "metric"]
     pivot = shown.pivot_table(index=keys, columns="encoder", values="result", aggfunc="first", sort=False)
     pivot.columns.name = None
     return pivot.fillna("")       # an encoder a protocol does not run (e.g. the supervised baseline) shows blank

@@ -446,11 +446,12 @@ def _result_label(row) -> str:
 
 
 def plot_results_summary(table: pd.DataFrame):
-    """Every result of an evaluation run as horizontal bars with 95 % bootstrap intervals, one colour per encoder.
+    """Every result of an evaluation run as horizontal bars with bootstrap intervals, one colour per encoder; the
+    p-value against the random-init twin is written beside each pretrained encoder's bar.
 
     Args:
         table: the tidy results (esi.evaluate's results.csv: protocol, task, label_fraction, encoder, metric,
-            value, ci_low, ci_high).
+            value, ci_low, ci_high, and where present ci_level and p_value).
 
     Raises:
         ValueError: the table is empty.
@@ -470,13 +471,20 @@ def plot_results_summary(table: pd.DataFrame):
             ax.barh(y, r["value"], height * 0.9, color=colour[r["encoder"]], label=r["encoder"])
             if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
                 ax.plot([r["ci_low"], r["ci_high"]], [y, y], color="black", linewidth=1)
+            p = r.get("p_value", np.nan)
+            if pd.notna(p):
+                right = r["ci_high"] if np.isfinite(r["ci_high"]) else r["value"]
+                ax.text(min(right + 0.01, 0.9), y, f"p={p:.2g}", va="center", fontsize=6)
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("macro AUROC (probes, benchmark, zero-shot) or accuracy (identification); line: 95 % CI")
+    levels = table["ci_level"].dropna().unique() if "ci_level" in table else []
+    interval = f"{levels[0]:.0%} CI" if len(levels) == 1 else "bootstrap CI"
+    ax.set_xlabel(f"macro AUROC / AUPRC (probes, benchmark, zero-shot) or accuracy (identification); line: {interval}; "
+                  "p: vs random-init twin", fontsize=8)
     ax.set_title("PTB-XL results (test fold 10)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -327,8 +327,10 @@ NOTEBOOKS["04_ptbxl_evaluation"] = [
            "so a rerun skips what is done."),
     ("code", "from esi.evaluate.run import evaluate\n\n"
              "result = evaluate(params.evaluate, params.run.name)"),
-    ("md", "## Results\n\nMacro AUROC (identification: top-k accuracy) with the 95 % bootstrap interval over the "
-           "test records."),
+    ("md", "## Results\n\nMacro AUROC and AUPRC (identification: top-k accuracy) with a bootstrap interval over the "
+           "test records (90 % by default: the PTB-XL benchmark's 5th-95th percentiles) and, for each pretrained "
+           "encoder, the p-value of a paired bootstrap test against its random-init twin on the same records. "
+           "`recipe` says which training recipe produced a row (`benchmark`: the published one)."),
     ("code", "from esi.notebook import results_pivot, show\n"
              "from esi.plots import plot_results_summary\n\n"
              "show(plot_results_summary(result.table), \"04_results_summary\", params)\n"

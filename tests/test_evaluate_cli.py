@@ -68,8 +68,12 @@ def test_the_run_writes_the_tidy_table_as_csv_and_json(run):
     table = pd.read_csv(out_dir / "results.csv")
     assert list(table.columns) == list(RESULT_COLUMNS)
     records = json.loads((out_dir / "results.json").read_text())
-    assert len(records) == len(table) == 4  # 2 label fractions + top-1 and top-5 identification
+    # 2 label fractions x (AUROC, AUPRC) + top-1/top-5 identification on all probes and on those >= 24 h apart
+    assert len(records) == len(table) == 8
     assert set(table["protocol"]) == {"linear_probe", "identification"}
+    probe = table[table["protocol"] == "linear_probe"]
+    assert set(probe["metric"]) == {"macro_auroc", "macro_auprc"} and (probe["recipe"] == "esi_probe").all()
+    assert (table["ci_level"] == 0.9).all()
     assert table["value"].between(0, 1).all() and (table["ci_low"] <= table["ci_high"]).all()
     ident = table[table["protocol"] == "identification"].set_index("metric")["value"]
     assert ident["top1_accuracy"] <= ident["top5_accuracy"]

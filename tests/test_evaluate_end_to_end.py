@@ -38,6 +38,10 @@ def test_pretrained_encoder_beats_random_init_on_fold_10(pretrained_on_ptbxl, pt
                              epochs=60, n_boot=100, progress=False)
     print(table[["encoder", "task", "label_fraction", "value", "ci_low", "ci_high", "n_test"]].to_string())
     random_name = next(e for e in table["encoder"] if e.startswith("random init"))
+    # Each pretrained row carries the p-value of the paired test against its twin; the twin's rows none.
+    assert table.loc[table["encoder"] == "ESI (PTB-XL smoke)", "p_value"].between(0, 1).all()
+    assert table.loc[table["encoder"] == random_name, "p_value"].isna().all()
+    table = table[table["metric"] == "macro_auroc"]
     few_labels = table[table["label_fraction"] == 0.1].set_index("encoder")
     pretrained, random = few_labels.loc["ESI (PTB-XL smoke)"], few_labels.loc[random_name]
     assert pretrained["n_test"] == 64            # fold 10: 66 records, 2 without a superdiagnostic label

@@ -76,8 +76,17 @@ def test_zero_shot_with_a_random_esi_model_gives_aurocs_in_0_1(esi_dir, ptbxl_di
     assert set(table["encoder"]) == {"ESI (random weights)", "random init (convnextv2_atto)"}
     assert set(table["task"]) == {"superdiagnostic", "rhythm"} and set(table["protocol"]) == {"zero_shot"}
     assert table["value"].between(0, 1).all()
-    assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
+    assert set(table["metric"]) == {"macro_auroc", "macro_auprc"} and (table["ci_level"] == 0.90).all()
+    # A percentile interval need not hold the point estimate (resamples with repeated positives lift AUPRC), but
+    # it is ordered; AUROC's holds it here.
+    assert (table["ci_low"] <= table["ci_high"]).all()
+    auroc = table[table["metric"] == "macro_auroc"]
+    assert (auroc["ci_low"] <= auroc["value"]).all() and (auroc["value"] <= auroc["ci_high"]).all()
     assert table["notes"].str.contains(r"descriptions found for \d+/\d+ classes").all()
+    # The model is paired with its random-init-ECG twin on the same records: a p-value on its rows only.
+    pretrained = table["encoder"] == "ESI (random weights)"
+    assert table.loc[pretrained, "p_value"].between(0, 1).all() and table.loc[~pretrained, "p_value"].isna().all()
+    assert table.loc[pretrained, "notes"].str.contains("p vs random init").all()
     prompts = json.loads((tmp_path / "evaluate" / "zero_shot_prompts.json").read_text())
     assert prompts["rhythm"]["SR"][0].startswith("ECG showing sinus rhythm. ")
 

@@ -20,6 +20,10 @@ _PUBLIC = {
     "run_ptbxl_benchmark": "esi.evaluate.ptbxl_benchmark",
     "run_zero_shot": "esi.evaluate.zero_shot",
     "run_identification": "esi.evaluate.identification",
+    "label_fraction_subset": "esi.evaluate.probe",
+    "macro_auroc": "esi.evaluate.metrics",
+    "macro_auprc": "esi.evaluate.metrics",
+    "paired_bootstrap_test": "esi.evaluate.metrics",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -34,18 +34,33 @@ class EvaluateConfig:
       batch_size: records per forward pass when extracting features (on CPU 16-32 is fastest; on a GPU 256+).
       convert_workers: processes for the one-off PTB-XL conversion (0: all cores).
       n_boot: bootstrap resamples of the test records for every interval.
+      ci_level: coverage of every interval (0.90: the PTB-XL benchmark's 5th and 95th percentiles).
+      significance_resamples: resamples of the paired bootstrap test of each pretrained encoder against its
+        random-init twin on the same test records (the results' p_value).
       seed: seed of subsets, heads, crops and bootstraps.
-      min_samples: keep classes occurring in more than this many records (the benchmark: 0).
+      min_samples: keep classes occurring in more than this many records (the benchmark: 0); like the benchmark's
+        select_data, every task but `diagnostic` applies it.
       progress: show progress bars.
     Protocol B: linear probe
       probe_tasks, probe_fractions, probe_seeds: tasks, label fractions of folds 1-8, one probe per seed.
       probe_epochs, probe_lr, probe_weight_decays: the head's training; epoch and decay chosen on fold 9.
+      probe_subset_draw: how the 1 %/10 % subsets are drawn: "merl" (MERL's exact records: train_test_split with
+        random_state 42 of folds 1-8 in ecg_id order) or "every_class" (plus a positive of every missing class).
     Protocol A: PTB-XL benchmark
       benchmark_tasks: tasks (all six by default).
       benchmark_supervised: architectures trained from scratch (xresnet1d101).
       benchmark_supervised_fs: their sampling rate (the benchmark: 100 Hz).
       benchmark_finetune: also fine-tune each encoder in `encoders` (at its own rate) with the same recipe.
-      benchmark_epochs, benchmark_batch_size, benchmark_lr, benchmark_finetune_lr, benchmark_weight_decay: recipe.
+      benchmark_recipe: "benchmark" (the published recipe: its weight_init, Adam betas (0.9, 0.99), final-epoch
+        model, fine-tuning head first then all layers with discriminative rates) or "esi" (our variant: the
+        model's own init with zero residual BN, AdamW 0.999, the epoch best on fold 9, all layers at once).
+      benchmark_selection: override the recipe's model selection ("final_epoch" or "fold9_best"); null: the
+        recipe's. Any override turns the rows' recipe into "custom" and the notes say what differs.
+      benchmark_epochs: epochs from scratch (the benchmark: 50; rows below it say so).
+      benchmark_finetune_epochs: epochs of each fine-tuning phase (the benchmark: 30 head-only + 30 all layers).
+      benchmark_batch_size: crops per step (128).
+      benchmark_lr, benchmark_finetune_lr, benchmark_weight_decay: null = the recipe's (benchmark: 1e-2, 1e-2,
+        1e-2; esi: 1e-2, 1e-3, 1e-2).
       benchmark_window_s, benchmark_stride_s: crop/window length and evaluation stride (seconds).
       benchmark_dropout: head dropout (half of it before the hidden layer).
       benchmark_train_fraction: share of folds 1-8 used (1.0 = the benchmark).
@@ -79,6 +94,8 @@ class EvaluateConfig:
     batch_size: int = 32
     convert_workers: int = 0
     n_boot: int = 100
+    ci_level: float = 0.90
+    significance_resamples: int = 1000
     seed: int = 0
     min_samples: int = 0
     progress: bool = True
@@ -89,16 +106,20 @@ class EvaluateConfig:
     probe_epochs: int = 100
     probe_lr: float = 1e-2
     probe_weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2])
+    probe_subset_draw: Literal["merl", "every_class"] = "merl"
 
     benchmark_tasks: list[Task] = field(default_factory=lambda: list(TASKS))
     benchmark_supervised: list[str] = field(default_factory=lambda: ["xresnet1d101"])
     benchmark_supervised_fs: float = 100.0
     benchmark_finetune: bool = True
+    benchmark_recipe: Literal["benchmark", "esi"] = "benchmark"
+    benchmark_selection: Literal["final_epoch", "fold9_best"] | None = None
     benchmark_epochs: int = 50
+    benchmark_finetune_epochs: int = 30
     benchmark_batch_size: int = 128
-    benchmark_lr: float = 1e-2
-    benchmark_finetune_lr: float = 1e-3
-    benchmark_weight_decay: float = 1e-2
+    benchmark_lr: float | None = None
+    benchmark_finetune_lr: float | None = None
+    benchmark_weight_decay: float | None = None
     benchmark_window_s: float = 2.5
     benchmark_stride_s: float = 1.25
     benchmark_dropout: float = 0.5

@@ -317,6 +317,17 @@ def load_encoder(spec: EncoderSpec, device: str | torch.device = "cpu") -> Loade
                          scaler=scaler)
 
 
+def twin_labels(encoders) -> dict[str, str]:
+    """pretrained encoder label -> label of its random-init twin, among `encoders` (`LoadedEncoder`s).
+
+    The twin is the random encoder with the same architecture, rate and normalisation (the rule
+    `with_random_baselines` adds twins by); a pretrained encoder without one is left out.
+    """
+    randoms = {(e.architecture, float(e.fs), e.normalize): e.label for e in encoders if not e.pretrained}
+    return {e.label: randoms[(e.architecture, float(e.fs), e.normalize)] for e in encoders
+            if e.pretrained and (e.architecture, float(e.fs), e.normalize) in randoms}
+
+
 def load_encoders(encoders, device: str | torch.device = "cpu", random_baselines: bool = True) -> list[LoadedEncoder]:
     """Load a mix of `EncoderSpec`s and already `LoadedEncoder`s, adding the random twin of each pretrained spec.
 

@@ -364,7 +364,8 @@ class Workspace:
         return self._stores[fs]
 
     def task(self, name: str, min_samples: int = 0):
-        """The PTB-XL task `name` with classes occurring in more than `min_samples` records, loaded once."""
+        """The PTB-XL task `name`, loaded once: classes occurring in more than `min_samples` records (every task but
+        `diagnostic`, as the benchmark; see `esi.data.ptbxl.load_task`)."""
         from esi.data.ptbxl import load_task
 
         key = (name, int(min_samples))
@@ -400,10 +401,13 @@ class Workspace:
 
 # --- the tidy results table ------------------------------------------------------------------------------
 
-RESULT_COLUMNS = ("task", "protocol", "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high",
-                  "n_test", "n_train", "seed", "notes")
-PER_CLASS_COLUMNS = ("task", "protocol", "label_fraction", "encoder", "seed", "class", "class_name", "auroc",
-                     "n_positive_test")
+RESULT_COLUMNS = ("task", "protocol", "recipe", "selection", "subset_draw", "label_fraction", "encoder", "metric",
+                  "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test", "n_train", "seed", "notes")
+PER_CLASS_COLUMNS = ("task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class", "class_name", "auroc",
+                     "auprc", "n_positive_test")
+# The macro metrics every classification protocol reports (AUPRC beside AUROC: the field's practice for
+# imbalanced labels).
+CLASSIFICATION_METRICS = ("macro_auroc", "macro_auprc")
 # PTB-XL's fold 10 holds 2,198 records; with fewer than this many, results are a smoke test, not a benchmark.
 SMOKE_TEST_RECORDS = 500
 
@@ -439,13 +443,20 @@ def join_notes(*notes: str) -> str:
 
 
 def result_row(task: str, protocol: str, encoder: str, metric: str, value: float, ci_low: float = float("nan"),
-               ci_high: float = float("nan"), *, label_fraction: float = float("nan"), n_test: int = 0,
-               n_train: int = 0, seed: int | None = None, notes: str = "", size_note: bool = True) -> dict:
-    """One row of the tidy results table.
+               ci_high: float = float("nan"), *, recipe: str = "", selection: str = "", subset_draw: str = "",
+               ci_level: float = float("nan"), p_value: float = float("nan"), label_fraction: float = float("nan"),
+               n_test: int = 0, n_train: int = 0, seed: int | None = None, notes: str = "",
+               size_note: bool = True) -> dict:
+    """One row of the tidy results table (RESULT_COLUMNS).
 
     Args:
         task, protocol, encoder, metric: what was measured, how, on which encoder.
         value, ci_low, ci_high: the result and its bootstrap interval.
+        recipe: the named training recipe that produced it ("benchmark", "esi", ...; "" where nothing is trained).
+        selection: how the scored model was chosen ("final_epoch", "fold9_best", "none").
+        subset_draw: how a label fraction of the training records was drawn ("merl", "every_class", "all").
+        ci_level: coverage of [ci_low, ci_high] (0.90: the benchmark's 5th-95th percentiles).
+        p_value: paired test against the encoder's random-init twin on the same test records (NaN: no twin).
         label_fraction: share of the training labels used (NaN where none are used).
         n_test, n_train: records scored and records trained on.
         seed: the seed of the run.
@@ -453,10 +464,65 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
             size, such as identification's probes, write their own).
     """
-    return {"task": task, "protocol": protocol, "label_fraction": label_fraction, "encoder": encoder,
-            "metric": metric, "value": float(value), "ci_low": float(ci_low), "ci_high": float(ci_high),
-            "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
+    return {"task": task, "protocol": protocol, "recipe": recipe, "selection": selection, "subset_draw": subset_draw,
+            "label_fraction": label_fraction, "encoder": encoder, "metric": metric, "value": float(value),
+            "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
+            "p_value": float(p_value), "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
             "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
+
+
+def unscorable_note(y_true: np.ndarray, classes) -> str:
+    """The note naming the classes that cannot be scored on these test labels (no positive or no negative)."""
+    from esi.evaluate.metrics import scorable
+
+    left_out = [c for c, ok in zip(classes, scorable(y_true)) if not ok]
+    if not left_out:
+        return ""
+    shown = ", ".join(left_out[:8]) + (", ..." if len(left_out) > 8 else "")
+    return (f"{len(left_out)} of {len(classes)} class(es) not scorable on the test records (no positive or no "
+            f"negative), left out of the macro means: {shown}")
+
+
+def classification_rows(task: str, protocol: str, encoder: str, classes, y_true: np.ndarray, y_score: np.ndarray, *,
+                        recipe: str, selection: str, subset_draw: str = "", label_fraction: float = float("nan"),
+                        n_train: int = 0, seed: int = 0, n_boot: int = 100, ci_level: float = 0.90,
+                        notes: str = "", names=None) -> dict:
+    """Score one model's test predictions: macro AUROC and AUPRC rows with bootstrap intervals, per-class rows.
+
+    Every classification protocol ends here, so every one reports the same metrics the same way: a non-finite
+    score is an error naming the encoder, task and class (never a class quietly left out), classes without
+    both labels on the test set are named in the notes, and both metrics share the same resamples.
+
+    Args:
+        task, protocol, encoder: as in the results table.
+        classes: class labels, aligned with the columns of y_true and y_score.
+        y_true, y_score: (records, classes) test labels and scores.
+        recipe, selection, subset_draw, label_fraction, n_train, seed: as in `result_row`.
+        n_boot: bootstrap resamples of the test records (drawn with `seed`).
+        ci_level: coverage of the interval.
+        notes: the protocol's own notes.
+        names: class label -> English name for the per-class rows.
+
+    Returns:
+        {"rows": [macro_auroc row, macro_auprc row], "per_class": per-class rows}.
+    """
+    from esi.evaluate.metrics import bootstrap_metrics, per_class_auroc, per_class_average_precision
+
+    where = f"{encoder} / {task} / {protocol}"
+    results = bootstrap_metrics(y_true, y_score, metrics=CLASSIFICATION_METRICS, n_boot=n_boot, level=ci_level,
+                                seed=seed, classes=list(classes), where=where)
+    notes = join_notes(unscorable_note(y_true, classes), notes)
+    rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, recipe=recipe, selection=selection,
+                       subset_draw=subset_draw, ci_level=r.level, label_fraction=label_fraction,
+                       n_test=len(y_true), n_train=n_train, seed=seed, notes=notes)
+            for metric, r in results.items()]
+    aucs, aps = per_class_auroc(y_true, y_score), per_class_average_precision(y_true, y_score)
+    names = names or {}
+    per_class = [{"task": task, "protocol": protocol, "recipe": recipe, "label_fraction": label_fraction,
+                  "encoder": encoder, "seed": seed, "class": c, "class_name": names.get(c, c), "auroc": float(a),
+                  "auprc": float(ap), "n_positive_test": int(y_true[:, j].sum())}
+                 for j, (c, a, ap) in enumerate(zip(classes, aucs, aps))]
+    return {"rows": rows, "per_class": per_class}
 
 
 def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, classes, ecg_ids, **extra) -> Path:
@@ -476,24 +542,37 @@ def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, classe
     return path
 
 
-def per_class_rows(task: str, protocol: str, encoder: str, classes, y_true: np.ndarray, y_score: np.ndarray, *,
-                   label_fraction: float = float("nan"), seed: int | None = None, names=None) -> list[dict]:
-    """Rows of the per-class AUROC table (PER_CLASS_COLUMNS); NaN where a class lacks positives or negatives.
+def attach_p_values(outputs: list[dict], twins: dict[str, str], n_resamples: int = 1000, seed: int = 0) -> None:
+    """Set `p_value` on the rows of every pretrained model from a paired test against its random-init twin.
+
+    The twin's output must score the same test records under the same key (task, fraction, seed, ...); both
+    models are resampled with the same record indices (`paired_bootstrap_test`), so the test sees their
+    difference, not the spread of either alone.
 
     Args:
-        task, protocol, encoder: as in the results table.
-        classes: class labels, aligned with the columns of y_true and y_score.
-        y_true, y_score: (records, classes) test labels and scores.
-        label_fraction, seed: as in the results table.
-        names: class label -> English name (default: the label).
+        outputs: one dict per scored model: "encoder" (label), "key" (anything hashable naming the comparison
+            cell), "rows" (its result rows, changed in place), "y_true", "y_score".
+        twins: pretrained label -> twin label (`esi.evaluate.encoders.twin_labels`).
+        n_resamples: bootstrap resamples of the paired test.
+        seed: seed of the resamples.
     """
-    from esi.evaluate.metrics import per_class_auroc
+    from esi.evaluate.metrics import paired_bootstrap_test
 
-    aucs = per_class_auroc(y_true, y_score)
-    names = names or {}
-    return [{"task": task, "protocol": protocol, "label_fraction": label_fraction, "encoder": encoder, "seed": seed,
-             "class": c, "class_name": names.get(c, c), "auroc": float(a), "n_positive_test": int(y_true[:, j].sum())}
-            for j, (c, a) in enumerate(zip(classes, aucs))]
+    by_cell = {(o["key"], o["encoder"]): o for o in outputs}
+    for out in outputs:
+        base = by_cell.get((out["key"], twins.get(out["encoder"])))
+        if base is None:
+            continue
+        if not np.array_equal(out["y_true"], base["y_true"]):
+            raise ValueError(f"{out['encoder']} and its twin {base['encoder']} were scored on different test "
+                             f"records ({out['key']}); a paired test needs the same records")
+        for row in out["rows"]:
+            test = paired_bootstrap_test(out["y_true"], out["y_score"], base["y_score"], metric=row["metric"],
+                                         n_resamples=n_resamples, seed=seed)
+            row["p_value"] = test.p_value
+            row["notes"] = join_notes(row["notes"], f"p vs {base['encoder']}: paired bootstrap over the same "
+                                                    f"{len(out['y_true'])} test records ({test.n_resamples} "
+                                                    f"resamples), difference {test.delta:+.3f}")
 
 
 @dataclass

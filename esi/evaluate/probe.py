@@ -14,18 +14,37 @@ import torch
 from esi.evaluate.metrics import macro_auroc
 
 
-def label_fraction_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """Indices of a random `fraction` of rows of multi-hot `y` in which every class has a positive.
+# How a label fraction of the training records is drawn. "merl": exactly MERL's (ICML 2024) draw, scikit-learn's
+# train_test_split(train_size=fraction, random_state=seed) of the training records in ecg_id order, so at 1 % some
+# classes may have no positive (they then score near 0.5, as in MERL's tables); "every_class": a seeded random
+# fraction plus one positive of any class left without one, so the head can learn every class it is scored on.
+SUBSET_DRAWS = ("merl", "every_class")
+MERL_SEED = 42  # MERL's random_state
 
-    Draws the fraction at random (seeded), then, for any class left without a positive, adds one random
-    positive record of that class, so that the head can learn every class it is scored on.
+
+def label_fraction_subset(y: np.ndarray, fraction: float, seed: int = MERL_SEED, draw: str = "merl") -> np.ndarray:
+    """Indices of the training rows of multi-hot `y` kept when only `fraction` of the labels is used.
+
+    Args:
+        y: (records, classes) labels of the training records, in ecg_id order (the order MERL's tables use).
+        fraction: share of the records kept, 0 < fraction <= 1 (1: all rows, in order).
+        seed: the draw's seed (MERL: 42).
+        draw: "merl" (the rows `train_test_split(range(len(y)), train_size=fraction, random_state=seed)` keeps,
+            in the order it returns them) or "every_class" (sorted rows; see SUBSET_DRAWS).
     """
     n = len(y)
     if not 0 < fraction <= 1:
         raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-    rng = np.random.default_rng(seed)
+    if draw not in SUBSET_DRAWS:
+        raise ValueError(f"unknown subset draw {draw!r}; expected one of: {', '.join(SUBSET_DRAWS)}")
     if fraction >= 1:
         return np.arange(n)
+    if draw == "merl":
+        from sklearn.model_selection import train_test_split
+
+        kept, _ = train_test_split(np.arange(n), train_size=fraction, random_state=seed)
+        return np.asarray(kept)
+    rng = np.random.default_rng(seed)
     k = max(1, int(round(fraction * n)))
     chosen = set(rng.choice(n, size=k, replace=False).tolist())
     for c in range(y.shape[1]):
@@ -33,6 +52,11 @@ def label_fraction_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.n
         if len(positives) and not any(i in chosen for i in positives):
             chosen.add(int(rng.choice(positives)))
     return np.array(sorted(chosen))
+
+
+def subset_classes_without_positive(y_subset: np.ndarray, classes) -> list[str]:
+    """The classes with no positive among the training rows a subset kept (a head cannot learn them)."""
+    return [c for c, n in zip(classes, np.asarray(y_subset).sum(0)) if n == 0]
 
 
 @dataclass
@@ -45,21 +69,36 @@ class ProbeResult:
     val_curve: dict = field(default_factory=dict)
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray):
+# Features whose training spread is below this share of the median feature's spread are scaled by the floor instead:
+# a feature (nearly) constant on a small training subset would otherwise be divided by ~0 and dominate the head.
+STD_FLOOR_SHARE = 0.1
+
+
+def standardise(train: np.ndarray, *others: np.ndarray, floor_share: float = STD_FLOOR_SHARE) -> list[np.ndarray]:
+    """Centre and scale features with the training rows' statistics: `[train, *others]` standardised.
+
+    Each feature is divided by max(its training std, floor_share x the median training std over features)
+    (1 if every feature is constant), so no feature is magnified more than 1/floor_share times a typical one.
+    """
     mean = train.mean(0, keepdims=True)
-    std = train.std(0, keepdims=True) + 1e-6
-    return [(x - mean) / std for x in (train, *others)]
+    std = train.std(0, keepdims=True)
+    typical = float(np.median(std))
+    floor = floor_share * typical if typical > 0 else 1.0
+    scale = np.maximum(std, floor)
+    return [(x - mean) / scale for x in (train, *others)]
 
 
 def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                        x_test: np.ndarray, weight_decays=(0.0, 1e-4, 1e-3, 1e-2), epochs: int = 100,
-                       lr: float = 1e-2, batch_size: int = 256, seed: int = 0) -> ProbeResult:
+                       lr: float = 1e-2, batch_size: int = 256, seed: int = 0, classes=None,
+                       where: str = "") -> ProbeResult:
     """Fit a linear head for each weight decay; keep the (weight decay, epoch) with the best val macro AUROC.
 
-    Features are standardised with statistics of the training rows. The test rows are only scored by the
-    chosen head, never used to choose.
+    Features are standardised with statistics of the training rows (`standardise`). The test rows are only
+    scored by the chosen head, never used to choose. `classes` and `where` (e.g. "ESI / rhythm / linear_probe")
+    name the class and the run in the error a non-finite score raises.
     """
-    xt, xv, xs = (torch.as_tensor(a, dtype=torch.float32) for a in _standardise(x_train, x_val, x_test))
+    xt, xv, xs = (torch.as_tensor(a, dtype=torch.float32) for a in standardise(x_train, x_val, x_test))
     yt = torch.as_tensor(y_train, dtype=torch.float32)
     best = None
     curves = {}
@@ -78,7 +117,7 @@ def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                val = macro_auroc(y_val, head(xv).numpy())
+                val = macro_auroc(y_val, head(xv).numpy(), classes=classes, where=where)
             curve.append(val)
             if best is None or val > best[0]:
                 with torch.no_grad():

@@ -1,21 +1,33 @@
 """Protocol A: the PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), trained end to end.
 
-The benchmark's recipe, for every task:
-  - folds 1-8 train, fold 9 selects the epoch, fold 10 is scored once;
+What every recipe shares, as the benchmark's code (helme/ecg_ptbxl_benchmarking, code/models/fastai_model.py):
+  - folds 1-8 train, fold 9 validates, fold 10 is scored once;
   - input standardised with ONE mean/std fitted on the training records (the benchmark's StandardScaler), or the
     per-record normalisation a pretrained encoder was pretrained with;
-  - training on random 2.5 s crops; validation and test on 2.5 s windows every 1.25 s, each record's prediction
-    the maximum over its windows;
-  - BCE loss, batch 128, AdamW with weight decay 1e-2, one-cycle schedule peaking at lr 1e-2, 50 epochs;
+  - training on random 2.5 s crops, the incomplete last batch dropped (fastai's DataBunch); validation and test on
+    2.5 s windows every 1.25 s, each record's prediction the maximum over its windows;
+  - BCE loss, batch 128, Adam with decoupled weight decay 1e-2 (fastai v1's true_wd: p *= 1 - lr * wd, then the
+    Adam step; here torch's AdamW, which does the same), fastai v1's one-cycle schedule (cosine warm-up over 30 %
+    of the steps from lr/25 to lr, cosine down to lr/25e4, beta1 0.95 -> 0.85 -> 0.95), 50 epochs at lr 1e-2;
   - head: concatenated adaptive max and average pooling -> BN/Dropout/Linear(128)/ReLU/BN/Dropout/Linear;
-  - macro AUROC on fold 10 with a 100-resample bootstrap interval.
+  - macro AUROC and AUPRC on fold 10 with a 100-resample bootstrap, 5th-95th percentiles (a 90 % interval).
 
-Two modes, both here: "benchmark_supervised" trains an architecture (default xresnet1d101 at 100 Hz) from scratch;
+Recipes (`RECIPES`, `recipe_settings`; the `recipe` column of the results names the one used, "custom" if knobs
+were changed):
+  - "benchmark" (the default), the benchmark exactly: the benchmark's weight_init over the whole model (every
+    BatchNorm 1/0, Kaiming-normal conv and linear weights; this undoes the zero-initialised last BN of the xresnet
+    residual branches), Adam betas (0.9, 0.99), no model selection (`early_stopping=None`: the model after the
+    last epoch is scored); fine-tuning in two phases of 30 epochs (head and every encoder BatchNorm at lr 1e-2,
+    then all layers with max learning rates lr/1000, lr/100, lr/10 over three layer groups).
+  - "esi", our variant: the model's own initialisation (zero residual BN kept), betas (0.9, 0.999), the epoch
+    with the best fold-9 macro AUROC kept, fine-tuning of all layers at once for `epochs` at 1e-3.
+
+Two protocols: "benchmark_supervised" trains an architecture (default xresnet1d101 at 100 Hz) from scratch;
 "benchmark_finetune" fine-tunes a pretrained encoder at the rate it was pretrained on (and, as the baseline, its
-random-init twin with the same recipe).
+random-init twin with the same recipe, tested against it with a paired bootstrap).
 
     table = run_ptbxl_benchmark([], "data/ptbxl", tasks=["superdiagnostic"], supervised=["xresnet1d101"],
-                                run_dir="outputs/run", epochs=50)
+                                run_dir="outputs/run", recipe="benchmark")
 """
 
 from __future__ import annotations
@@ -23,8 +35,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,46 +43,158 @@ import torch.nn.functional as F
 from torch import nn
 
 from esi.data.ptbxl import TASKS
-from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, slug, with_random_baselines
-from esi.evaluate.features import (ProtocolResults, Workspace, fit_train_scaler, join_notes, official_splits,
-                                   per_class_rows, result_row, save_predictions, store_rows)
-from esi.evaluate.metrics import bootstrap_macro_auroc, macro_auroc
-from esi.evaluate.probe import label_fraction_subset
+from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, load_encoders, slug, twin_labels
+from esi.evaluate.features import (ProtocolResults, Workspace, attach_p_values, classification_rows,
+                                   fit_train_scaler, join_notes, official_splits, save_predictions, store_rows)
+from esi.evaluate.metrics import macro_auroc
+from esi.evaluate.probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
 
 PROTOCOL_SUPERVISED = "benchmark_supervised"
 PROTOCOL_FINETUNE = "benchmark_finetune"
-BENCHMARK_EPOCHS = 50
+BENCHMARK_EPOCHS = 50            # fastai_model's `epochs`
+BENCHMARK_FINETUNE_EPOCHS = 30   # fastai_model's `epochs_finetuning`, each of the two phases
+BENCHMARK_BATCH_SIZE = 128       # fastai_model's `bs`
+
+INITS = ("benchmark", "model")
+SELECTIONS = ("final_epoch", "fold9_best")
+FINETUNES = ("gradual", "all_layers")
+
+# The knobs each named recipe sets. The benchmark fine-tunes at fastai_model's default lr (1e-2): neither its
+# configs (code/configs/fastai_configs.py) nor its Finetuning-Example notebook pass another.
+RECIPES: dict[str, dict] = {
+    "benchmark": {"init": "benchmark", "beta2": 0.99, "selection": "final_epoch", "finetune": "gradual",
+                  "lr": 1e-2, "finetune_lr": 1e-2, "weight_decay": 1e-2},
+    "esi": {"init": "model", "beta2": 0.999, "selection": "fold9_best", "finetune": "all_layers",
+            "lr": 1e-2, "finetune_lr": 1e-3, "weight_decay": 1e-2},
+}
+# The knobs that matter to each protocol (a fine-tuning knob does not change a model trained from scratch).
+PROTOCOL_KNOBS = {
+    PROTOCOL_SUPERVISED: ("init", "beta2", "selection", "lr", "weight_decay"),
+    PROTOCOL_FINETUNE: ("init", "beta2", "selection", "finetune", "finetune_lr", "weight_decay"),
+}
 
 
 @dataclass
 class BenchmarkSettings:
-    """The training recipe (defaults: the benchmark's).
+    """The training recipe (defaults: the benchmark's; `recipe_settings("esi")` gives ours).
 
-    epochs: passes over the training records (the benchmark: 50); the epoch is chosen on fold 9.
-    batch_size: records (crops) per step.
-    lr: peak learning rate of the one-cycle schedule.
-    weight_decay: AdamW weight decay.
+    recipe: the preset these settings start from ("benchmark" or "esi", see RECIPES); the label in the results is
+        `recipe_label(settings)`, "custom" when a knob differs from every preset.
+    init: "benchmark": the benchmark's weight_init (every BatchNorm weight 1 and bias 0, Conv1d/Linear weights
+        Kaiming-normal with zero bias) over the whole model when training from scratch and over the new head when
+        fine-tuning; "model": the modules' own initialisation (xresnet's zero residual BN, torch's Linear init).
+    beta2: Adam's second-moment decay (fastai v1's AdamW: 0.99; torch's default: 0.999). beta1 follows the
+        one-cycle schedule (0.95 -> 0.85 -> 0.95).
+    selection: "final_epoch": the model after the last epoch is scored, nothing is selected on fold 9 (the
+        benchmark's early_stopping=None; fold 9 is scored once, for the notes); "fold9_best": the epoch with the
+        best fold-9 macro AUROC is kept (per phase when fine-tuning gradually, as fastai's SaveModelCallback).
+    finetune: "gradual": the benchmark's two phases (head + encoder BatchNorm layers for `finetune_epochs` at
+        `finetune_lr`, then all layers for `finetune_epochs` with max learning rates finetune_lr/1000, /100, /10
+        over the stem, the rest of the encoder and the head); "all_layers": all layers at once for `epochs` at
+        `finetune_lr`.
+    finetune_epochs: epochs of each gradual fine-tuning phase (the benchmark: 30).
+    epochs: epochs of training from scratch and of "all_layers" fine-tuning (the benchmark: 50).
+    batch_size: records (crops) per step (the benchmark: 128); at least 2 (BatchNorm).
+    lr: peak one-cycle learning rate when training from scratch.
+    finetune_lr: peak one-cycle learning rate when fine-tuning (see `finetune`).
+    weight_decay: decoupled weight decay (AdamW), on every trainable parameter as fastai's bn_wd=True.
     window_s, stride_s: crop/window length and the stride of the evaluation windows (seconds).
     dropout: dropout before the last layer of the head (half of it before the first).
     hidden: width of the head's hidden layer.
-    train_fraction: share of the training folds used (seeded, every class kept; 1.0 = all).
-    seed: seed of the subset, the head, the crops and the batch order.
+    train_fraction: share of the training folds used (1.0 = all, the benchmark).
+    subset_draw: how that share is drawn ("merl" or "every_class", see `esi.evaluate.probe.label_fraction_subset`).
+    subset_seed: seed of the draw for seed 0 (42: MERL's random_state); the draw uses subset_seed + seed.
+    seed: seed of the initialisation, the crops, the batch order and the bootstrap.
     n_boot: bootstrap resamples of the test records.
+    ci_level: coverage of the bootstrap interval (0.90: the benchmark's 5th and 95th percentiles).
+    significance_resamples: resamples of the paired bootstrap test of a pretrained encoder against its twin.
     num_workers: DataLoader worker processes.
     """
 
+    recipe: str = "benchmark"
+    init: str = RECIPES["benchmark"]["init"]
+    beta2: float = RECIPES["benchmark"]["beta2"]
+    selection: str = RECIPES["benchmark"]["selection"]
+    finetune: str = RECIPES["benchmark"]["finetune"]
+    finetune_epochs: int = BENCHMARK_FINETUNE_EPOCHS
     epochs: int = BENCHMARK_EPOCHS
-    batch_size: int = 128
-    lr: float = 1e-2
-    weight_decay: float = 1e-2
+    batch_size: int = BENCHMARK_BATCH_SIZE
+    lr: float = RECIPES["benchmark"]["lr"]
+    finetune_lr: float = RECIPES["benchmark"]["finetune_lr"]
+    weight_decay: float = RECIPES["benchmark"]["weight_decay"]
     window_s: float = 2.5
     stride_s: float = 1.25
     dropout: float = 0.5
     hidden: int = 128
     train_fraction: float = 1.0
+    subset_draw: str = "merl"
+    subset_seed: int = MERL_SEED
     seed: int = 0
     n_boot: int = 100
+    ci_level: float = 0.90
+    significance_resamples: int = 1000
     num_workers: int = 0
+
+    def __post_init__(self):
+        for name, allowed in (("recipe", tuple(RECIPES)), ("init", INITS), ("selection", SELECTIONS),
+                              ("finetune", FINETUNES), ("subset_draw", SUBSET_DRAWS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0.0 < self.beta2 < 1.0:
+            raise ValueError(f"beta2 must be in (0, 1), got {self.beta2}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (BatchNorm cannot train on one record), got "
+                             f"{self.batch_size}")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.epochs < 1 or self.finetune_epochs < 1:
+            raise ValueError(f"epochs and finetune_epochs must be >= 1, got {self.epochs}, {self.finetune_epochs}")
+
+
+def recipe_settings(name: str = "benchmark", **overrides) -> BenchmarkSettings:
+    """The settings of the preset `name` (a key of RECIPES), with any field replaced by `overrides`.
+
+    name: "benchmark" or "esi".
+    overrides: BenchmarkSettings fields to change (epochs=1, selection="fold9_best", ...).
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    if "recipe" in overrides:
+        raise TypeError("name the recipe with `name`, not in overrides")
+    return BenchmarkSettings(recipe=name, **{**RECIPES[name], **overrides})
+
+
+def _knobs(protocol: str | None) -> tuple[str, ...]:
+    if protocol is None:
+        return tuple(dict.fromkeys(k for knobs in PROTOCOL_KNOBS.values() for k in knobs))
+    if protocol not in PROTOCOL_KNOBS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOL_KNOBS)}")
+    return PROTOCOL_KNOBS[protocol]
+
+
+def recipe_label(settings: BenchmarkSettings, protocol: str | None = None) -> str:
+    """The preset whose knobs `settings` has (its own `recipe` first), else "custom".
+
+    settings: the recipe.
+    protocol: compare only the knobs that matter to this protocol (PROTOCOL_KNOBS); None: all of them.
+    """
+    knobs = _knobs(protocol)
+    for name in (settings.recipe, *RECIPES):
+        if all(getattr(settings, k) == RECIPES[name][k] for k in knobs):
+            return name
+    return "custom"
+
+
+def recipe_deviations(settings: BenchmarkSettings, protocol: str | None = None) -> str:
+    """The knobs where `settings` differs from its preset, as a short text for the notes ("" if none).
+
+    settings: the recipe.
+    protocol: as in `recipe_label`.
+    """
+    preset = RECIPES[settings.recipe]
+    changed = [f"{k} {getattr(settings, k)!r} (preset: {preset[k]!r})" for k in _knobs(protocol)
+               if getattr(settings, k) != preset[k]]
+    return f"recipe {settings.recipe!r} changed: {', '.join(changed)}" if changed else ""
 
 
 # --- the model -----------------------------------------------------------------------------------------------
@@ -110,6 +233,188 @@ class BenchmarkClassifier(nn.Module):
         return self.head(self.encoder(x).tokens)
 
 
+def benchmark_weight_init(module: nn.Module) -> None:
+    """The benchmark's `weight_init` (code/models/basic_conv1d.py), for `model.apply(benchmark_weight_init)`.
+
+    module: one module; Conv1d and Linear get torch's kaiming_normal_ with its default arguments (fan_in, gain
+    sqrt(2): std sqrt(2 / fan_in)) and a zero bias; BatchNorm1d gets weight 1 and bias 0. Others are left as
+    they are (the benchmark's models hold no other parametrised layer but its unused SqueezeExcite).
+    """
+    if isinstance(module, (nn.Conv1d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    if isinstance(module, nn.BatchNorm1d) and module.affine:
+        nn.init.constant_(module.weight, 1.0)
+        nn.init.constant_(module.bias, 0.0)
+
+
+# --- layer groups (fastai's learn.split) ---------------------------------------------------------------------
+
+# fastai v1's bn_types: the layers `learn.freeze()` leaves trainable when train_bn=True (not LayerNorm).
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _holds_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def stem_module(encoder: nn.Module) -> nn.Module | None:
+    """The encoder's first layer group for discriminative learning rates.
+
+    xresnet1d (`esi.models.xresnet1d`): its stem (the three stem convs; its max-pool has no parameters), as the
+    benchmark's get_layer_groups splits at self[3]. ConvNeXt V2: downsample_layers[0] (the patchifying conv and
+    its norm). Any other encoder: its first child holding parameters, looking inside a ModuleList/ModuleDict
+    (a list of layers, not a layer); None if no child holds any (the encoder's parameters are its own).
+
+    encoder: the encoder module.
+    """
+    from esi.models.convnextv2 import ConvNeXtV2Encoder
+    from esi.models.xresnet1d import XResNet1d
+
+    if isinstance(encoder, XResNet1d):
+        return encoder.stem
+    if isinstance(encoder, ConvNeXtV2Encoder):
+        return encoder.downsample_layers[0]
+    module = encoder
+    while True:
+        child = next((c for c in module.children() if _holds_parameters(c)), None)
+        if child is None:
+            return None
+        if not isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            return child
+        module = child
+
+
+def layer_groups(model: BenchmarkClassifier) -> list[list[nn.Parameter]]:
+    """The three layer groups of `model` (the benchmark's learn.split on xresnet1d's get_layer_groups): the
+    encoder's stem (`stem_module`; empty if it has none), the rest of the encoder, the head.
+
+    model: the classifier.
+    """
+    stem_part = stem_module(model.encoder)
+    stem = [] if stem_part is None else list(stem_part.parameters())
+    in_stem = {id(p) for p in stem}
+    rest = [p for p in model.encoder.parameters() if id(p) not in in_stem]
+    return [stem, rest, list(model.head.parameters())]
+
+
+@dataclass
+class Phase:
+    """One fit_one_cycle call: which parameters train, at which max learning rates, for how many epochs.
+
+    name: what trains, for the notes and history.
+    groups: (parameters, max learning rate) per optimiser parameter group; every other parameter is frozen.
+    epochs: epochs of the phase.
+    """
+
+    name: str
+    groups: list[tuple[list[nn.Parameter], float]]
+    epochs: int
+
+
+def even_mults(start: float, stop: float, n: int) -> list[float]:
+    """`n` learning rates from `start` to `stop` spaced geometrically (fastai's even_mults, used for slice(a, b)).
+
+    start, stop: the first and last value. n: how many.
+    """
+    if n == 1:
+        return [stop]
+    step = (stop / start) ** (1 / (n - 1))
+    return [start * step ** i for i in range(n)]
+
+
+def training_phases(model: BenchmarkClassifier, settings: BenchmarkSettings, protocol: str) -> list[Phase]:
+    """The phases `train_benchmark_model` runs for `protocol` under `settings`.
+
+    From scratch: all parameters for `epochs` at `lr`. Fine-tuning, "all_layers": all parameters for `epochs` at
+    `finetune_lr`. Fine-tuning, "gradual" (the benchmark: learn.freeze(); fit_one_cycle(30, lr); learn.unfreeze();
+    fit_one_cycle(30, slice(lr/1000, lr/10))): first the head and every BatchNorm of the encoder (fastai's
+    train_bn), then all layers with max learning rates lr/1000, lr/100, lr/10 over `layer_groups`.
+
+    model: the classifier. settings: the recipe. protocol: PROTOCOL_SUPERVISED or PROTOCOL_FINETUNE.
+    """
+    everything = list(model.parameters())
+    if protocol == PROTOCOL_SUPERVISED:
+        return [Phase("all layers", [(everything, settings.lr)], settings.epochs)]
+    if protocol != PROTOCOL_FINETUNE:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    lr = settings.finetune_lr
+    if settings.finetune == "all_layers":
+        return [Phase("all layers", [(everything, lr)], settings.epochs)]
+    bn = [p for m in model.encoder.modules() if isinstance(m, BN_TYPES) for p in m.parameters(recurse=False)]
+    frozen_encoder = Phase("head and encoder BatchNorm", [(list(model.head.parameters()) + bn, lr)],
+                           settings.finetune_epochs)
+    groups = layer_groups(model)
+    unfrozen = Phase("all layers, discriminative lr",
+                     list(zip(groups, even_mults(lr / 1000, lr / 10, len(groups)))), settings.finetune_epochs)
+    return [frozen_encoder, unfrozen]
+
+
+# --- optimiser and schedule (fastai v1) ----------------------------------------------------------------------
+
+
+def _anneal_cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
+
+
+def one_cycle_at(step: int, total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
+                 final_div: float | None = None, moms: tuple[float, float] = (0.95, 0.85)) -> tuple[float, float]:
+    """(learning rate / max lr, beta1) that fastai v1's fit_one_cycle uses for optimiser step `step` (0-based).
+
+    fastai 1.0.61 (the benchmark's): warm-up over a1 = int(pct_start * total) steps, at least one (its Scheduler
+    takes max(1, n_iter)); step i <= a1 uses the cosine from 1/div_factor to 1 at i / a1, later steps the cosine
+    from 1 to 1/final_div at (i - a1) / (total - a1); beta1 runs 0.95 -> 0.85 -> 0.95 alongside. So the peak is at
+    step a1 and the last step stays one step short of the final value. torch's OneCycleLR differs by a step
+    (peak at step 0.3 * total - 1, final value reached on the last step); this follows fastai.
+
+    step: the optimiser step. total_steps: steps of the whole cycle (batches per epoch x epochs).
+    pct_start, div_factor, final_div, moms: fit_one_cycle's arguments (final_div None: div_factor * 1e4).
+    """
+    final_div = div_factor * 1e4 if final_div is None else final_div
+    a1 = int(total_steps * pct_start)
+    warm, rest = max(1, a1), max(1, total_steps - a1)
+    if step <= warm:
+        pct = step / warm
+        return _anneal_cos(1 / div_factor, 1.0, pct), _anneal_cos(moms[0], moms[1], pct)
+    pct = min((step - warm) / rest, 1.0)
+    return _anneal_cos(1.0, 1 / final_div, pct), _anneal_cos(moms[1], moms[0], pct)
+
+
+class OneCycle:
+    """fastai v1's one-cycle schedule on a torch optimiser: `at(step)` before each optimiser step sets every
+    group's lr (its "max_lr" x the cycle's factor) and Adam's beta1 (beta2 kept).
+
+    optimizer: an Adam/AdamW whose param groups carry "max_lr". total_steps: steps of the cycle.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        self.optimizer, self.total_steps = optimizer, max(int(total_steps), 1)
+
+    def at(self, step: int) -> None:
+        """Set the hyperparameters of optimiser step `step` (0-based)."""
+        factor, beta1 = one_cycle_at(step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["max_lr"] * factor
+            group["betas"] = (beta1, group["betas"][1])
+
+
+def benchmark_optimizer(groups: list[tuple[list[nn.Parameter], float]],
+                        settings: BenchmarkSettings) -> torch.optim.AdamW:
+    """AdamW over `groups` ((parameters, max lr) each), betas (0.95 -> scheduled, beta2), eps 1e-8, decoupled weight
+    decay `settings.weight_decay`.
+
+    torch's AdamW multiplies each parameter by 1 - lr * weight_decay and then takes the Adam step with the
+    same lr, which is fastai v1's true_wd step (OptimWrapper.step: p.data.mul_(1 - wd * lr), then
+    optim.Adam.step with weight_decay 0) on the same parameter groups.
+
+    groups: parameter groups and their max learning rates. settings: the recipe (beta2, weight_decay).
+    """
+    param_groups = [{"params": params, "lr": max_lr / 25, "max_lr": max_lr} for params, max_lr in groups if params]
+    return torch.optim.AdamW(param_groups, betas=(0.95, settings.beta2), eps=1e-8,
+                             weight_decay=settings.weight_decay)
+
+
 # --- windows and max aggregation -----------------------------------------------------------------------------
 
 
@@ -143,64 +448,170 @@ def predict_records(model: nn.Module, dataset, batch_size: int = 128, device: st
 
 @dataclass
 class TrainOutcome:
-    """The chosen epoch (1-based), its fold-9 macro AUROC, and every epoch's train loss and val AUROC."""
+    """What training chose and saw.
 
-    best_epoch: int
-    best_val_auroc: float
+    selection: the rule applied ("final_epoch" or "fold9_best").
+    selected_epoch: epoch (1-based, within the last phase) whose weights the model holds.
+    last_epoch: epochs of the last phase.
+    val_auroc: fold-9 macro AUROC of those weights (NaN when fold 9 has no class with both labels).
+    history: one dict per epoch: phase, epoch, train_loss, and val_macro_auroc where it was computed.
+    phases: per phase: name, epochs, steps_per_epoch, max_lrs (one per optimiser group), n_params (trainable
+        elements per group).
+    notes: facts for the results' notes (the loader's batch policy, a selection that could not be made, ...).
+    """
+
+    selection: str
+    selected_epoch: int
+    last_epoch: int
+    val_auroc: float
     history: list[dict] = field(default_factory=list)
+    phases: list[dict] = field(default_factory=list)
+    notes: str = ""
 
 
-def train_benchmark_model(model: nn.Module, train_set, val_set, y_val: np.ndarray, settings: BenchmarkSettings,
-                          device: str | torch.device = "cpu", progress: bool = True, desc: str = "") -> TrainOutcome:
-    """Train with BCE, AdamW and a one-cycle schedule; keep the weights of the epoch best on fold 9.
+def _snapshot(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettings, *,
+                          validate: Callable[[nn.Module], float], phases: Sequence[Phase] | None = None,
+                          device: str | torch.device = "cpu", progress: bool = True,
+                          where: str = "") -> TrainOutcome:
+    """Train with BCE, AdamW (fastai v1's) and fastai v1's one-cycle schedule, one cycle per phase; the model
+    holds the scored weights on return (`settings.selection`).
 
     Args:
-        model: the classifier (moved to `device`); holds the chosen epoch's weights on return.
-        train_set: `ECGDataset` of random crops with targets.
-        val_set: `ECGDataset` of sliding windows of the validation records.
-        y_val: (val records, classes) multi-hot labels, in `val_set` order.
+        model: the classifier (moved to `device`); every parameter is trainable again on return.
+        train_set: `ECGDataset` of random crops with targets ("ecg", "y").
         settings: the recipe.
+        validate: model -> fold-9 macro AUROC (NaN if no class has both labels). "fold9_best" calls it after every
+            epoch; "final_epoch" once, after training, for the notes.
+        phases: what trains when (`training_phases`); None: all parameters for `settings.epochs` at `settings.lr`.
         device: torch device.
         progress: show a progress bar over epochs.
-        desc: the bar's label.
+        where: "encoder / task" for the progress bar and error messages.
+
+    Raises:
+        FloatingPointError: a non-finite training loss, naming `where`, the phase, epoch and step.
+        ValueError: a training set of fewer than 2 records (BatchNorm cannot train on one).
     """
     from tqdm.auto import tqdm
 
     model.to(device)
-    # BatchNorm cannot train on a last batch of one record; drop the incomplete last batch when there is a choice.
-    drop_last = len(train_set) > settings.batch_size and len(train_set) % settings.batch_size == 1
+    if phases is None:
+        phases = [Phase("all layers", [(list(model.parameters()), settings.lr)], settings.epochs)]
+    n = len(train_set)
+    if n < 2:
+        raise ValueError(f"{where}: {n} training record(s); BatchNorm needs batches of at least 2")
+    # fastai's DataBunch drops the incomplete last batch; a set smaller than one batch would then never train, so
+    # its one partial batch is kept (and said).
+    drop_last = n >= settings.batch_size
+    notes = "" if drop_last else (f"{n} training records < batch {settings.batch_size}: one partial batch per "
+                                  f"epoch (fastai would drop it and not train)")
+    # One loader for all phases: its generator goes on drawing new batch orders.
     loader = train_set.loader(batch_size=settings.batch_size, shuffle=True, drop_last=drop_last,
                               num_workers=settings.num_workers, seed=settings.seed)
-    steps = len(loader) * settings.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    # torch's OneCycleLR defaults (30 % warm-up, start lr/25, end lr/25e4, cosine, beta1 cycled 0.95 <-> 0.85)
-    # are those of fastai v1's fit_one_cycle, which the benchmark used.
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=max(steps, 1))
-    best_state, best = None, (-math.inf, 0)
-    history = []
-    bar = tqdm(range(1, settings.epochs + 1), desc=desc or "training", unit="epoch", disable=not progress)
-    for epoch in bar:
-        train_set.set_epoch(epoch)
-        model.train()
-        losses = []
-        for batch in loader:
-            logits = model(batch["ecg"].to(device))
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch["y"].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-        val_auroc = macro_auroc(y_val, predict_records(model, val_set, settings.batch_size, device))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_macro_auroc": val_auroc})
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}", val_auroc=f"{val_auroc:.4f}")
-        score = val_auroc if np.isfinite(val_auroc) else -math.inf
-        if best_state is None or score > best[0]:
-            best = (score, epoch)
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    return TrainOutcome(best_epoch=best[1], best_val_auroc=float(best[0]) if np.isfinite(best[0]) else float("nan"),
-                        history=history)
+    history, phase_info = [], []
+    total_epochs = sum(p.epochs for p in phases)
+    bar = tqdm(total=total_epochs, desc=where or "training", unit="epoch", disable=not progress)
+    done = 0
+    for phase_no, phase in enumerate(phases, start=1):
+        trainable = {id(p) for params, _ in phase.groups for p in params}
+        for p in model.parameters():  # fastai's freeze/unfreeze: only this phase's groups get gradients
+            p.requires_grad_(id(p) in trainable)
+        optimizer = benchmark_optimizer(phase.groups, settings)  # fresh Adam state, as fastai's create_opt
+        schedule = OneCycle(optimizer, len(loader) * phase.epochs)
+        phase_info.append({"name": phase.name, "epochs": phase.epochs, "steps_per_epoch": len(loader),
+                           "max_lrs": [g["max_lr"] for g in optimizer.param_groups],
+                           "n_params": [sum(p.numel() for p in g["params"]) for g in optimizer.param_groups]})
+        best_state, best = None, (-math.inf, 0)
+        step = 0
+        for epoch in range(1, phase.epochs + 1):
+            done += 1
+            train_set.set_epoch(done)  # new crops every epoch, across phases too
+            model.train()
+            losses = []
+            for i, batch in enumerate(loader, start=1):
+                schedule.at(step)
+                logits = model(batch["ecg"].to(device))
+                loss = F.binary_cross_entropy_with_logits(logits.float(), batch["y"].to(device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{where}: training loss is {loss.item()} in phase {phase_no} "
+                                             f"({phase.name}), epoch {epoch}, step {i} of {len(loader)}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                losses.append(loss.item())
+            entry = {"phase": phase_no, "epoch": epoch, "train_loss": float(np.mean(losses))}
+            if settings.selection == "fold9_best":
+                score = float(validate(model))
+                entry["val_macro_auroc"] = score
+                if np.isfinite(score) and score > best[0]:
+                    best, best_state = (score, epoch), _snapshot(model)
+            history.append(entry)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k in ("train_loss", "val_macro_auroc")})
+        # The scored weights of this phase (and the next phase's start): fastai's SaveModelCallback reloads the
+        # phase's best at the end of its fit; without selection, the last epoch's.
+        selected, val_auroc = phase.epochs, float("nan")
+        if best_state is not None:
+            model.load_state_dict(best_state)
+            selected, val_auroc = best[1], best[0]
+        elif settings.selection == "fold9_best":
+            notes = join_notes(notes, f"phase {phase_no}: fold 9 has no class with both labels, nothing selected; "
+                                      "the last epoch is kept")
+    bar.close()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if settings.selection == "final_epoch":
+        val_auroc = float(validate(model))
+        history[-1]["val_macro_auroc"] = val_auroc
+    return TrainOutcome(selection=settings.selection, selected_epoch=selected, last_epoch=phases[-1].epochs,
+                        val_auroc=val_auroc, history=history, phases=phase_info, notes=notes)
+
+
+def _training_notes(settings: BenchmarkSettings, protocol: str, outcome: TrainOutcome) -> str:
+    """What a reader needs to know about how the scored model was trained and chosen."""
+    notes = recipe_deviations(settings, protocol) if recipe_label(settings, protocol) == "custom" else ""
+    if len(outcome.phases) > 1:
+        lrs = ", ".join(f"{lr:.0e}" for lr in outcome.phases[-1]["max_lrs"])
+        notes = join_notes(notes, f"gradual fine-tuning: head + encoder BatchNorm for {outcome.phases[0]['epochs']} "
+                                  f"epoch(s) at lr {outcome.phases[0]['max_lrs'][0]:g}, then all layers for "
+                                  f"{outcome.last_epoch} epoch(s) at max lrs {lrs} (stem, encoder, head)")
+    elif protocol == PROTOCOL_FINETUNE:
+        notes = join_notes(notes, f"all layers fine-tuned at once at lr {outcome.phases[0]['max_lrs'][0]:g}")
+    if outcome.selection == "final_epoch":
+        notes = join_notes(notes, f"scored after the last epoch, nothing selected on fold 9 (as the benchmark); "
+                                  f"fold-9 macro AUROC {outcome.val_auroc:.3f}")
+    else:
+        phase = " of the last phase" if len(outcome.phases) > 1 else ""
+        notes = join_notes(notes, f"selected on fold 9: epoch {outcome.selected_epoch}/{outcome.last_epoch}{phase} "
+                                  f"(val AUROC {outcome.val_auroc:.3f})")
+    if len(outcome.phases) > 1 and settings.finetune_epochs < BENCHMARK_FINETUNE_EPOCHS:
+        notes = join_notes(notes, f"{settings.finetune_epochs} epoch(s) per phase, the benchmark fine-tunes "
+                                  f"{BENCHMARK_FINETUNE_EPOCHS} + {BENCHMARK_FINETUNE_EPOCHS}")
+    elif len(outcome.phases) == 1 and settings.epochs < BENCHMARK_EPOCHS:
+        notes = join_notes(notes, f"{settings.epochs} epoch(s), the benchmark trains {BENCHMARK_EPOCHS}")
+    if settings.batch_size != BENCHMARK_BATCH_SIZE:
+        notes = join_notes(notes, f"batch {settings.batch_size}, the benchmark's {BENCHMARK_BATCH_SIZE}")
+    return join_notes(outcome.notes, notes)
+
+
+def build_classifier(encoder: LoadedEncoder, n_classes: int, settings: BenchmarkSettings,
+                     protocol: str) -> BenchmarkClassifier:
+    """A fresh copy of `encoder` with a new head, initialised per `settings.init` (the head drawn with settings.seed).
+
+    encoder: the encoder (copied). n_classes: outputs. settings: the recipe (init, hidden, dropout, seed).
+    protocol: PROTOCOL_SUPERVISED re-initialises the whole model under init="benchmark", PROTOCOL_FINETUNE the head.
+    """
+    torch.manual_seed(settings.seed)
+    model = BenchmarkClassifier(fresh_copy(encoder), n_classes, settings.hidden, settings.dropout)
+    if settings.init == "benchmark":
+        # From scratch the benchmark re-initialises the whole model (learn.model.apply(weight_init)); when
+        # fine-tuning only the new layers are new (it Kaiming-initialises its new output layer; our whole head is new).
+        (model if protocol == PROTOCOL_SUPERVISED else model.head).apply(benchmark_weight_init)
+    return model
 
 
 def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSettings, *, protocol: str,
@@ -212,26 +623,37 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
         task: a `PTBXLTask` (all folds).
         store: the PTB-XL store at the encoder's rate.
         settings: the recipe.
-        protocol: PROTOCOL_SUPERVISED or PROTOCOL_FINETUNE (the tidy table's protocol).
+        protocol: PROTOCOL_SUPERVISED (whole model initialised per `settings.init`, trained from scratch) or
+            PROTOCOL_FINETUNE (the encoder's weights kept, a new head, `settings.finetune`).
         device: torch device.
         progress: show progress bars.
         names: class label -> English name for the per-class rows.
 
     Returns:
-        {"row", "per_class", "y_true", "y_score", "classes", "ecg_ids", "model", "scaler", "outcome", "checkpoint"}
-        where checkpoint is a dict ready for torch.save (loadable as an EncoderSpec(kind="supervised")).
+        {"rows" (macro AUROC and AUPRC), "per_class", "y_true", "y_score", "classes", "ecg_ids", "model", "scaler",
+         "outcome", "checkpoint", "recipe"} where checkpoint is a dict ready for torch.save (loadable as an
+        EncoderSpec(kind="supervised")) and recipe is `recipe_label(settings, protocol)`.
     """
     from esi.data.datasets import ECGDataset
 
+    if protocol not in PROTOCOL_KNOBS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOL_KNOBS)}")
     if abs(store.fs - encoder.fs) > 1e-6:
         raise ValueError(f"{encoder.label} is fed at {encoder.fs:g} Hz but the store is at {store.fs:g} Hz")
+    where = f"{encoder.label} / {task.task} / {protocol}"
     train, val, test, scored, classes, notes = official_splits(task)
-    subset = label_fraction_subset(train.y[:, scored], settings.train_fraction, seed=settings.seed)
+    y_train = train.y[:, scored]
+    subset = label_fraction_subset(y_train, settings.train_fraction, seed=settings.subset_seed + settings.seed,
+                                   draw=settings.subset_draw)
+    unlearnable = subset_classes_without_positive(y_train[subset], classes)
+    if unlearnable and settings.train_fraction < 1:
+        notes = join_notes(notes, f"{len(unlearnable)} class(es) without a positive in the {settings.train_fraction:g} "
+                                  f"subset ({', '.join(unlearnable[:5])}{', ...' if len(unlearnable) > 5 else ''})")
 
     rows_train = store_rows(store, train.ecg_ids[subset])
     rows_val, rows_test = store_rows(store, val.ecg_ids), store_rows(store, test.ecg_ids)
     targets = np.zeros((len(store), len(classes)), dtype=np.float32)  # ECGDataset wants targets per store row
-    targets[rows_train] = train.y[subset][:, scored]
+    targets[rows_train] = y_train[subset]
 
     # The benchmark's single StandardScaler, fitted on the training records only; a pretrained encoder keeps the
     # per-record normalisation it was pretrained with.
@@ -243,32 +665,34 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
                            **common)
     val_set = ECGDataset(store, rows_val, windows=(window, stride), **common)
     test_set = ECGDataset(store, rows_test, windows=(window, stride), **common)
+    y_val = val.y[:, scored]
 
-    torch.manual_seed(settings.seed)
-    model = BenchmarkClassifier(fresh_copy(encoder), len(classes), settings.hidden, settings.dropout)
-    outcome = train_benchmark_model(model, train_set, val_set, val.y[:, scored], settings, device, progress,
-                                    desc=f"{task.task}: {encoder.label}")
+    def validate(model: nn.Module) -> float:
+        return macro_auroc(y_val, predict_records(model, val_set, settings.batch_size, device), classes=classes,
+                           where=f"{where} / fold 9")
+
+    model = build_classifier(encoder, len(classes), settings, protocol)
+    outcome = train_benchmark_model(model, train_set, settings, validate=validate,
+                                    phases=training_phases(model, settings, protocol), device=device,
+                                    progress=progress, where=where)
     y_test = test.y[:, scored]
     scores = predict_records(model, test_set, settings.batch_size, device)
-    boot = bootstrap_macro_auroc(y_test, scores, n_boot=settings.n_boot, seed=settings.seed)
-
-    notes = join_notes(notes, f"selected on fold 9: epoch {outcome.best_epoch}/{settings.epochs} "
-                              f"(val AUROC {outcome.best_val_auroc:.3f})")
-    if settings.epochs < BENCHMARK_EPOCHS:
-        notes = join_notes(notes, f"{settings.epochs} epoch(s), the benchmark trains {BENCHMARK_EPOCHS}")
-    row = result_row(task.task, protocol, encoder.label, "macro_auroc", boot.value, boot.low, boot.high,
-                     label_fraction=settings.train_fraction, n_test=len(test), n_train=len(subset),
-                     seed=settings.seed, notes=notes)
-    per_class = per_class_rows(task.task, protocol, encoder.label, classes, y_test, scores,
-                               label_fraction=settings.train_fraction, seed=settings.seed, names=names)
+    recipe = recipe_label(settings, protocol)
+    scored_rows = classification_rows(
+        task.task, protocol, encoder.label, classes, y_test, scores, recipe=recipe, selection=settings.selection,
+        subset_draw=settings.subset_draw if settings.train_fraction < 1 else "all",
+        label_fraction=settings.train_fraction, n_train=len(subset), seed=settings.seed, n_boot=settings.n_boot,
+        ci_level=settings.ci_level, notes=join_notes(notes, _training_notes(settings, protocol, outcome)),
+        names=names)
     checkpoint = {"architecture": encoder.architecture, "encoder_kwargs": encoder.encoder_kwargs,
                   "encoder_state": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
                   "head_state": {k: v.cpu() for k, v in model.head.state_dict().items()},
                   "task": task.task, "classes": classes, "fs": store.fs, "normalize": encoder.normalize,
                   "leads": list(encoder.leads), "scaler": None if scaler is None else scaler.to_dict(),
-                  "best_epoch": outcome.best_epoch, "history": outcome.history, "source": encoder.label}
-    return {"row": row, "per_class": per_class, "y_true": y_test, "y_score": scores, "classes": classes,
-            "ecg_ids": test.ecg_ids, "model": model, "scaler": scaler, "outcome": outcome, "checkpoint": checkpoint}
+                  "protocol": protocol, "recipe": recipe, "selection": settings.selection,
+                  "selected_epoch": outcome.selected_epoch, "history": outcome.history, "source": encoder.label}
+    return {**scored_rows, "y_true": y_test, "y_score": scores, "classes": classes, "ecg_ids": test.ecg_ids,
+            "model": model, "scaler": scaler, "outcome": outcome, "checkpoint": checkpoint, "recipe": recipe}
 
 
 # --- the protocol --------------------------------------------------------------------------------------------
@@ -284,54 +708,63 @@ def supervised_spec(architecture: str, fs: float = 100.0, seed: int = 0) -> Enco
 def benchmark_results(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
                       tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
                       supervised_fs: float = 100.0, settings: BenchmarkSettings | None = None,
-                      finetune_lr: float = 1e-3, min_samples: int = 0, random_baselines: bool = True,
+                      finetune_lr: float | None = None, min_samples: int = 0, random_baselines: bool = True,
                       save_models: bool = True) -> ProtocolResults:
     """Protocol A for the supervised architectures and every encoder to fine-tune, in a `workspace`.
 
-    settings: the recipe of the supervised models (fine-tuning uses it with lr = finetune_lr). The other
-    arguments are those of `run_ptbxl_benchmark`. Test-set scores go to <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `save_models`)
-    to <run_dir>/evaluate/models/<protocol>/<task>/<encoder>.pt.
+    settings: the recipe (default: the benchmark's). finetune_lr: if given, replaces settings.finetune_lr (the
+    benchmark's is 1e-2). The other arguments are those of `run_ptbxl_benchmark`. Every pretrained encoder's rows
+    get the p-value of a paired bootstrap test against its random-init twin fine-tuned the same way. Test-set
+    scores go to <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `save_models`) to
+    <run_dir>/evaluate/models/<protocol>/<task>/<encoder>.pt.
     """
     settings = settings or BenchmarkSettings()
-    specs = [e for e in encoders if isinstance(e, EncoderSpec)]
-    if random_baselines:
-        specs = with_random_baselines(specs)
-    plan = [(load_encoder(supervised_spec(a, supervised_fs, settings.seed), "cpu"), PROTOCOL_SUPERVISED, settings)
+    if finetune_lr is not None:
+        settings = replace(settings, finetune_lr=finetune_lr)
+    to_finetune = load_encoders(encoders, "cpu", random_baselines)
+    plan = [(load_encoder(supervised_spec(a, supervised_fs, settings.seed), "cpu"), PROTOCOL_SUPERVISED)
             for a in supervised]
-    finetune = replace(settings, lr=finetune_lr)
-    plan += [(e, PROTOCOL_FINETUNE, finetune) for e in encoders if isinstance(e, LoadedEncoder)]
-    plan += [(load_encoder(s, "cpu"), PROTOCOL_FINETUNE, finetune) for s in specs]
+    plan += [(e, PROTOCOL_FINETUNE) for e in to_finetune]
 
-    rows, per_class = [], []
-    for encoder, protocol, recipe in plan:
+    outputs, per_class = [], []
+    for encoder, protocol in plan:
         store = workspace.store(encoder.fs)
         for task_name in tasks:
             task = workspace.task(task_name, min_samples)
-            out = benchmark_task(encoder, task, store, recipe, protocol=protocol, device=workspace.device,
+            out = benchmark_task(encoder, task, store, settings, protocol=protocol, device=workspace.device,
                                  progress=workspace.progress, names=workspace.class_names(task.classes))
-            rows.append(out["row"])
+            outputs.append({"encoder": encoder.label, "rows": out["rows"], "y_true": out["y_true"],
+                            "y_score": out["y_score"],
+                            "key": (task_name, protocol, out["recipe"], settings.train_fraction, settings.seed)})
             per_class.extend(out["per_class"])
             name = slug(encoder.label)
             save_predictions(workspace.predictions_dir / protocol / task_name / f"{name}.npz", out["y_true"],
                              out["y_score"], out["classes"], out["ecg_ids"], encoder=encoder.label,
-                             label_fraction=recipe.train_fraction, seed=recipe.seed, pretrained=encoder.pretrained)
+                             label_fraction=settings.train_fraction, seed=settings.seed,
+                             pretrained=encoder.pretrained, recipe=out["recipe"], selection=settings.selection)
             if save_models:
                 path = workspace.models_dir / protocol / task_name / f"{name}.pt"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(out["checkpoint"], path)
-    return ProtocolResults.from_rows(rows, per_class)
+    # Twins only among the fine-tuned encoders: a supervised architecture is not the baseline of a pretrained one.
+    attach_p_values(outputs, twin_labels(to_finetune), n_resamples=settings.significance_resamples,
+                    seed=settings.seed)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
 
 
 def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_root: str | os.PathLike,
                         tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
                         supervised_fs: float = 100.0, run_dir: str | os.PathLike | None = None,
                         store_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                        epochs: int = BENCHMARK_EPOCHS, batch_size: int = 128, lr: float = 1e-2,
-                        finetune_lr: float = 1e-3, weight_decay: float = 1e-2, train_fraction: float = 1.0,
-                        n_boot: int = 100, seed: int = 0, min_samples: int = 0, random_baselines: bool = True,
-                        save_models: bool = True, device: str = "cpu", workers: int | None = None,
-                        progress: bool = True):
-    """Protocol A: the PTB-XL benchmark, as a tidy DataFrame (see RESULT_COLUMNS), metric "macro_auroc".
+                        recipe: str = "benchmark", epochs: int | None = None, finetune_epochs: int | None = None,
+                        batch_size: int | None = None, lr: float | None = None, finetune_lr: float | None = None,
+                        weight_decay: float | None = None, init: str | None = None, beta2: float | None = None,
+                        selection: str | None = None, finetune: str | None = None, train_fraction: float = 1.0,
+                        subset_draw: str = "merl", subset_seed: int = MERL_SEED, n_boot: int = 100,
+                        ci_level: float = 0.90, significance_resamples: int = 1000, seed: int = 0,
+                        min_samples: int = 0, random_baselines: bool = True, save_models: bool = True,
+                        device: str = "cpu", workers: int | None = None, progress: bool = True):
+    """Protocol A: the PTB-XL benchmark, as a tidy DataFrame (see RESULT_COLUMNS), metrics macro AUROC and AUPRC.
 
     Args:
         encoders: pretrained encoders to fine-tune (`EncoderSpec`s or `LoadedEncoder`s); may be empty.
@@ -342,13 +775,16 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_r
         run_dir: where stores, predictions and models go (default outputs/evaluate).
         store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
         cache_dir: cached features (default <run_dir>/evaluate/features).
-        epochs: training epochs (the benchmark: 50); the epoch is chosen on fold 9.
-        batch_size: crops per step (128).
-        lr: peak one-cycle learning rate of the supervised models (1e-2).
-        finetune_lr: peak learning rate when fine-tuning encoders (and their random twins).
-        weight_decay: AdamW weight decay (1e-2).
-        train_fraction: share of the training folds used (seeded, every class kept).
+        recipe: the preset, "benchmark" (default, the benchmark exactly) or "esi" (see RECIPES).
+        epochs, finetune_epochs, batch_size, lr, finetune_lr, weight_decay, init, beta2, selection, finetune:
+            replace the preset's value when given (see BenchmarkSettings); a changed knob makes the recipe
+            "custom" in the results.
+        train_fraction: share of the training folds used (1.0 = all).
+        subset_draw: how a share below 1 is drawn ("merl" or "every_class").
+        subset_seed: seed of the draw for seed 0 (MERL's 42).
         n_boot: bootstrap resamples of the test records.
+        ci_level: coverage of the bootstrap interval (0.90, the benchmark's 5th-95th percentiles).
+        significance_resamples: resamples of the paired test of each pretrained encoder against its twin.
         seed: seed of initialisation, crops, batch order and bootstrap.
         min_samples: keep classes with more than this many records.
         random_baselines: fine-tune the random-init twin of every pretrained encoder too.
@@ -359,8 +795,13 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_r
     """
     workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
                           workers=workers, progress=progress)
-    settings = BenchmarkSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                 train_fraction=train_fraction, seed=seed, n_boot=n_boot)
+    overrides = dict(epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size, lr=lr,
+                     finetune_lr=finetune_lr, weight_decay=weight_decay, init=init, beta2=beta2, selection=selection,
+                     finetune=finetune)
+    settings = recipe_settings(recipe, **{k: v for k, v in overrides.items() if v is not None},
+                               train_fraction=train_fraction, subset_draw=subset_draw, subset_seed=subset_seed,
+                               n_boot=n_boot, ci_level=ci_level, significance_resamples=significance_resamples,
+                               seed=seed)
     return benchmark_results(encoders, workspace, tasks, supervised=supervised, supervised_fs=supervised_fs,
-                             settings=settings, finetune_lr=finetune_lr, min_samples=min_samples,
-                             random_baselines=random_baselines, save_models=save_models).table
+                             settings=settings, min_samples=min_samples, random_baselines=random_baselines,
+                             save_models=save_models).table

@@ -61,7 +61,7 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     from esi.evaluate.figures import make_figures
     from esi.evaluate.identification import identification_results
     from esi.evaluate.linear_probe import linear_probe_results
-    from esi.evaluate.ptbxl_benchmark import BenchmarkSettings, benchmark_results
+    from esi.evaluate.ptbxl_benchmark import benchmark_results, recipe_settings
     from esi.evaluate.zero_shot import zero_shot_results
 
     started = time.perf_counter()
@@ -87,29 +87,36 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
         finished(linear_probe_results(
             encoders, workspace, config.probe_tasks, config.probe_fractions, seeds=config.probe_seeds,
             epochs=config.probe_epochs, lr=config.probe_lr, weight_decays=config.probe_weight_decays,
-            n_boot=config.n_boot, min_samples=config.min_samples, random_baselines=False))
+            draw=config.probe_subset_draw, n_boot=config.n_boot, ci_level=config.ci_level,
+            significance_resamples=config.significance_resamples, min_samples=config.min_samples,
+            random_baselines=False))
     if "benchmark" in config.protocols:
-        settings = BenchmarkSettings(
-            epochs=config.benchmark_epochs, batch_size=config.benchmark_batch_size, lr=config.benchmark_lr,
-            weight_decay=config.benchmark_weight_decay, window_s=config.benchmark_window_s,
+        overrides = {"selection": config.benchmark_selection, "lr": config.benchmark_lr,
+                     "finetune_lr": config.benchmark_finetune_lr, "weight_decay": config.benchmark_weight_decay}
+        settings = recipe_settings(
+            config.benchmark_recipe, **{k: v for k, v in overrides.items() if v is not None},
+            epochs=config.benchmark_epochs, finetune_epochs=config.benchmark_finetune_epochs,
+            batch_size=config.benchmark_batch_size, window_s=config.benchmark_window_s,
             stride_s=config.benchmark_stride_s, dropout=config.benchmark_dropout,
-            train_fraction=config.benchmark_train_fraction, seed=config.seed, n_boot=config.n_boot,
+            train_fraction=config.benchmark_train_fraction, subset_draw=config.probe_subset_draw, seed=config.seed,
+            n_boot=config.n_boot, ci_level=config.ci_level, significance_resamples=config.significance_resamples,
             num_workers=config.benchmark_loader_workers)
         finished(benchmark_results(
             encoders if config.benchmark_finetune else [], workspace, config.benchmark_tasks,
             supervised=config.benchmark_supervised, supervised_fs=config.benchmark_supervised_fs, settings=settings,
-            finetune_lr=config.benchmark_finetune_lr, min_samples=config.min_samples, random_baselines=False,
-            save_models=config.benchmark_save_models))
+            min_samples=config.min_samples, random_baselines=False, save_models=config.benchmark_save_models))
     if "zero_shot" in config.protocols:
         finished(zero_shot_results(
             config.encoders, workspace, config.zero_shot_tasks, waveform_dict=config.zero_shot_waveform_dict or None,
             templates=config.zero_shot_templates, no_description_template=config.zero_shot_no_description_template,
             names=config.zero_shot_class_names, folds=config.zero_shot_folds, n_boot=config.n_boot,
-            seed=config.seed, min_samples=config.min_samples, random_baselines=config.random_baselines))
+            ci_level=config.ci_level, significance_resamples=config.significance_resamples, seed=config.seed,
+            min_samples=config.min_samples, random_baselines=config.random_baselines))
     if "identification" in config.protocols:
         finished(identification_results(
             encoders, workspace, folds=config.identification_folds or None, max_rank=config.identification_max_rank,
-            n_boot=config.n_boot, seed=config.seed, random_baselines=False))
+            n_boot=config.n_boot, seed=config.seed, random_baselines=False, level=config.ci_level,
+            significance_resamples=config.significance_resamples))
 
     table, per_class = _merge(parts)
     write_results(run_dir, table, per_class)

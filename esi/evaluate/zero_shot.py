@@ -10,7 +10,8 @@ For each class of a PTB-XL task:
   prompts       each template filled in ("ECG showing {class_name}. {description}"); a class without a
                 description uses `no_description_template`.
 The class's text embedding is the normalised mean of its prompts' embeddings; an ECG's score for the class is
-the cosine similarity of its ECG embedding with it. Macro AUROC on fold 10 (bootstrap interval) per task.
+the cosine similarity of its ECG embedding with it. Macro AUROC and AUPRC on fold 10 (bootstrap interval) per
+task, with the p-value of a paired test against the same model with a random-init ECG side.
 
     table = run_zero_shot([EncoderSpec(kind="esi", path="outputs/run/model")], "data/ptbxl",
                           waveform_dict="outputs/cqa/ptbxl_descriptions.json", run_dir="outputs/run")
@@ -28,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from esi.evaluate.encoders import LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, weights_identity
-from esi.evaluate.features import (ProtocolResults, Workspace, join_notes, per_class_rows, result_row,
+from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, twin_labels,
+                                   weights_identity)
+from esi.evaluate.features import (ProtocolResults, Workspace, attach_p_values, classification_rows, join_notes,
                                    save_predictions)
-from esi.evaluate.metrics import bootstrap_macro_auroc
 from esi.paths import resolve
 
 PROTOCOL = "zero_shot"
@@ -162,8 +163,9 @@ def zero_shot_results(encoders: Sequence[EncoderSpec], workspace: Workspace, tas
                       waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
                       no_description_template: str = NO_DESCRIPTION_TEMPLATE,
                       names: Mapping[str, str] | None = None, folds: Sequence[int] = (10,), n_boot: int = 100,
-                      seed: int = 0, min_samples: int = 0, random_baselines: bool = True) -> ProtocolResults:
-    """Zero-shot macro AUROC of every ESI model on the records of `folds`, in a `workspace`.
+                      ci_level: float = 0.90, significance_resamples: int = 1000, seed: int = 0,
+                      min_samples: int = 0, random_baselines: bool = True) -> ProtocolResults:
+    """Zero-shot macro AUROC and AUPRC of every ESI model on the records of `folds`, in a `workspace`.
 
     The other arguments are those of `run_zero_shot`. The prompts used are written to <run_dir>/evaluate/zero_shot_prompts.json.
     """
@@ -182,7 +184,7 @@ def zero_shot_results(encoders: Sequence[EncoderSpec], workspace: Workspace, tas
         if random_baselines:
             models.append(load_esi_model(spec, workspace.device, random_ecg=True))
 
-    rows, per_class, used_prompts = [], [], {}
+    outputs, per_class, used_prompts = [], [], {}
     for task_name in tasks:
         task = workspace.task(task_name, min_samples)
         test = task.subset(np.isin(task.folds, list(folds)))
@@ -201,17 +203,18 @@ def zero_shot_results(encoders: Sequence[EncoderSpec], workspace: Workspace, tas
             latents = workspace.features(model, what="latent", ecg_ids=fold_ids).take(test.ecg_ids)
             text = class_embeddings(model.module.model, prompts)
             scores = zero_shot_scores(latents, text)
-            boot = bootstrap_macro_auroc(test.y, scores, n_boot=n_boot, seed=seed)
-            rows.append(result_row(task_name, PROTOCOL, model.label, "macro_auroc", boot.value, boot.low, boot.high,
-                                   n_test=len(test), seed=seed, notes=join_notes(coverage, f"folds {list(folds)}")))
-            per_class.extend(per_class_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
-                                            seed=seed, names=labels))
+            out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
+                                      recipe="", selection="none", seed=seed, n_boot=n_boot, ci_level=ci_level,
+                                      notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
+            outputs.append({**out, "encoder": model.label, "key": task_name, "y_true": test.y, "y_score": scores})
+            per_class.extend(out["per_class"])
             save_predictions(workspace.predictions_dir / PROTOCOL / task_name / f"{slug(model.label)}.npz", test.y,
                              scores, task.classes, test.ecg_ids, encoder=model.label, pretrained=model.pretrained)
     path = workspace.run_dir / "evaluate" / "zero_shot_prompts.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
-    return ProtocolResults.from_rows(rows, per_class)
+    attach_p_values(outputs, twin_labels(models), n_resamples=significance_resamples, seed=0)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
 
 
 def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike, tasks: Sequence[str] = DEFAULT_TASKS,
@@ -219,9 +222,10 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike
                   no_description_template: str = NO_DESCRIPTION_TEMPLATE, names: Mapping[str, str] | None = None,
                   folds: Sequence[int] = (10,), run_dir: str | os.PathLike | None = None,
                   store_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                  n_boot: int = 100, seed: int = 0, min_samples: int = 0, random_baselines: bool = True,
-                  batch_size: int = 32, device: str = "cpu", workers: int | None = None, progress: bool = True):
-    """Zero-shot macro AUROC per task as a tidy DataFrame (see RESULT_COLUMNS), metric "macro_auroc".
+                  n_boot: int = 100, ci_level: float = 0.90, significance_resamples: int = 1000, seed: int = 0,
+                  min_samples: int = 0, random_baselines: bool = True, batch_size: int = 32, device: str = "cpu",
+                  workers: int | None = None, progress: bool = True):
+    """Zero-shot macro AUROC and AUPRC per task as a tidy DataFrame (see RESULT_COLUMNS).
 
     Args:
         encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
@@ -236,6 +240,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike
         store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
         cache_dir: cached features (default <run_dir>/evaluate/features).
         n_boot: bootstrap resamples.
+        ci_level: coverage of the interval (0.90, the PTB-XL benchmark's).
+        significance_resamples: resamples of the paired test against the random-init twin.
         seed: bootstrap seed (and of the random-init baseline's weights via the spec).
         min_samples: keep classes with more than this many records.
         random_baselines: also score each model with a random-init ECG encoder (chance level expected).
@@ -248,5 +254,6 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike
                           batch_size=batch_size, workers=workers, progress=progress)
     return zero_shot_results(encoders, workspace, tasks, waveform_dict=waveform_dict, templates=templates,
                              no_description_template=no_description_template, names=names, folds=folds,
-                             n_boot=n_boot, seed=seed, min_samples=min_samples,
+                             n_boot=n_boot, ci_level=ci_level, significance_resamples=significance_resamples,
+                             seed=seed, min_samples=min_samples,
                              random_baselines=random_baselines).table
