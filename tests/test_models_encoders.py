@@ -90,11 +90,17 @@ def test_xresnet1d101_every_stage_outputs_256_channels(small_encoders):
     assert widths == [256, 256, 256, 256] and encoder.dim == 256
 
 
-def test_xresnet1d101_residual_branches_start_at_zero():
+def test_xresnet1d101_residual_branches_start_at_zero_unless_the_benchmark_recipe_reinitialises_them():
+    from esi.evaluate.ptbxl_benchmark import benchmark_weight_init
+
     encoder = create_encoder("xresnet1d101")
     last_bn_weights = [block.convs[-1][1].weight for stage in encoder.stages for block in stage]
     assert len(last_bn_weights) == 33
+    # The model's own initialisation (kept by Protocol A's "esi" recipe): each block starts as the identity.
     assert all(torch.all(w == 0) for w in last_bn_weights)
+    # The PTB-XL benchmark applies its weight_init after building the model: every BatchNorm weight back to 1.
+    encoder.apply(benchmark_weight_init)
+    assert all(torch.all(w == 1) for w in last_bn_weights)
 
 
 @pytest.mark.parametrize("name", ["convnextv2_atto", "xresnet1d101"])
