@@ -46,7 +46,7 @@ def extraction(args, workspace) -> list[dict]:
     """Throughput of our extraction vs the baseline, and of a cached second call, for each encoder."""
     import torch
 
-    from esi.evaluate.encoders import EncoderSpec, load_encoder
+    from esi.evaluate import EncoderSpec, load_encoder
 
     rows = []
     for architecture in args.encoders:
@@ -74,11 +74,8 @@ def protocols(args, workspace) -> list[dict]:
     """Wall time of each protocol with small settings (printed with the result)."""
     import torch
 
-    from esi.evaluate.encoders import EncoderSpec
-    from esi.evaluate.identification import identification_results
-    from esi.evaluate.linear_probe import linear_probe_results
-    from esi.evaluate.ptbxl_benchmark import BenchmarkSettings, benchmark_results
-    from esi.evaluate.zero_shot import zero_shot_results
+    from esi.evaluate import (BenchmarkSettings, EncoderSpec, run_identification, run_linear_probe, run_ptbxl_benchmark,
+                              run_zero_shot)
     from esi.models.esi_model import ESIConfig, ESIModel
 
     atto = EncoderSpec(kind="random", architecture="convnextv2_atto", fs=100, normalize="per_lead")
@@ -91,16 +88,16 @@ def protocols(args, workspace) -> list[dict]:
 
     plans = [
         ("linear probe", f"atto (cached features), superdiagnostic, fractions 1/10/100 %, {args.probe_epochs} epochs",
-         lambda: linear_probe_results([atto], workspace, ["superdiagnostic"], [0.01, 0.1, 1.0],
-                                      epochs=args.probe_epochs, random_baselines=False)),
+         lambda: run_linear_probe([atto], workspace, ["superdiagnostic"], [0.01, 0.1, 1.0],
+                                  epochs=args.probe_epochs, random_baselines=False)),
         ("PTB-XL benchmark", f"xresnet1d101 from scratch, superdiagnostic, {args.benchmark_epochs} epoch(s), "
                              f"batch {args.benchmark_batch}",
-         lambda: benchmark_results([], workspace, ["superdiagnostic"], settings=BenchmarkSettings(
+         lambda: run_ptbxl_benchmark([], workspace, ["superdiagnostic"], settings=BenchmarkSettings(
              epochs=args.benchmark_epochs, batch_size=args.benchmark_batch), save_models=False)),
         ("zero-shot", "random small ESI (atto + MiniLM) and its random twin, superdiagnostic, class names only",
-         lambda: zero_shot_results([esi], workspace, ["superdiagnostic"])),
+         lambda: run_zero_shot([esi], workspace, ["superdiagnostic"])),
         ("identification", "atto (cached features), all patients with >= 2 records",
-         lambda: identification_results([atto], workspace, random_baselines=False)),
+         lambda: run_identification([atto], workspace, random_baselines=False)),
     ]
     rows = []
     for name, settings, run in plans:
@@ -127,7 +124,7 @@ def main() -> None:
 
     import torch
 
-    from esi.evaluate.features import Workspace
+    from esi.evaluate import Workspace
 
     if args.threads:
         torch.set_num_threads(args.threads)

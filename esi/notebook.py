@@ -365,13 +365,13 @@ CORPUS_FIELDS = ("out_dir", "corpus", "data_root", "patients", "store_dir", "wav
 
 def corpus_arguments(train_cfg) -> dict:
     """The `esi.data.corpus.build_corpus` arguments that `esi.train.train` uses for this TrainConfig
-    (see `esi.train.corpus_arguments`), so the data notebook converts the same store pretraining reads."""
-    from esi.train import corpus_arguments as train_corpus_arguments
+    (see `esi.train.data.corpus_arguments`), so the data notebook converts the same store pretraining reads."""
+    from esi.train.data import corpus_arguments as train_corpus_arguments
     return train_corpus_arguments(train_cfg)
 
 
 def write_train_params(params: Params, path: str | os.PathLike | None = None) -> Path:
-    """Write the notebook's train_* settings as a params file, for `esi.launch` / `python -m esi.train`.
+    """Write the notebook's train_* settings as a params file, for `esi.train.launch` / `python -m esi.train`.
 
     Args:
         params: the notebook's params.
@@ -389,7 +389,7 @@ def write_train_params(params: Params, path: str | os.PathLike | None = None) ->
 
 
 def train_with_live_curves(params: Params, figure_name: str = "03_training_curves") -> Path:
-    """Pretrain with torchrun in a subprocess (`esi.launch`) and re-plot the curves from metrics.csv while it runs.
+    """Pretrain with torchrun in a subprocess (`esi.train.launch`) and re-plot the curves from metrics.csv as it runs.
 
     The training processes write <train_out_dir>/metrics.csv row by row; a background thread redraws the figure
     in the notebook from it every `run_refresh_s` seconds. The launch itself stays in the notebook's main thread,
@@ -402,7 +402,7 @@ def train_with_live_curves(params: Params, figure_name: str = "03_training_curve
 
     from IPython.display import Image, display
 
-    from esi.launch import launch_training
+    from esi.train.launch import launch_training
 
     config_file = write_train_params(params)
     metrics = resolve(params.train.out_dir) / "metrics.csv"
@@ -682,28 +682,3 @@ def caption_samples(params: Params):
         fig = plot_caption_sample(store[sample["store_row"]], store.fs, store.leads, sample["record_id"],
                                   sample["caption"], sample["text"])
         yield f"03_caption_{sample['record_id']}", fig
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 04 evaluation
-
-
-def results_pivot(table):
-    """The tidy results as one row per (protocol, recipe, task, label fraction, metric) and one column per encoder.
-
-    Cells read "value [ci_low, ci_high]", followed by "p=..." (paired test against the random-init twin) where the
-    row has one.
-    """
-    import pandas as pd
-
-    if table.empty:
-        return pd.DataFrame()
-    p_values = table["p_value"] if "p_value" in table else pd.Series(float("nan"), index=table.index)
-    shown = table.assign(result=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" + ("" if pd.isna(p) else f" p={p:.2g}")
-                                 for v, lo, hi, p in zip(table["value"], table["ci_low"], table["ci_high"], p_values)],
-                         fraction=table["label_fraction"].map(lambda f: "" if pd.isna(f) else f"{f:g}"),
-                         recipe=table["recipe"].fillna("") if "recipe" in table else "")
-    keys = ["protocol", "recipe", "task", "fraction", "metric"]
-    pivot = shown.pivot_table(index=keys, columns="encoder", values="result", aggfunc="first", sort=False)
-    pivot.columns.name = None
-    return pivot.fillna("")       # an encoder a protocol does not run (e.g. the supervised baseline) shows blank

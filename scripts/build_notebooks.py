@@ -275,7 +275,7 @@ NOTEBOOKS["03_pretrain"] = [
                   "decoder learns to write the text from the ECG.\n\n"
                   "* One process (`run_nproc_per_node: 1`): training runs inside this notebook; the curves are drawn "
                   "when it ends.\n"
-                  "* More (one per GPU): torchrun runs as a subprocess (`esi.launch`) and the curves are redrawn "
+                  "* More (one per GPU): torchrun runs as a subprocess (`esi.train.launch`) and the curves are redrawn "
                   "live from `metrics.csv` every `run_refresh_s` seconds.\n\n"
                   "Training resumes from the newest checkpoint (`train_resume: auto`), so running this notebook again "
                   "continues (or, when finished, only redraws). The same run from a shell: "
@@ -325,13 +325,14 @@ NOTEBOOKS["04_ptbxl_evaluation"] = [
     ("code", CORPUS),
     ("md", "## Run the protocols\n\nStores and frozen features are cached under `<evaluate_out_dir>/evaluate/`, "
            "so a rerun skips what is done."),
-    ("code", "from esi.evaluate.run import evaluate\n\n"
+    ("code", "from esi.evaluate import evaluate\n\n"
              "result = evaluate(params.evaluate, params.run.name)"),
     ("md", "## Results\n\nMacro AUROC and AUPRC (identification: top-k accuracy) with a bootstrap interval over the "
            "test records (90 % by default: the PTB-XL benchmark's 5th-95th percentiles) and, for each pretrained "
            "encoder, the p-value of a paired bootstrap test against its random-init twin on the same records. "
            "`recipe` says which training recipe produced a row (`benchmark`: the published one)."),
-    ("code", "from esi.notebook import results_pivot, show\n"
+    ("code", "from esi.evaluate import results_pivot\n"
+             "from esi.notebook import show\n"
              "from esi.plots import plot_results_summary\n\n"
              "show(plot_results_summary(result.table), \"04_results_summary\", params)\n"
              "results_pivot(result.table)"),

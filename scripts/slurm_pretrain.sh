@@ -5,7 +5,7 @@
 #   CONFIG=params/my_pretrain.yaml sbatch --nodes 4 scripts/slurm_pretrain.sh --set epochs=30
 #
 # Submit from the repository root (the job runs there). srun starts ntasks-per-node copies of
-# `python -m esi.train` per node; each reads its place in the job from SLURM's variables (esi/dist.py):
+# `python -m esi.train` per node; each reads its place in the job from SLURM's variables (esi/train/distributed.py):
 #   rank = SLURM_PROCID, world size = SLURM_NTASKS (SLURM_STEP_NUM_TASKS for the step), GPU = SLURM_LOCALID,
 #   MASTER_ADDR = the first host of SLURM_NODELIST, MASTER_PORT = 20000 + SLURM_JOB_ID % 20000
 # (export MASTER_ADDR / MASTER_PORT before submitting to choose them yourself).

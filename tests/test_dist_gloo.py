@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from esi import dist
+from esi.models import distributed as collectives
 from esi.models.losses import caption_loss, contrastive_loss, logit_scale_value
+from esi.train import distributed as dist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
@@ -63,9 +64,9 @@ def test_slurm_rendezvous_port_comes_from_the_job_id_unless_set():
 
 def test_helpers_work_without_a_process_group():
     x = torch.randn(3, 2)
-    assert dist.get_rank() == 0 and dist.get_world_size() == 1 and dist.is_main_process()
+    assert collectives.get_rank() == 0 and collectives.get_world_size() == 1 and dist.is_main_process()
     dist.barrier()
-    assert dist.all_gather_with_grad(x) is x
+    assert collectives.all_gather_with_grad(x) is x
 
 
 # ---- two processes ----------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def worker(out_dir: Path) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     context = dist.init_distributed()  # reads RANK / WORLD_SIZE / LOCAL_RANK set by torchrun; gloo on CPU
-    rank = dist.get_rank()
+    rank = collectives.get_rank()
     ecg, text_features = global_batch()
     mine = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
     result = {"context": context, "is_main": dist.is_main_process()}
@@ -134,7 +135,7 @@ def worker(out_dir: Path) -> None:
 
     # Ranks with different batch sizes: rank r holds r + 2 rows whose values are its rank.
     rows = torch.full((rank + 2, 3), float(rank), requires_grad=True)
-    gathered = dist.all_gather_with_grad(rows)
+    gathered = collectives.all_gather_with_grad(rows)
     weights = torch.arange(gathered.shape[0], dtype=torch.float32)[:, None]
     (gathered * weights).sum().backward()
     result["uneven"] = {"gathered": gathered.detach(), "grad": rows.grad}
@@ -146,7 +147,7 @@ def worker(out_dir: Path) -> None:
         loss = caption_loss(mine_logits, targets[mine], mask[mine], across_ranks=across_ranks)
         # What DDP does with the gradients: average over ranks.
         grad, = torch.autograd.grad(loss, mine_logits)
-        gathered = dist.all_gather_with_grad(grad)
+        gathered = collectives.all_gather_with_grad(grad)
         result[f"caption_across_{across_ranks}"] = {"loss": loss.detach(), "grad": gathered / WORLD_SIZE}
 
     dist.barrier()

@@ -17,12 +17,13 @@ from esi.data.datasets import ECGDataset
 from esi.data.ptbxl import load_task
 from esi.data.transforms import sliding_windows
 from esi.evaluate.encoders import EncoderSpec, load_encoder
-from esi.evaluate.features import Workspace, ptbxl_store, store_rows
+from esi.evaluate.features import ptbxl_store, store_rows
 from esi.evaluate.ptbxl_benchmark import (PROTOCOL_FINETUNE, PROTOCOL_SUPERVISED, RECIPES, BenchmarkClassifier,
                                           BenchmarkSettings, OneCycle, aggregate_max, benchmark_optimizer,
-                                          benchmark_results, benchmark_task, build_classifier, predict_records,
-                                          recipe_deviations, recipe_label, recipe_settings, supervised_spec,
+                                          benchmark_task, build_classifier, predict_records, recipe_deviations,
+                                          recipe_label, recipe_settings, run_ptbxl_benchmark, supervised_spec,
                                           train_benchmark_model, training_phases)
+from esi.evaluate.workspace import Workspace
 from esi.models.registry import EncoderOutput
 from esi.models.xresnet1d import XResNet1d
 
@@ -442,8 +443,8 @@ def test_fine_tuning_a_pretrained_encoder_and_its_twin_gives_rows_with_a_paired_
     workspace = Workspace(tmp_path / "run", ptbxl_dir, store_dir=shared["store_dir"], progress=False)
     encoders = [tiny_loaded(True, "tiny pretrained"), tiny_loaded(False, "tiny random")]
     settings = tiny_settings(batch_size=128, significance_resamples=50)
-    results = benchmark_results(encoders, workspace, ["superdiagnostic"], supervised=(), settings=settings,
-                                random_baselines=False, save_models=False)
+    results = run_ptbxl_benchmark(encoders, workspace, ["superdiagnostic"], supervised=(), settings=settings,
+                                  random_baselines=False, save_models=False)
     table = results.table
     assert len(table) == 4 and set(table["metric"]) == {"macro_auroc", "macro_auprc"}
     assert set(table["recipe"]) == {"benchmark"} and set(table["protocol"]) == {PROTOCOL_FINETUNE}

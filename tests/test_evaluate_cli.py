@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from esi.evaluate.features import RESULT_COLUMNS
+from esi.evaluate.results import RESULT_COLUMNS
 from esi.evaluate.run import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ expected of a model pretrained on the same few hundred ECGs the probe then sees.
 import pytest
 import yaml
 
-from esi.evaluate import EncoderSpec, run_linear_probe
+from esi.evaluate import EncoderSpec, Workspace, run_linear_probe
 from esi.train import main as train_main
 
 
@@ -33,9 +33,9 @@ def pretrained_on_ptbxl(ptbxl_dir, tmp_path_factory):
 
 def test_pretrained_encoder_beats_random_init_on_fold_10(pretrained_on_ptbxl, ptbxl_dir):
     result, run = pretrained_on_ptbxl
+    workspace = Workspace(run / "eval", ptbxl_dir, progress=False)
     table = run_linear_probe([EncoderSpec(kind="esi", path=str(result.model_dir), name="ESI (PTB-XL smoke)")],
-                             ptbxl_dir, tasks=["superdiagnostic"], fractions=[0.1, 1.0], run_dir=run / "eval",
-                             epochs=60, n_boot=100, progress=False)
+                             workspace, tasks=["superdiagnostic"], fractions=[0.1, 1.0], epochs=60, n_boot=100).table
     print(table[["encoder", "task", "label_fraction", "value", "ci_low", "ci_high", "n_test"]].to_string())
     random_name = next(e for e in table["encoder"] if e.startswith("random init"))
     # Each pretrained row carries the p-value of the paired test against its twin; the twin's rows none.

@@ -11,9 +11,9 @@ import pytest
 
 from esi.data.ptbxl import load_task
 from esi.evaluate.encoders import EncoderSpec, load_encoder
-from esi.evaluate.features import RESULT_COLUMNS, Workspace
-from esi.evaluate.linear_probe import linear_probe_results, probe_task, run_linear_probe
-from esi.evaluate.probe import label_fraction_subset
+from esi.evaluate.linear_probe import label_fraction_subset, probe_task, run_linear_probe
+from esi.evaluate.results import RESULT_COLUMNS
+from esi.evaluate.workspace import Workspace
 
 FRACTIONS = [0.01, 0.1, 1.0]
 SPEC = EncoderSpec(kind="random", architecture="convnextv2_atto", fs=100, normalize="per_lead", seed=0)
@@ -29,7 +29,8 @@ def shared(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def first_run(ptbxl_dir, shared, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("linear_probe")
-    table = run_linear_probe([SPEC], ptbxl_dir, run_dir=run_dir, workers=1, progress=False, **shared, **SETTINGS)
+    workspace = Workspace(run_dir, ptbxl_dir, workers=1, progress=False, **shared)
+    table = run_linear_probe([SPEC], workspace, **SETTINGS).table
     return run_dir, table
 
 
@@ -60,7 +61,7 @@ def test_a_second_run_reads_the_cached_features_instead_of_extracting(first_run,
     written = cached[0].stat().st_mtime_ns
 
     workspace = Workspace(run_dir, ptbxl_dir, workers=1, progress=False, **shared)
-    again = linear_probe_results([SPEC], workspace, **SETTINGS).table
+    again = run_linear_probe([SPEC], workspace, **SETTINGS).table
     assert (workspace.cache.hits, workspace.cache.misses) == (1, 0)
     assert cached[0].stat().st_mtime_ns == written
     np.testing.assert_allclose(again["value"], table["value"])
@@ -122,7 +123,7 @@ def test_label_fraction_subset_is_sklearns_train_test_split_for_the_merl_draw():
 
 
 def test_standardise_floors_the_scale_so_a_feature_constant_in_training_cannot_blow_up():
-    from esi.evaluate.probe import standardise
+    from esi.evaluate.linear_probe import standardise
 
     rng = np.random.default_rng(0)
     train = rng.normal(0, 2.0, (20, 8))

@@ -42,7 +42,7 @@ def test_identification_finds_each_probe_in_the_gallery():
 
 
 def test_label_fraction_subset_keeps_every_class_and_is_seeded():
-    from esi.evaluate.probe import label_fraction_subset
+    from esi.evaluate.linear_probe import label_fraction_subset
     rng = np.random.default_rng(0)
     y = (rng.random((500, 6)) < [0.5, 0.2, 0.1, 0.02, 0.01, 0.004]).astype(int)
     # The "every_class" draw (no longer the default, which is MERL's draw) keeps a positive of every class.
@@ -54,7 +54,7 @@ def test_label_fraction_subset_keeps_every_class_and_is_seeded():
 
 
 def test_linear_probe_learns_a_separable_task_and_selects_on_validation():
-    from esi.evaluate.probe import train_linear_probe
+    from esi.evaluate.linear_probe import train_linear_probe
     rng = np.random.default_rng(0)
     w = rng.normal(size=(16, 3))
     def make(n):

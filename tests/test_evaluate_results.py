@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from esi.evaluate.encoders import twin_labels
-from esi.evaluate.features import RESULT_COLUMNS, attach_p_values, classification_rows, result_row
+from esi.evaluate.results import RESULT_COLUMNS, attach_p_values, classification_rows, result_row
 from esi.evaluate.identification import IdentificationSplit, attach_identification_p_values, identification_rows
 from esi.evaluate.identification import IdentificationOutcome
 
@@ -118,10 +118,10 @@ def test_identification_p_values_pair_the_hits_of_the_same_probes():
                                            "top5_accuracy_beyond_24h"}
 
 
-def test_the_notebook_pivot_shows_each_recipe_on_its_own_row_and_the_p_value_beside_the_interval():
+def test_the_results_pivot_shows_each_recipe_on_its_own_row_and_the_p_value_beside_the_interval():
     import pandas as pd
 
-    from esi.notebook import results_pivot
+    from esi.evaluate.results import results_pivot
 
     rows = [result_row("superdiagnostic", "benchmark_finetune", encoder, "macro_auroc", value, value - 0.02,
                        value + 0.02, recipe=recipe, ci_level=0.9, p_value=p, n_test=2198)

@@ -13,7 +13,8 @@ from esi.data.leads import STANDARD_LEADS
 from esi.data.ptbxl import load_statements
 from esi.data.statements import load_waveform_dict
 from esi.evaluate.encoders import EncoderSpec, load_encoder, random_twin
-from esi.evaluate.features import RESULT_COLUMNS, class_names
+from esi.evaluate.results import RESULT_COLUMNS
+from esi.evaluate.workspace import Workspace, class_names
 from esi.evaluate.zero_shot import (NO_DESCRIPTION_TEMPLATE, class_descriptions, class_prompts, run_zero_shot,
                                     zero_shot_scores)
 from esi.models.esi_model import ESIConfig, ESIModel
@@ -70,8 +71,9 @@ def test_scores_are_cosine_similarities():
 
 def test_zero_shot_with_a_random_esi_model_gives_aurocs_in_0_1(esi_dir, ptbxl_dir, esi_dict_path, shared, tmp_path):
     spec = EncoderSpec(kind="esi", path=str(esi_dir), name="ESI (random weights)")
-    table = run_zero_shot([spec], ptbxl_dir, ["superdiagnostic", "rhythm"], waveform_dict=esi_dict_path,
-                          templates=TEMPLATES, run_dir=tmp_path, n_boot=20, workers=1, progress=False, **shared)
+    workspace = Workspace(tmp_path, ptbxl_dir, workers=1, progress=False, **shared)
+    table = run_zero_shot([spec], workspace, ["superdiagnostic", "rhythm"], waveform_dict=esi_dict_path,
+                          templates=TEMPLATES, n_boot=20).table
     assert list(table.columns) == list(RESULT_COLUMNS)
     assert set(table["encoder"]) == {"ESI (random weights)", "random init (convnextv2_atto)"}
     assert set(table["task"]) == {"superdiagnostic", "rhythm"} and set(table["protocol"]) == {"zero_shot"}

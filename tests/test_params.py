@@ -66,7 +66,7 @@ def test_mimic_paper_keeps_every_description_and_the_originals_temperature():
     import torch
 
     from esi.models.esi_model import ESIModel
-    from esi.train import model_config
+    from esi.train.config import model_config
 
     train = load_config(TrainConfig, [PAPER], section="train")   # what python -m esi.train --config reads
     assert train == params_from_mapping(layer_params([PAPER])).train

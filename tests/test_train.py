@@ -4,8 +4,8 @@ Most runs use a tiny text encoder (a 2-layer BERT with random weights and MiniLM
 folder) so that a few optimizer steps take a fraction of a second; the real pretraining run uses the bundled
 MiniLM. All runs read one 100 Hz store converted once per test session.
 
-The kill-and-resume test starts `python -m esi.train` in subprocesses; the engine's test hook
-ESI_TEST_KILL_AT_STEP=k SIGKILLs the process right after optimizer step k.
+The kill-and-resume test starts `python -m esi.train` in subprocesses and SIGKILLs one of them from outside once
+it has checkpointed a chosen step, as an out-of-memory killer or a pre-empted node would.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,10 @@ import pytest
 import torch
 import yaml
 
-from esi.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
 from esi.config import ConfigError, load_config
-from esi.train import NonFiniteBatchError, TrainConfig, main, train
+from esi.train import TrainConfig, main, train
+from esi.train.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint
+from esi.train.data import NonFiniteBatchError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,15 +132,19 @@ def settings(tmp_path, store_dir, text_encoder, ptbxl_dir):
 
 # ---- kill at any step, resume, get the same model ----------------------------------------------------------
 
-KILL_AT = 11          # epoch 2, its 4th step; checkpoints at 3, 6, 7 (epoch end) and 9: steps 10 and 11 are redone
+KILL_AFTER = 9        # the run is killed once it has checkpointed this step (epoch 2, its 2nd step) or a later one
 STEPS_PER_EPOCH = 7   # 58 fold-1 records // 8
 
 
-def run_engine(params: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m esi.train --config params` in a child process, as a user would start it."""
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "esi.train", "--config", str(params)], cwd=REPO_ROOT,
-                          env=child_env, capture_output=True, text=True, timeout=900)
+def engine_command(params: Path) -> list[str]:
+    """`python -m esi.train --config params`, as a user would start it."""
+    return [sys.executable, "-m", "esi.train", "--config", str(params)]
+
+
+def run_engine(params: Path) -> subprocess.CompletedProcess:
+    """The engine in a child process, waited for."""
+    return subprocess.run(engine_command(params), cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                          capture_output=True, text=True, timeout=900)
 
 
 def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -144,9 +152,33 @@ def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return done
 
 
+def checkpointed_step(path: Path) -> int:
+    return int(path.stem.removeprefix("step_"))
+
+
+def kill_once_checkpointed(params: Path, checkpoint_dir: Path, step: int, log: Path) -> int:
+    """Start the engine and SIGKILL it as soon as a checkpoint of optimizer step `step` or later exists.
+
+    Returns the exit status (-9 when the kill landed). Where exactly it lands (mid-step, mid-save, in
+    validation) is up to the scheduler; the tests below hold wherever it does.
+    """
+    with open(log, "w") as out:
+        child = subprocess.Popen(engine_command(params), cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                 stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 900
+        while child.poll() is None and time.monotonic() < deadline:
+            newest = latest_checkpoint(checkpoint_dir)
+            if newest is not None and checkpointed_step(newest) >= step:
+                os.kill(child.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        return child.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def interrupted_and_resumed(tmp_path_factory, store_dir, text_encoder, ptbxl_dir) -> dict:
-    """An uninterrupted run, and the same run SIGKILLed after step KILL_AT then started again (resume: auto).
+    """An uninterrupted run, and the same run SIGKILLed after it checkpointed step KILL_AFTER (or a later one),
+    then started again (resume: auto). The interrupted run checkpoints every step, so the kill may land anywhere.
 
     Every source of randomness the engine has is switched on: dropout in the text encoder, random crops,
     augmentation, a DataLoader worker process, the cosine schedule, TensorBoard logging.
@@ -156,28 +188,40 @@ def interrupted_and_resumed(tmp_path_factory, store_dir, text_encoder, ptbxl_dir
     reference_params = write_params(root / "reference.yaml", tiny_settings(
         root / "reference", store_dir, text_encoder, ptbxl_dir, **common))
     interrupted_params = write_params(root / "interrupted.yaml", tiny_settings(
-        root / "interrupted", store_dir, text_encoder, ptbxl_dir, **common))
+        root / "interrupted", store_dir, text_encoder, ptbxl_dir, checkpoint_every=1, **common))
     reference = succeeded(run_engine(reference_params))
-    killed = run_engine(interrupted_params, env={"ESI_TEST_KILL_AT_STEP": str(KILL_AT)})
-    checkpoints_at_kill = sorted(p.name for p in (root / "interrupted" / "checkpoints").glob("step_*.pt"))
+    killed_status = kill_once_checkpointed(interrupted_params, root / "interrupted" / "checkpoints", KILL_AFTER,
+                                           root / "killed.log")
+    checkpoints_at_kill = [p.name for p in list_checkpoints(root / "interrupted" / "checkpoints")]
     model_at_kill = (root / "interrupted" / "model").exists()
     resumed = succeeded(run_engine(interrupted_params))
-    return {"root": root, "reference": reference, "killed": killed, "resumed": resumed,
+    return {"root": root, "reference": reference, "killed_status": killed_status,
+            "killed_log": (root / "killed.log").read_text(), "resumed": resumed,
             "checkpoints_at_kill": checkpoints_at_kill, "model_at_kill": model_at_kill}
 
 
-def test_the_test_hook_kills_the_run_after_the_chosen_step(interrupted_and_resumed):
-    killed = interrupted_and_resumed["killed"]
-    assert killed.returncode == -9, killed.stderr[-2000:]
+def test_the_run_is_killed_by_sigkill_before_it_saves_its_model(interrupted_and_resumed):
+    assert interrupted_and_resumed["killed_status"] == -signal.SIGKILL, interrupted_and_resumed["killed_log"][-2000:]
     assert not interrupted_and_resumed["model_at_kill"]
 
 
+def test_checkpoints_come_every_n_steps_and_at_epoch_ends_and_only_the_newest_are_kept(interrupted_and_resumed):
+    # checkpoint_every=3 over 2 x 7 steps: 3, 6, 7 (epoch end), 9, 12, 14 (epoch end); keep_checkpoints=3 keeps 3
+    directory = interrupted_and_resumed["root"] / "reference" / "checkpoints"
+    assert [p.name for p in list_checkpoints(directory)] == [
+        "step_000000009.pt", "step_000000012.pt", "step_000000014.pt"]
+    state = load_checkpoint(checkpoint_path(directory, 9))
+    assert (state["step"], state["epoch"], state["batch"]) == (9, 1, 2)     # resumes at epoch 1 (0-based), batch 2
+
+
 def test_resume_auto_continues_from_the_newest_checkpoint(interrupted_and_resumed):
-    # keep_checkpoints=3 leaves the three newest; the newest precedes the kill, so steps 10 and 11 are redone
-    assert interrupted_and_resumed["checkpoints_at_kill"] == [
-        "step_000000006.pt", "step_000000007.pt", "step_000000009.pt"]
+    newest = interrupted_and_resumed["checkpoints_at_kill"][-1]
+    step = checkpointed_step(Path(newest))
+    assert step >= KILL_AFTER
+    # mid-epoch checkpoints record the batches done in the epoch; epoch-end ones the next epoch at batch 0
+    epoch, batch = divmod(step, STEPS_PER_EPOCH)
     assert "resumed from" in interrupted_and_resumed["resumed"].stdout
-    assert "step_000000009.pt (step 9, epoch 1, batch 2)" in interrupted_and_resumed["resumed"].stdout
+    assert f"{newest} (step {step}, epoch {epoch}, batch {batch})" in interrupted_and_resumed["resumed"].stdout
 
 
 def test_a_killed_and_resumed_run_ends_with_exactly_the_uninterrupted_weights(interrupted_and_resumed):
@@ -329,14 +373,6 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(settings):
         train(cfg)
 
 
-def test_an_unknown_setting_is_an_error_with_a_hint(tmp_path):
-    params = write_params(tmp_path / "params.yaml", {"data_root": "/data", "epoch": 3})
-    with pytest.raises(ConfigError, match=r"unknown key 'epoch'.*Did you mean 'epochs'"):
-        main(["--config", str(params)])
-    with pytest.raises(ConfigError, match=r"unknown key 'batchsize'"):
-        main(["--config", str(write_params(tmp_path / "ok.yaml", {"data_root": "/data"})), "--set", "batchsize=3"])
-
-
 def test_a_missing_data_root_is_an_error(settings):
     cfg = load_config(TrainConfig, overrides={**settings(), "data_root": ""})
     with pytest.raises(ConfigError, match="train_data_root is empty"):
@@ -350,3 +386,53 @@ def test_a_hub_text_encoder_that_is_not_cached_fails_at_once_offline(settings, m
     cfg = load_config(TrainConfig, overrides=settings(text_encoder="esi-tests/no-such-encoder"))
     with pytest.raises(TextEncoderNotAvailable, match=r"'esi-tests/no-such-encoder' is not available: HF_HUB_OFFLINE"):
         train(cfg)
+
+
+# ---- the command line answers a bad file, setting or model in one line, with exit status 2 -----------------
+
+def command_line_error(capsys, argv: list[str]) -> str:
+    """Run `main(argv)`, which must exit with status 2 and one `error: ...` line on stderr; returns that line."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_a_missing_config_file_is_one_line_and_exit_status_2(tmp_path):
+    # As a user meets it: `python -m esi.train` in its own process.
+    missing = tmp_path / "no-such-params.yaml"
+    done = subprocess.run(engine_command(missing), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: config file not found: {missing}"]
+
+
+def test_broken_yaml_is_one_line_naming_the_file(tmp_path, capsys):
+    params = tmp_path / "broken.yaml"
+    params.write_text("train_epochs: [3, 4\ntrain_lr: 1e-3\n")
+    line = command_line_error(capsys, ["--config", str(params)])
+    assert line.startswith(f"error: {params}: not valid YAML: ")
+
+
+def test_an_unknown_setting_is_an_error_with_a_hint(tmp_path, capsys):
+    params = write_params(tmp_path / "params.yaml", {"data_root": "/data", "epoch": 3})
+    line = command_line_error(capsys, ["--config", str(params)])
+    assert re.search(r"unknown key 'epoch'.*Did you mean 'epochs'", line)
+    ok = write_params(tmp_path / "ok.yaml", {"data_root": "/data"})
+    assert "unknown key 'batchsize'" in command_line_error(capsys, ["--config", str(ok), "--set", "batchsize=3"])
+    # called as a function, the loader still raises
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch'.*Did you mean 'epochs'"):
+        load_config(TrainConfig, [params], section="train")
+
+
+def test_a_text_encoder_missing_from_the_cache_is_one_line_with_the_fix(settings, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = write_params(tmp_path / "params.yaml", settings(text_encoder="esi-tests/no-such-encoder"))
+    line = command_line_error(capsys, ["--config", str(params)])
+    assert line.startswith("error: train_text_encoder: text encoder 'esi-tests/no-such-encoder' is not available: "
+                           "HF_HUB_OFFLINE")
+    assert "huggingface-cli download esi-tests/no-such-encoder" in line

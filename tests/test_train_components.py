@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from esi.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from esi.metrics import MetricsLogger, retrieval_recall
-from esi.sampling import ResumableBatchSampler
-from esi.schedules import build_scheduler, cosine_factor, paper_step_factor
+from esi.train.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                  save_checkpoint, set_rng_state)
+from esi.train.data import PairDataset
+from esi.train.logger import MetricsLogger
+from esi.train.sampling import ResumableBatchSampler
+from esi.train.schedules import build_scheduler, cosine_factor, paper_step_factor
+from esi.train.validation import retrieval_recall
 
 
 def test_paper_schedule_warms_up_for_five_epochs_then_decays_tenfold_every_ten():
@@ -42,10 +45,37 @@ def test_checkpoints_keep_the_newest_and_restore_rng(tmp_path):
     state = load_checkpoint(latest_checkpoint(tmp_path))
     assert state["value"] == 4 and state["step"] == 4
     expected = torch.rand(3)                      # the draw right after the save...
-    from esi.checkpoint import set_rng_state
     set_rng_state(state["rng"])
     assert torch.equal(torch.rand(3), expected)   # ...is repeated after restoring its RNG state
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_checkpoints_load_with_weights_only_and_restore_every_rng(tmp_path):
+    import random
+
+    # Leave a cached Gaussian in python's and numpy's generators: their states carry it.
+    random.gauss(0, 1)
+    np.random.randn(1)
+    path = save_checkpoint(tmp_path, 1, {"model": {"w": torch.ones(2)}, "config": {"epochs": 3, "folds": [1, 2]}})
+    state = torch.load(path, weights_only=True)   # tensors and plain values only: nothing is unpickled
+    assert state["config"] == {"epochs": 3, "folds": [1, 2]} and torch.equal(state["model"]["w"], torch.ones(2))
+    expected = (random.gauss(0, 1), random.random(), np.random.randn(3), torch.rand(2))
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)
+    set_rng_state(state["rng"])
+    assert (random.gauss(0, 1), random.random()) == expected[:2]
+    assert np.array_equal(np.random.randn(3), expected[2]) and torch.equal(torch.rand(2), expected[3])
+
+
+class _Arbitrary:
+    """Any pickled object that is neither a tensor nor a plain value (its unpickling could run code)."""
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "step_000000001.pt"
+    torch.save({"model": {}, "payload": _Arbitrary()}, path)
+    with pytest.raises(CheckpointError, match=r"step_000000001\.pt holds a pickled \S*_Arbitrary, not only tensors "
+                                              r"and plain values; it is not loaded because unpickling can run"):
+        load_checkpoint(path)
 
 
 def test_recall_is_perfect_for_identical_latents_and_at_chance_for_random():
@@ -95,8 +125,6 @@ class _FakeECGs:
 
 
 def test_pair_batches_pad_texts_to_a_multiple_of_eight_within_the_cache_width():
-    from esi.train import PairDataset
-
     lengths = np.array([3, 9, 17, 20], dtype=np.int32)
     ids = np.zeros((4, 20), dtype=np.int32)
     for row, n in enumerate(lengths):

@@ -1,4 +1,4 @@
-"""Distributed pretraining on CPU, started the way a notebook starts it: `esi.launch.launch_training`.
+"""Distributed pretraining on CPU, started the way a notebook starts it: `esi.train.launch.launch_training`.
 
 Two gloo processes with a per-process batch of B must take the same optimizer step as one process with a
 batch of 2B on the same pairs: the contrastive loss scores every ECG against the global batch (gathered from both
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from esi.launch import TrainingFailed, launch_training, training_command
+from esi.train.launch import TrainingFailed, launch_training, training_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import (largest_gap, ptbxl_store, tiny_settings, tiny_text_encoder, weights_after,  # noqa: E402
@@ -75,7 +75,8 @@ def initial_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The model as the engine builds it before the first step (same seed, same config)."""
     from esi.config import from_dict, load_config
     from esi.models.esi_model import ESIConfig, ESIModel
-    from esi.train import TrainConfig, seed_everything
+    from esi.train import TrainConfig
+    from esi.train.loop import seed_everything
 
     cfg = load_config(TrainConfig, run_dir / "config.yaml")
     seed_everything(cfg.seed)
@@ -134,7 +135,7 @@ def test_compiled_ddp_takes_the_same_steps_as_eager_ddp(two_processes_compiled, 
     name, gap = largest_gap(weights_after(two_processes_compiled["run_dir"], step),
                             weights_after(two_processes["run_dir"], step))
     assert gap < 1e-5, f"{name} differs by {gap:.3g}"
-    # The collectives inside the loss stay eager (esi.dist): none is left unwaited when the processes exit.
+    # The collectives inside the loss stay eager (esi.models.distributed): none is left unwaited at exit.
     assert "unwaited collective" not in two_processes_compiled["done"].stdout
 
 
@@ -150,6 +151,6 @@ def test_a_failed_launch_raises_with_the_end_of_its_output(tmp_path, capsys):
     params = write_params(tmp_path / "bad.yaml", {"data_root": "/data", "epoch": 3})
     with pytest.raises(TrainingFailed) as failure:
         launch_training([params], use_torchrun=False, stream=True)
-    assert failure.value.returncode == 1
+    assert failure.value.returncode == 2                         # the entry point's status for a bad config
     assert "unknown key 'epoch'" in str(failure.value)
     assert "unknown key 'epoch'" in capsys.readouterr().out      # streamed while it ran

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from esi.checkpoint import checkpoint_path, load_checkpoint
 from esi.config import from_dict
 from esi.models.esi_model import ESIModel
 from esi.train import TrainConfig, train
+from esi.train.checkpoint import checkpoint_path, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import (largest_gap, ptbxl_store, read_metrics, tiny_settings, tiny_text_encoder,  # noqa: E402

@@ -1,30 +1,32 @@
 """Downstream evaluation: the PTB-XL benchmark (Protocol A), linear probes (Protocol B), zero-shot and
 ECG-based identification. Entry point: `python -m esi.evaluate --config params/....yaml`.
 
-    from esi.evaluate import evaluate, run_linear_probe, EncoderSpec
+    from esi.evaluate import EncoderSpec, Workspace, run_linear_probe
 
-Public names are imported lazily so `import esi.evaluate` stays light.
+    workspace = Workspace("outputs/run", "data/ptbxl")          # folders, PTB-XL stores, feature cache, device
+    results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace)
+    results.table                                               # the tidy results (RESULT_COLUMNS)
+
+Every protocol is one `run_*(encoders, workspace, ...)` returning `ProtocolResults`; `evaluate(config)` runs those
+a params file chooses and writes results.csv and the figures. Importing this package imports torch.
 """
 
 from __future__ import annotations
 
-from esi._lazy import lazy_exports
+from esi.evaluate.config import load_evaluate_config
+from esi.evaluate.encoders import EncoderSpec, load_encoder
+from esi.evaluate.identification import run_identification
+from esi.evaluate.linear_probe import label_fraction_subset, run_linear_probe
+from esi.evaluate.metrics import macro_auprc, macro_auroc, paired_bootstrap_test
+from esi.evaluate.ptbxl_benchmark import BenchmarkSettings, recipe_settings, run_ptbxl_benchmark
+from esi.evaluate.results import ProtocolResults, results_pivot
+from esi.evaluate.run import EvaluationResult, evaluate
+from esi.evaluate.workspace import Workspace
+from esi.evaluate.zero_shot import run_zero_shot
 
-_PUBLIC = {
-    "evaluate": "esi.evaluate.run",
-    "load_evaluate_config": "esi.evaluate.config",
-    "EvaluationResult": "esi.evaluate.run",
-    "EncoderSpec": "esi.evaluate.encoders",
-    "load_encoder": "esi.evaluate.encoders",
-    "run_linear_probe": "esi.evaluate.linear_probe",
-    "run_ptbxl_benchmark": "esi.evaluate.ptbxl_benchmark",
-    "run_zero_shot": "esi.evaluate.zero_shot",
-    "run_identification": "esi.evaluate.identification",
-    "label_fraction_subset": "esi.evaluate.probe",
-    "macro_auroc": "esi.evaluate.metrics",
-    "macro_auprc": "esi.evaluate.metrics",
-    "paired_bootstrap_test": "esi.evaluate.metrics",
-}
-
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__ = [
+    "BenchmarkSettings", "EncoderSpec", "EvaluationResult", "ProtocolResults", "Workspace", "evaluate",
+    "label_fraction_subset", "load_encoder", "load_evaluate_config", "macro_auprc", "macro_auroc",
+    "paired_bootstrap_test", "recipe_settings", "results_pivot", "run_identification", "run_linear_probe",
+    "run_ptbxl_benchmark", "run_zero_shot",
+]

@@ -15,21 +15,22 @@ taken on another visit, so top-1/top-5 are also reported on the probes at least 
     outcome = identify(features.take(split.gallery_ids), split.gallery_patients,
                        features.take(split.probe_ids), split.probe_patients)
     outcome.top1, outcome.top5, outcome.cmc
+
+    results = run_identification(encoders, Workspace("outputs/run", "data/ptbxl"))   # every encoder and its twin
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
-from esi.evaluate.features import ProtocolResults, Workspace, join_notes, result_row
-from esi.evaluate.metrics import cmc_curve, identification_ranks
+from esi.evaluate.metrics import cmc_curve, identification_ranks, paired_bootstrap_accuracy
+from esi.evaluate.results import ProtocolResults, join_notes, result_row
+from esi.evaluate.workspace import Workspace
 
 PROTOCOL = "identification"
 TASK = "patient_identification"
@@ -198,14 +199,27 @@ def identification_rows(label: str, outcome: IdentificationOutcome, split: Ident
     return rows
 
 
-def identification_results(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace, *,
-                           folds: Sequence[int] | None = None, max_rank: int = 20, n_boot: int = 100, seed: int = 0,
-                           random_baselines: bool = True, level: float = 0.90,
-                           significance_resamples: int = 1000) -> ProtocolResults:
-    """Identification for every encoder in a `workspace`; CMC curves, the ranks of all probes and each probe's gap
-    to its gallery record (hours) go to <run_dir>/evaluate/predictions/identification/<encoder>.npz.
+def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace, *,
+                       folds: Sequence[int] | None = None, max_rank: int = 20, n_boot: int = 100, seed: int = 0,
+                       random_baselines: bool = True, level: float = 0.90,
+                       significance_resamples: int = 1000) -> ProtocolResults:
+    """Patient identification (top-1/top-5 accuracy) of every encoder, each pretrained one tested against its
+    random-init twin on the same probes.
 
-    The other arguments are those of `run_identification`.
+    Args:
+        encoders: `EncoderSpec`s or `LoadedEncoder`s.
+        workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
+        folds: restrict to these folds (None: all records).
+        max_rank: length of the CMC curve saved.
+        n_boot: bootstrap resamples of the probes.
+        seed: bootstrap seed.
+        random_baselines: add the random-init twin of every pretrained spec.
+        level: coverage of the bootstrap intervals (0.90: 5th-95th percentiles).
+        significance_resamples: resamples of the paired test against each encoder's random-init twin.
+
+    Returns:
+        `ProtocolResults` (no per-class rows). CMC curves, the ranks of all probes and each probe's gap to its
+        gallery record (hours) go to <run_dir>/evaluate/predictions/identification/<encoder>.npz.
     """
     from esi.data.ptbxl import load_database
 
@@ -241,8 +255,6 @@ def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ran
         split: the split both were run on; twin: the twin's label (named in the notes).
         n_resamples: bootstrap resamples of the probes.
     """
-    from esi.evaluate.metrics import paired_bootstrap_accuracy
-
     for row in rows:
         k = int(row["metric"][3])                                   # "top1_accuracy..." -> 1
         mask = split.probes_apart() if row["metric"].endswith("_beyond_24h") else np.ones(len(ranks), dtype=bool)
@@ -252,34 +264,3 @@ def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ran
         row["p_value"] = test.p_value
         row["notes"] = join_notes(row["notes"], f"p vs {twin}: paired bootstrap over the same {int(mask.sum())} "
                                                 f"probes ({test.n_resamples} resamples), difference {test.delta:+.3f}")
-
-
-def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_root: str | os.PathLike, *,
-                       folds: Sequence[int] | None = None, run_dir: str | os.PathLike | None = None,
-                       store_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                       max_rank: int = 20, n_boot: int = 100, seed: int = 0, random_baselines: bool = True,
-                       batch_size: int = 32, device: str = "cpu", workers: int | None = None, progress: bool = True,
-                       level: float = 0.90):
-    """Patient identification (top-1/top-5 accuracy) as a tidy DataFrame (see RESULT_COLUMNS).
-
-    Args:
-        encoders: `EncoderSpec`s or `LoadedEncoder`s.
-        ptbxl_root: the PTB-XL folder.
-        folds: restrict to these folds (None: all records).
-        run_dir: where stores, features and CMC curves go (default outputs/evaluate).
-        store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
-        cache_dir: cached features (default <run_dir>/evaluate/features).
-        max_rank: length of the CMC curve saved.
-        n_boot: bootstrap resamples of the probes.
-        seed: bootstrap seed.
-        random_baselines: add the random-init twin of every pretrained spec.
-        batch_size: records per forward pass.
-        device: torch device.
-        workers: processes for the one-off PTB-XL conversion.
-        progress: show progress bars.
-        level: coverage of the bootstrap intervals (0.90: 5th-95th percentiles).
-    """
-    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
-                          batch_size=batch_size, workers=workers, progress=progress)
-    return identification_results(encoders, workspace, folds=folds, max_rank=max_rank, n_boot=n_boot, seed=seed,
-                                  random_baselines=random_baselines, level=level).table

@@ -2,30 +2,37 @@
 
 For each encoder, task, label fraction and seed:
   1. features of whole 10 s records at the encoder's own rate and normalisation (cached, esi.evaluate.features);
-  2. `fraction` of the training folds 1-8 (`probe.label_fraction_subset`): by default MERL's exact draw
+  2. `fraction` of the training folds 1-8 (`label_fraction_subset`): by default MERL's exact draw
      (train_test_split(train_size=fraction, random_state=42) of the training records in ecg_id order), so our 1 %
      and 10 % rows use the same records as MERL's; "every_class" adds a positive of every class left without one;
-  3. a linear head per weight decay on features standardised with the training rows (`probe.standardise`); the
-     weight decay and epoch with the best macro AUROC on fold 9 are kept (`probe.train_linear_probe`), never
+  3. a linear head per weight decay on features standardised with the training rows (`standardise`); the
+     weight decay and epoch with the best macro AUROC on fold 9 are kept (`train_linear_probe`), never
      looking at fold 10 (MERL keeps the best epoch on its test set, which inflates its numbers);
   4. macro AUROC and AUPRC on fold 10 with a bootstrap interval (90 % by default, the PTB-XL benchmark's), and the
      p-value of a paired bootstrap test against the encoder's random-init twin on the same records.
 
-    table = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], "data/ptbxl",
-                             tasks=["superdiagnostic"], fractions=[0.01, 0.1, 1.0], run_dir="outputs/run")
+    workspace = Workspace("outputs/run", "data/ptbxl")
+    results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace,
+                               tasks=["superdiagnostic"], fractions=[0.01, 0.1, 1.0])
+    results.table
 
-The random-init twin of every pretrained encoder is added by default (`random_baselines=True`).
+The random-init twin of every pretrained encoder is added by default (`random_baselines=True`). The subset draws
+are shared with the PTB-XL benchmark's `train_fraction`.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+import torch
+
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
-from esi.evaluate.features import (FeatureSet, ProtocolResults, Workspace, attach_p_values, classification_rows,
-                                   join_notes, official_splits, save_predictions)
-from esi.evaluate.probe import MERL_SEED, label_fraction_subset, subset_classes_without_positive, train_linear_probe
+from esi.evaluate.features import FeatureSet
+from esi.evaluate.metrics import macro_auroc
+from esi.evaluate.results import ProtocolResults, attach_p_values, classification_rows, join_notes, save_predictions
+from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL = "linear_probe"
 RECIPE = "esi_probe"  # AdamW head per weight decay, epoch and decay chosen on fold 9
@@ -33,6 +40,118 @@ SELECTION = "fold9_best"
 DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
+
+# How a label fraction of the training records is drawn. "merl": exactly MERL's (ICML 2024) draw, scikit-learn's
+# train_test_split(train_size=fraction, random_state=seed) of the training records in ecg_id order, so at 1 % some
+# classes may have no positive (they then score near 0.5, as in MERL's tables); "every_class": a seeded random
+# fraction plus one positive of any class left without one, so the head can learn every class it is scored on.
+SUBSET_DRAWS = ("merl", "every_class")
+MERL_SEED = 42  # MERL's random_state
+
+
+def label_fraction_subset(y: np.ndarray, fraction: float, seed: int = MERL_SEED, draw: str = "merl") -> np.ndarray:
+    """Indices of the training rows of multi-hot `y` kept when only `fraction` of the labels is used.
+
+    Args:
+        y: (records, classes) labels of the training records, in ecg_id order (the order MERL's tables use).
+        fraction: share of the records kept, 0 < fraction <= 1 (1: all rows, in order).
+        seed: the draw's seed (MERL: 42).
+        draw: "merl" (the rows `train_test_split(range(len(y)), train_size=fraction, random_state=seed)` keeps,
+            in the order it returns them) or "every_class" (sorted rows; see SUBSET_DRAWS).
+    """
+    n = len(y)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if draw not in SUBSET_DRAWS:
+        raise ValueError(f"unknown subset draw {draw!r}; expected one of: {', '.join(SUBSET_DRAWS)}")
+    if fraction >= 1:
+        return np.arange(n)
+    if draw == "merl":
+        from sklearn.model_selection import train_test_split
+
+        kept, _ = train_test_split(np.arange(n), train_size=fraction, random_state=seed)
+        return np.asarray(kept)
+    rng = np.random.default_rng(seed)
+    k = max(1, int(round(fraction * n)))
+    chosen = set(rng.choice(n, size=k, replace=False).tolist())
+    for c in range(y.shape[1]):
+        positives = np.flatnonzero(y[:, c])
+        if len(positives) and not any(i in chosen for i in positives):
+            chosen.add(int(rng.choice(positives)))
+    return np.array(sorted(chosen))
+
+
+def subset_classes_without_positive(y_subset: np.ndarray, classes) -> list[str]:
+    """The classes with no positive among the training rows a subset kept (a head cannot learn them)."""
+    return [c for c, n in zip(classes, np.asarray(y_subset).sum(0)) if n == 0]
+
+
+@dataclass
+class ProbeResult:
+    """The chosen head and how it was chosen. `val_curve` maps weight decay -> val AUROC per epoch."""
+    weight_decay: float
+    epoch: int
+    val_auroc: float
+    test_scores: np.ndarray
+    val_curve: dict = field(default_factory=dict)
+
+
+# Features whose training spread is below this share of the median feature's spread are scaled by the floor instead:
+# a feature (nearly) constant on a small training subset would otherwise be divided by ~0 and dominate the head.
+STD_FLOOR_SHARE = 0.1
+
+
+def standardise(train: np.ndarray, *others: np.ndarray, floor_share: float = STD_FLOOR_SHARE) -> list[np.ndarray]:
+    """Centre and scale features with the training rows' statistics: `[train, *others]` standardised.
+
+    Each feature is divided by max(its training std, floor_share x the median training std over features)
+    (1 if every feature is constant), so no feature is magnified more than 1/floor_share times a typical one.
+    """
+    mean = train.mean(0, keepdims=True)
+    std = train.std(0, keepdims=True)
+    typical = float(np.median(std))
+    floor = floor_share * typical if typical > 0 else 1.0
+    scale = np.maximum(std, floor)
+    return [(x - mean) / scale for x in (train, *others)]
+
+
+def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                       x_test: np.ndarray, weight_decays=(0.0, 1e-4, 1e-3, 1e-2), epochs: int = 100,
+                       lr: float = 1e-2, batch_size: int = 256, seed: int = 0, classes=None,
+                       where: str = "") -> ProbeResult:
+    """Fit a linear head for each weight decay; keep the (weight decay, epoch) with the best val macro AUROC.
+
+    Features are standardised with statistics of the training rows (`standardise`). The test rows are only
+    scored by the chosen head, never used to choose. `classes` and `where` (e.g. "ESI / rhythm / linear_probe")
+    name the class and the run in the error a non-finite score raises.
+    """
+    xt, xv, xs = (torch.as_tensor(a, dtype=torch.float32) for a in standardise(x_train, x_val, x_test))
+    yt = torch.as_tensor(y_train, dtype=torch.float32)
+    best = None
+    curves = {}
+    for wd in weight_decays:
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(xt.shape[1], yt.shape[1])
+        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
+        gen = torch.Generator().manual_seed(seed)
+        curve = []
+        for epoch in range(1, epochs + 1):
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), batch_size):
+                idx = order[i:i + batch_size]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(head(xt[idx]), yt[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                val = macro_auroc(y_val, head(xv).numpy(), classes=classes, where=where)
+            curve.append(val)
+            if best is None or val > best[0]:
+                with torch.no_grad():
+                    best = (val, wd, epoch, torch.sigmoid(head(xs)).numpy())
+        curves[wd] = curve
+    val, wd, epoch, test_scores = best
+    return ProbeResult(weight_decay=wd, epoch=epoch, val_auroc=val, test_scores=test_scores, val_curve=curves)
 
 
 def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, epochs: int = 100, lr: float = 1e-2,
@@ -46,8 +165,8 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
         task: a `PTBXLTask` (all folds).
         fraction: share of the training folds used (0 < fraction <= 1).
         seed: seed of the head's initialisation and the bootstrap; the subset is drawn with subset_seed + seed.
-        epochs, lr, weight_decays: the probe's training (see `probe.train_linear_probe`).
-        draw: how the fraction is drawn ("merl" or "every_class", see `probe.label_fraction_subset`).
+        epochs, lr, weight_decays: the probe's training (see `train_linear_probe`).
+        draw: how the fraction is drawn ("merl" or "every_class", see `label_fraction_subset`).
         subset_seed: seed of the draw for seed 0 (42: MERL's random_state).
         n_boot: bootstrap resamples of the test records.
         ci_level: coverage of the interval.
@@ -83,17 +202,33 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
             "ecg_ids": test.ecg_ids, "probe": probe, "train_ids": train.ecg_ids[subset]}
 
 
-def linear_probe_results(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
-                         tasks: Sequence[str] = DEFAULT_TASKS, fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
-                         seeds: Sequence[int] = (0,), epochs: int = 100, lr: float = 1e-2,
-                         weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
-                         subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
-                         significance_resamples: int = 1000, min_samples: int = 0,
-                         random_baselines: bool = True) -> ProtocolResults:
-    """Protocol B for every encoder x task x fraction x seed in a `workspace` (stores, cache, device).
+def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
+                     tasks: Sequence[str] = DEFAULT_TASKS, fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
+                     seeds: Sequence[int] = (0,), epochs: int = 100, lr: float = 1e-2,
+                     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
+                     subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
+                     significance_resamples: int = 1000, min_samples: int = 0,
+                     random_baselines: bool = True) -> ProtocolResults:
+    """Protocol B: linear-probe macro AUROC and AUPRC on PTB-XL fold 10 for every encoder x task x fraction x seed.
 
-    The other arguments are those of `run_linear_probe`. Test-set scores are written to
-    <run_dir>/evaluate/predictions/linear_probe/<task>/.
+    Args:
+        encoders: `EncoderSpec`s (loaded here) or `LoadedEncoder`s.
+        workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
+        tasks: PTB-XL tasks (default: super/sub/form/rhythm, as MERL).
+        fractions: label fractions of the training folds (default 1 %, 10 %, 100 %).
+        seeds: one probe per seed (initialisation, bootstrap; the subset is drawn with subset_seed + seed).
+        epochs, lr, weight_decays: the probe's training; epoch and weight decay are chosen on fold 9.
+        draw: how 1 %/10 % subsets are drawn: "merl" (MERL's exact records) or "every_class".
+        subset_seed: seed of the draw for seed 0 (42: MERL's random_state).
+        n_boot: bootstrap resamples for the interval.
+        ci_level: coverage of the interval (0.90: the PTB-XL benchmark's 5th-95th percentiles).
+        significance_resamples: resamples of the paired test against each encoder's random-init twin.
+        min_samples: keep classes with more than this many records (the benchmark's default 0).
+        random_baselines: add the random-init twin of every pretrained spec.
+
+    Returns:
+        `ProtocolResults`; its table has two rows (metric "macro_auroc", "macro_auprc") per encoder x task x
+        fraction x seed. Test-set scores are written to <run_dir>/evaluate/predictions/linear_probe/<task>/.
     """
     loaded = load_encoders(encoders, workspace.device, random_baselines)
     outputs, per_class = [], []
@@ -116,45 +251,3 @@ def linear_probe_results(encoders: Sequence[EncoderSpec | LoadedEncoder], worksp
                                      train_ids=out["train_ids"])
     attach_p_values(outputs, twin_labels(loaded), n_resamples=significance_resamples, seed=0)
     return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
-
-
-def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_root: str | os.PathLike,
-                     tasks: Sequence[str] = DEFAULT_TASKS, fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
-                     run_dir: str | os.PathLike | None = None, store_dir: str | os.PathLike | None = None,
-                     cache_dir: str | os.PathLike | None = None, seeds: Sequence[int] = (0,), epochs: int = 100,
-                     lr: float = 1e-2, weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
-                     n_boot: int = 100, ci_level: float = 0.90, significance_resamples: int = 1000,
-                     min_samples: int = 0, random_baselines: bool = True, batch_size: int = 32,
-                     device: str = "cpu", workers: int | None = None, progress: bool = True):
-    """Protocol B: linear-probe macro AUROC and AUPRC on PTB-XL fold 10, as a tidy DataFrame (see RESULT_COLUMNS).
-
-    Args:
-        encoders: `EncoderSpec`s (loaded here) or `LoadedEncoder`s.
-        ptbxl_root: the PTB-XL folder.
-        tasks: PTB-XL tasks (default: super/sub/form/rhythm, as MERL).
-        fractions: label fractions of the training folds (default 1 %, 10 %, 100 %).
-        run_dir: where stores, cached features and predictions go (default outputs/evaluate).
-        store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
-        cache_dir: cached features (default <run_dir>/evaluate/features).
-        seeds: one probe per seed (initialisation, bootstrap; the subset is drawn with random_state 42 + seed).
-        epochs, lr, weight_decays: the probe's training; epoch and weight decay are chosen on fold 9.
-        draw: how 1 %/10 % subsets are drawn: "merl" (MERL's exact records) or "every_class".
-        n_boot: bootstrap resamples for the interval.
-        ci_level: coverage of the interval (0.90: the PTB-XL benchmark's 5th-95th percentiles).
-        significance_resamples: resamples of the paired test against each encoder's random-init twin.
-        min_samples: keep classes with more than this many records (the benchmark's default 0).
-        random_baselines: add the random-init twin of every pretrained spec.
-        batch_size: records per forward pass when extracting features.
-        device: torch device of the encoders.
-        workers: processes for the one-off PTB-XL conversion (None: all cores).
-        progress: show progress bars.
-
-    Returns:
-        pandas DataFrame, two rows (metric "macro_auroc", "macro_auprc") per encoder x task x fraction x seed.
-    """
-    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
-                          batch_size=batch_size, workers=workers, progress=progress)
-    return linear_probe_results(encoders, workspace, tasks, fractions, seeds=seeds, epochs=epochs, lr=lr,
-                                weight_decays=weight_decays, draw=draw, n_boot=n_boot, ci_level=ci_level,
-                                significance_resamples=significance_resamples, min_samples=min_samples,
-                                random_baselines=random_baselines).table

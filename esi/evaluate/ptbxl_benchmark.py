@@ -26,15 +26,15 @@ Two protocols: "benchmark_supervised" trains an architecture (default xresnet1d1
 "benchmark_finetune" fine-tunes a pretrained encoder at the rate it was pretrained on (and, as the baseline, its
 random-init twin with the same recipe, tested against it with a paired bootstrap).
 
-    table = run_ptbxl_benchmark([], "data/ptbxl", tasks=["superdiagnostic"], supervised=["xresnet1d101"],
-                                run_dir="outputs/run", recipe="benchmark")
+    workspace = Workspace("outputs/run", "data/ptbxl")
+    results = run_ptbxl_benchmark([], workspace, tasks=["superdiagnostic"], supervised=["xresnet1d101"],
+                                  settings=recipe_settings("benchmark"))
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -44,10 +44,11 @@ from torch import nn
 
 from esi.data.ptbxl import TASKS
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, load_encoders, slug, twin_labels
-from esi.evaluate.features import (ProtocolResults, Workspace, attach_p_values, classification_rows,
-                                   fit_train_scaler, join_notes, official_splits, save_predictions, store_rows)
+from esi.evaluate.features import fit_train_scaler, store_rows
+from esi.evaluate.linear_probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
+from esi.evaluate.results import ProtocolResults, attach_p_values, classification_rows, join_notes, save_predictions
+from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL_SUPERVISED = "benchmark_supervised"
 PROTOCOL_FINETUNE = "benchmark_finetune"
@@ -102,7 +103,8 @@ class BenchmarkSettings:
     dropout: dropout before the last layer of the head (half of it before the first).
     hidden: width of the head's hidden layer.
     train_fraction: share of the training folds used (1.0 = all, the benchmark).
-    subset_draw: how that share is drawn ("merl" or "every_class", see `esi.evaluate.probe.label_fraction_subset`).
+    subset_draw: how that share is drawn ("merl" or "every_class", see
+        `esi.evaluate.linear_probe.label_fraction_subset`).
     subset_seed: seed of the draw for seed 0 (42: MERL's random_state); the draw uses subset_seed + seed.
     seed: seed of the initialisation, the crops, the batch order and the bootstrap.
     n_boot: bootstrap resamples of the test records.
@@ -705,22 +707,33 @@ def supervised_spec(architecture: str, fs: float = 100.0, seed: int = 0) -> Enco
                        normalize="scaler", seed=seed)
 
 
-def benchmark_results(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
-                      tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
-                      supervised_fs: float = 100.0, settings: BenchmarkSettings | None = None,
-                      finetune_lr: float | None = None, min_samples: int = 0, random_baselines: bool = True,
-                      save_models: bool = True) -> ProtocolResults:
-    """Protocol A for the supervised architectures and every encoder to fine-tune, in a `workspace`.
+def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
+                        tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
+                        supervised_fs: float = 100.0, settings: BenchmarkSettings | None = None,
+                        min_samples: int = 0, random_baselines: bool = True,
+                        save_models: bool = True) -> ProtocolResults:
+    """Protocol A: the PTB-XL benchmark, macro AUROC and AUPRC on fold 10, for the supervised architectures and
+    every encoder to fine-tune.
 
-    settings: the recipe (default: the benchmark's). finetune_lr: if given, replaces settings.finetune_lr (the
-    benchmark's is 1e-2). The other arguments are those of `run_ptbxl_benchmark`. Every pretrained encoder's rows
-    get the p-value of a paired bootstrap test against its random-init twin fine-tuned the same way. Test-set
-    scores go to <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `save_models`) to
-    <run_dir>/evaluate/models/<protocol>/<task>/<encoder>.pt.
+    Args:
+        encoders: pretrained encoders to fine-tune (`EncoderSpec`s or `LoadedEncoder`s); may be empty.
+        workspace: the run's `Workspace` (PTB-XL folder, stores, device, progress bars).
+        tasks: the benchmark tasks (default all six).
+        supervised: architectures trained from scratch (default xresnet1d101, the benchmark's strongest).
+        supervised_fs: their sampling rate (the benchmark: 100 Hz).
+        settings: the recipe (default: the benchmark's); `recipe_settings("esi", epochs=...)` gives another preset
+            with knobs changed (a changed knob makes the recipe "custom" in the results).
+        min_samples: keep classes with more than this many records.
+        random_baselines: fine-tune the random-init twin of every pretrained encoder too.
+        save_models: keep each trained model (usable later as EncoderSpec(kind="supervised", path=...)).
+
+    Returns:
+        `ProtocolResults`. Every pretrained encoder's rows get the p-value of a paired bootstrap test against its
+        random-init twin fine-tuned the same way. Test-set scores go to
+        <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `save_models`) to
+        <run_dir>/evaluate/models/<protocol>/<task>/<encoder>.pt.
     """
     settings = settings or BenchmarkSettings()
-    if finetune_lr is not None:
-        settings = replace(settings, finetune_lr=finetune_lr)
     to_finetune = load_encoders(encoders, "cpu", random_baselines)
     plan = [(load_encoder(supervised_spec(a, supervised_fs, settings.seed), "cpu"), PROTOCOL_SUPERVISED)
             for a in supervised]
@@ -750,58 +763,3 @@ def benchmark_results(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace
     attach_p_values(outputs, twin_labels(to_finetune), n_resamples=settings.significance_resamples,
                     seed=settings.seed)
     return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
-
-
-def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], ptbxl_root: str | os.PathLike,
-                        tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
-                        supervised_fs: float = 100.0, run_dir: str | os.PathLike | None = None,
-                        store_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                        recipe: str = "benchmark", epochs: int | None = None, finetune_epochs: int | None = None,
-                        batch_size: int | None = None, lr: float | None = None, finetune_lr: float | None = None,
-                        weight_decay: float | None = None, init: str | None = None, beta2: float | None = None,
-                        selection: str | None = None, finetune: str | None = None, train_fraction: float = 1.0,
-                        subset_draw: str = "merl", subset_seed: int = MERL_SEED, n_boot: int = 100,
-                        ci_level: float = 0.90, significance_resamples: int = 1000, seed: int = 0,
-                        min_samples: int = 0, random_baselines: bool = True, save_models: bool = True,
-                        device: str = "cpu", workers: int | None = None, progress: bool = True):
-    """Protocol A: the PTB-XL benchmark, as a tidy DataFrame (see RESULT_COLUMNS), metrics macro AUROC and AUPRC.
-
-    Args:
-        encoders: pretrained encoders to fine-tune (`EncoderSpec`s or `LoadedEncoder`s); may be empty.
-        ptbxl_root: the PTB-XL folder.
-        tasks: the benchmark tasks (default all six).
-        supervised: architectures trained from scratch (default xresnet1d101, the benchmark's strongest).
-        supervised_fs: their sampling rate (the benchmark: 100 Hz).
-        run_dir: where stores, predictions and models go (default outputs/evaluate).
-        store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
-        cache_dir: cached features (default <run_dir>/evaluate/features).
-        recipe: the preset, "benchmark" (default, the benchmark exactly) or "esi" (see RECIPES).
-        epochs, finetune_epochs, batch_size, lr, finetune_lr, weight_decay, init, beta2, selection, finetune:
-            replace the preset's value when given (see BenchmarkSettings); a changed knob makes the recipe
-            "custom" in the results.
-        train_fraction: share of the training folds used (1.0 = all).
-        subset_draw: how a share below 1 is drawn ("merl" or "every_class").
-        subset_seed: seed of the draw for seed 0 (MERL's 42).
-        n_boot: bootstrap resamples of the test records.
-        ci_level: coverage of the bootstrap interval (0.90, the benchmark's 5th-95th percentiles).
-        significance_resamples: resamples of the paired test of each pretrained encoder against its twin.
-        seed: seed of initialisation, crops, batch order and bootstrap.
-        min_samples: keep classes with more than this many records.
-        random_baselines: fine-tune the random-init twin of every pretrained encoder too.
-        save_models: keep each trained model (usable later as EncoderSpec(kind="supervised", path=...)).
-        device: torch device.
-        workers: processes for the one-off PTB-XL conversion (None: all cores).
-        progress: show progress bars.
-    """
-    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
-                          workers=workers, progress=progress)
-    overrides = dict(epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size, lr=lr,
-                     finetune_lr=finetune_lr, weight_decay=weight_decay, init=init, beta2=beta2, selection=selection,
-                     finetune=finetune)
-    settings = recipe_settings(recipe, **{k: v for k, v in overrides.items() if v is not None},
-                               train_fraction=train_fraction, subset_draw=subset_draw, subset_seed=subset_seed,
-                               n_boot=n_boot, ci_level=ci_level, significance_resamples=significance_resamples,
-                               seed=seed)
-    return benchmark_results(encoders, workspace, tasks, supervised=supervised, supervised_fs=supervised_fs,
-                             settings=settings, min_samples=min_samples, random_baselines=random_baselines,
-                             save_models=save_models).table

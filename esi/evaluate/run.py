@@ -5,16 +5,19 @@ What one run does:
   2. load every encoder once (plus the random-init twin of each pretrained one);
   3. run the chosen protocols: linear probe (B), PTB-XL benchmark (A), zero-shot, identification; PTB-XL is
      converted into a store per sampling rate on first use and features are cached under <run_dir>/evaluate/;
-  4. write the tidy table as <run_dir>/results.csv and results.json, per-class AUROCs as per_class.csv, and the
-     figures under <run_dir>/figures/.
+  4. write the tidy table as <run_dir>/results.csv and results.json, per-class AUROCs as per_class.csv
+     (esi.evaluate.results), and the figures the results allow under <run_dir>/figures/ (`make_figures`, drawn
+     with esi.plots).
 
-From Python (a notebook): `result = evaluate(config)`; `result.table` is the tidy DataFrame.
+From Python (a notebook): `result = evaluate(config)`; `result.table` is the tidy DataFrame. One protocol alone:
+
+    workspace = Workspace("outputs/run", "data/ptbxl")
+    results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -22,16 +25,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from esi.config import ConfigError, save_config
 from esi.evaluate.config import EvaluateConfig, load_evaluate_config
-from esi.evaluate.features import PER_CLASS_COLUMNS, RESULT_COLUMNS, SMOKE_TEST_RECORDS, Workspace
+from esi.evaluate.encoders import load_encoders
+from esi.evaluate.identification import run_identification
+from esi.evaluate.linear_probe import run_linear_probe
+from esi.evaluate.ptbxl_benchmark import recipe_settings, run_ptbxl_benchmark
+from esi.evaluate.results import (RESULTS_CSV, SMOKE_TEST_RECORDS, ProtocolResults, load_predictions, summary,
+                                 write_results)
+from esi.evaluate.workspace import Workspace
+from esi.evaluate.zero_shot import run_zero_shot
 from esi.paths import outputs_dir, resolve
 
-RESULTS_CSV = "results.csv"
-RESULTS_JSON = "results.json"
-PER_CLASS_CSV = "per_class.csv"
 CONFIG_FILE = "evaluate_config.yaml"
 
 
@@ -57,13 +65,6 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
         config: the settings (`load_evaluate_config` builds one from params files).
         run_name: names the run folder outputs/<run_name> when config.out_dir is empty.
     """
-    from esi.evaluate.encoders import load_encoders
-    from esi.evaluate.figures import make_figures
-    from esi.evaluate.identification import identification_results
-    from esi.evaluate.linear_probe import linear_probe_results
-    from esi.evaluate.ptbxl_benchmark import benchmark_results, recipe_settings
-    from esi.evaluate.zero_shot import zero_shot_results
-
     started = time.perf_counter()
     ptbxl_root = resolve(config.ptbxl_root)
     if ptbxl_root is None or not (ptbxl_root / "ptbxl_database.csv").is_file():
@@ -81,10 +82,11 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     def finished(part) -> None:
         # Results are rewritten after every protocol, so a long run that stops late keeps what it finished.
         parts.append(part)
-        write_results(run_dir, *_merge(parts))
+        merged = ProtocolResults.concat(parts)
+        write_results(run_dir, merged.table, merged.per_class)
 
     if "linear_probe" in config.protocols:
-        finished(linear_probe_results(
+        finished(run_linear_probe(
             encoders, workspace, config.probe_tasks, config.probe_fractions, seeds=config.probe_seeds,
             epochs=config.probe_epochs, lr=config.probe_lr, weight_decays=config.probe_weight_decays,
             draw=config.probe_subset_draw, n_boot=config.n_boot, ci_level=config.ci_level,
@@ -101,24 +103,25 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
             train_fraction=config.benchmark_train_fraction, subset_draw=config.probe_subset_draw, seed=config.seed,
             n_boot=config.n_boot, ci_level=config.ci_level, significance_resamples=config.significance_resamples,
             num_workers=config.benchmark_loader_workers)
-        finished(benchmark_results(
+        finished(run_ptbxl_benchmark(
             encoders if config.benchmark_finetune else [], workspace, config.benchmark_tasks,
             supervised=config.benchmark_supervised, supervised_fs=config.benchmark_supervised_fs, settings=settings,
             min_samples=config.min_samples, random_baselines=False, save_models=config.benchmark_save_models))
     if "zero_shot" in config.protocols:
-        finished(zero_shot_results(
+        finished(run_zero_shot(
             config.encoders, workspace, config.zero_shot_tasks, waveform_dict=config.zero_shot_waveform_dict or None,
             templates=config.zero_shot_templates, no_description_template=config.zero_shot_no_description_template,
             names=config.zero_shot_class_names, folds=config.zero_shot_folds, n_boot=config.n_boot,
             ci_level=config.ci_level, significance_resamples=config.significance_resamples, seed=config.seed,
             min_samples=config.min_samples, random_baselines=config.random_baselines))
     if "identification" in config.protocols:
-        finished(identification_results(
+        finished(run_identification(
             encoders, workspace, folds=config.identification_folds or None, max_rank=config.identification_max_rank,
             n_boot=config.n_boot, seed=config.seed, random_baselines=False, level=config.ci_level,
             significance_resamples=config.significance_resamples))
 
-    table, per_class = _merge(parts)
+    merged = ProtocolResults.concat(parts)
+    table, per_class = merged.table, merged.per_class
     write_results(run_dir, table, per_class)
     smoke = table["notes"].astype(str).str.contains("smoke-sized")
     if smoke.any():
@@ -134,33 +137,121 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     return EvaluationResult(table=table, per_class=per_class, run_dir=run_dir, figures=figures)
 
 
-def _merge(parts) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The results and per-class tables of several protocols, one below the other."""
-    table = pd.concat([p.table for p in parts if len(p.table)] or [pd.DataFrame(columns=list(RESULT_COLUMNS))],
-                      ignore_index=True)
-    per_class = pd.concat([p.per_class for p in parts if len(p.per_class)]
-                          or [pd.DataFrame(columns=list(PER_CLASS_COLUMNS))], ignore_index=True)
-    return table, per_class
+# --- the figures of a run -----------------------------------------------------------------------------------
 
 
-def write_results(run_dir: Path, table: pd.DataFrame, per_class: pd.DataFrame) -> None:
-    """Write the tidy `table` as results.csv and results.json (a list of row objects; NaN as null) and the
-    `per_class` table as per_class.csv, in `run_dir`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(run_dir / RESULTS_CSV, index=False)
-    records = json.loads(table.to_json(orient="records"))  # pandas writes NaN as null: valid JSON
-    (run_dir / RESULTS_JSON).write_text(json.dumps(records, indent=2) + "\n")
-    per_class.to_csv(run_dir / PER_CLASS_CSV, index=False)
+def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFrame, *, task: str = "superdiagnostic",
+                 encoders=(), workspace=None, tsne_max_points: int = 2000, tsne_iterations: int = 1000,
+                 seed: int = 0) -> list[Path]:
+    """Draw every figure the run's results allow into <run_dir>/figures/; returns the files written.
+
+    Args:
+        run_dir: the run folder (predictions are read from <run_dir>/evaluate/predictions/).
+        table: the tidy results table.
+        per_class: the per-class AUROC table.
+        task: the task of the per-class, ROC and label-fraction figures.
+        encoders: `LoadedEncoder`s for the embedding map (the first pretrained one and the first random one).
+        workspace: the run's `Workspace` (cached features for the embedding map).
+        tsne_max_points: t-SNE on at most this many records (a seeded random subset).
+        tsne_iterations: t-SNE optimisation steps.
+        seed: seed of that subset and of t-SNE.
+    """
+    # matplotlib is imported only when figures are drawn.
+    from esi.plots import plot_auroc_vs_fraction, plot_cmc, plot_per_class_auroc, plot_roc_curves, plt, save_figure
+
+    run_dir = Path(run_dir)
+    out = run_dir / "figures"
+    written = []
+
+    def save(fig, name):
+        written.append(save_figure(fig, out / name))
+        plt.close(fig)
+
+    protocols = list(dict.fromkeys(per_class["protocol"])) if len(per_class) else []
+    for protocol in protocols:
+        rows = per_class[(per_class["protocol"] == protocol) & (per_class["task"] == task)]
+        if rows.empty:
+            continue
+        fraction = float(rows["label_fraction"].max()) if rows["label_fraction"].notna().any() else None
+        save(plot_per_class_auroc(per_class, task, protocol, fraction), f"per_class_auroc_{protocol}_{task}.png")
+
+    # ROC curves of one pretrained model (at its largest label fraction) of the first protocol with predictions.
+    for protocol in protocols:
+        files = sorted((run_dir / "evaluate" / "predictions" / protocol / task).glob("*.npz"))
+        chosen = [f for f in files if bool(load_predictions(f).get("pretrained", True))] or files
+        if not chosen:
+            continue
+        pred = max((load_predictions(f) for f in chosen), key=lambda p: float(p.get("label_fraction", 1) or 1))
+        names = dict(zip(per_class["class"], per_class["class_name"]))
+        title = f"ROC curves: {task}, {protocol.replace('_', ' ')}, {pred['encoder']} (fold 10)"
+        save(plot_roc_curves(pred["y_true"], pred["y_score"], [str(c) for c in pred["classes"]], names, title),
+             f"roc_{protocol}_{task}.png")
+        break
+
+    probe = table[(table["protocol"] == "linear_probe") & (table["task"] == task)]
+    if len(probe):
+        save(plot_auroc_vs_fraction(table, task), f"auroc_vs_label_fraction_{task}.png")
+
+    if workspace is not None and encoders:
+        chosen = [e for e in encoders if e.pretrained][:1] + [e for e in encoders if not e.pretrained][:1]
+        fig = _embedding_figure(workspace, chosen, tsne_max_points, tsne_iterations, seed)
+        if fig is not None:
+            save(fig, "tsne_superclass.png")
+
+    cmc_files = sorted((run_dir / "evaluate" / "predictions" / "identification").glob("*.npz"))
+    if cmc_files:
+        curves, n_gallery, n_probes = {}, 1, None
+        for f in cmc_files:
+            p = load_predictions(f)
+            curves[str(p["encoder"])] = p["cmc"]
+            n_gallery, n_probes = int(p["n_gallery"]), len(p["ranks"])
+        save(plot_cmc(curves, n_gallery, n_probes), "identification_cmc.png")
+    return written
 
 
-def summary(table: pd.DataFrame) -> str:
-    """A compact text table of the results (value [ci_low, ci_high]) for the terminal."""
-    if table.empty:
-        return "(no results)"
-    shown = table.assign(fraction=table["label_fraction"].map(lambda f: "" if pd.isna(f) else f"{f:g}"),
-                         result=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
-                                 zip(table["value"], table["ci_low"], table["ci_high"])])
-    return shown[["protocol", "task", "fraction", "encoder", "metric", "result", "n_test"]].to_string(index=False)
+def _embedding_figure(workspace, encoders, max_points: int, iterations: int, seed: int):
+    """t-SNE maps of the superdiagnostic records' features, for the given encoders (None if there are none)."""
+    from esi.plots import plot_embedding_map
+
+    task = workspace.task("superdiagnostic")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(task), size=min(max_points, len(task)), replace=False))
+    ids = task.ecg_ids[keep]
+    labels = superclass_labels(task)[keep]
+    coords = {}
+    for encoder in encoders:
+        features = workspace.features(encoder).take(ids)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            coords[encoder.label] = tsne_map(features, seed, iterations)
+    if not coords:
+        return None
+    return plot_embedding_map(coords, labels, f"PTB-XL records by superclass ({len(ids)} records), frozen features")
+
+
+def superclass_labels(task) -> np.ndarray:
+    """One superclass per record of `task`, a superdiagnostic `PTBXLTask` ("multiple" for several)."""
+    classes = np.asarray(task.classes)
+    return np.array([classes[row.astype(bool)][0] if row.sum() == 1 else "multiple" for row in task.y])
+
+
+def tsne_map(features: np.ndarray, seed: int = 0, iterations: int = 1000) -> np.ndarray:
+    """2-D t-SNE coordinates of standardised features.
+
+    Args:
+        features: (records, dim).
+        seed: t-SNE's random state.
+        iterations: optimisation steps (at least 250; 1000 is scikit-learn's default).
+    """
+    from sklearn.manifold import TSNE
+
+    x = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    perplexity = float(min(30.0, max(5.0, (len(x) - 1) / 4)))  # perplexity must stay below the number of points
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                max_iter=max(250, int(iterations))).fit_transform(x)
+
+
+# --- the command line --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

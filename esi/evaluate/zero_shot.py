@@ -1,7 +1,7 @@
 """Zero-shot classification with an ESI model: no training, text prompts as the classifier.
 
 For each class of a PTB-XL task:
-  class name    the English name of the label (`esi.evaluate.features.class_names`): scp_statements.csv's
+  class name    the English name of the label (`esi.evaluate.workspace.class_names`): scp_statements.csv's
                 `description` for SCP codes ("IMI" -> "inferior myocardial infarction"), a fixed name for the
                 benchmark's label groups ("MI" -> "myocardial infarction"), or a name from the params;
   description   the waveform description of that finding from a statement -> description dictionary (the Cardio
@@ -13,8 +13,9 @@ The class's text embedding is the normalised mean of its prompts' embeddings; an
 the cosine similarity of its ECG embedding with it. Macro AUROC and AUPRC on fold 10 (bootstrap interval) per
 task, with the p-value of a paired test against the same model with a random-init ECG side.
 
-    table = run_zero_shot([EncoderSpec(kind="esi", path="outputs/run/model")], "data/ptbxl",
-                          waveform_dict="outputs/cqa/ptbxl_descriptions.json", run_dir="outputs/run")
+    workspace = Workspace("outputs/run", "data/ptbxl")
+    results = run_zero_shot([EncoderSpec(kind="esi", path="outputs/run/model")], workspace,
+                            waveform_dict="outputs/cqa/ptbxl_descriptions.json")
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -31,8 +31,8 @@ from torch import nn
 
 from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, twin_labels,
                                    weights_identity)
-from esi.evaluate.features import (ProtocolResults, Workspace, attach_p_values, classification_rows, join_notes,
-                                   save_predictions)
+from esi.evaluate.results import ProtocolResults, attach_p_values, classification_rows, join_notes, save_predictions
+from esi.evaluate.workspace import Workspace
 from esi.paths import resolve
 
 PROTOCOL = "zero_shot"
@@ -159,15 +159,33 @@ def load_esi_model(spec: EncoderSpec, device: str = "cpu", random_ecg: bool = Fa
                          leads=LEAD_ORDERS[leads], identity=weights_identity(wrapper, preprocessing), spec=spec)
 
 
-def zero_shot_results(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: Sequence[str] = DEFAULT_TASKS, *,
-                      waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
-                      no_description_template: str = NO_DESCRIPTION_TEMPLATE,
-                      names: Mapping[str, str] | None = None, folds: Sequence[int] = (10,), n_boot: int = 100,
-                      ci_level: float = 0.90, significance_resamples: int = 1000, seed: int = 0,
-                      min_samples: int = 0, random_baselines: bool = True) -> ProtocolResults:
-    """Zero-shot macro AUROC and AUPRC of every ESI model on the records of `folds`, in a `workspace`.
+def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: Sequence[str] = DEFAULT_TASKS, *,
+                  waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
+                  no_description_template: str = NO_DESCRIPTION_TEMPLATE, names: Mapping[str, str] | None = None,
+                  folds: Sequence[int] = (10,), n_boot: int = 100, ci_level: float = 0.90,
+                  significance_resamples: int = 1000, seed: int = 0, min_samples: int = 0,
+                  random_baselines: bool = True) -> ProtocolResults:
+    """Zero-shot macro AUROC and AUPRC of every ESI model on the records of `folds`, per task.
 
-    The other arguments are those of `run_zero_shot`. The prompts used are written to <run_dir>/evaluate/zero_shot_prompts.json.
+    Args:
+        encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
+        workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
+        tasks: PTB-XL tasks.
+        waveform_dict: statement -> description JSON (CQA output); None: prompts from class names only.
+        templates: prompt templates with {class_name} and {description}; embeddings averaged over them.
+        no_description_template: the prompt of a class without a description ({class_name}).
+        names: class label -> English name, overriding the defaults (see `class_names`).
+        folds: the PTB-XL folds scored (default the test fold 10).
+        n_boot: bootstrap resamples.
+        ci_level: coverage of the interval (0.90, the PTB-XL benchmark's).
+        significance_resamples: resamples of the paired test against the random-init twin.
+        seed: bootstrap seed (and of the random-init baseline's weights via the spec).
+        min_samples: keep classes with more than this many records.
+        random_baselines: also score each model with a random-init ECG encoder (chance level expected).
+
+    Returns:
+        `ProtocolResults`. The prompts used are written to <run_dir>/evaluate/zero_shot_prompts.json, test-set
+        scores to <run_dir>/evaluate/predictions/zero_shot/<task>/.
     """
     from esi.data.ptbxl import load_statements
     from esi.data.statements import load_waveform_dict
@@ -215,45 +233,3 @@ def zero_shot_results(encoders: Sequence[EncoderSpec], workspace: Workspace, tas
     path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
     attach_p_values(outputs, twin_labels(models), n_resamples=significance_resamples, seed=0)
     return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
-
-
-def run_zero_shot(encoders: Sequence[EncoderSpec], ptbxl_root: str | os.PathLike, tasks: Sequence[str] = DEFAULT_TASKS,
-                  *, waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
-                  no_description_template: str = NO_DESCRIPTION_TEMPLATE, names: Mapping[str, str] | None = None,
-                  folds: Sequence[int] = (10,), run_dir: str | os.PathLike | None = None,
-                  store_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                  n_boot: int = 100, ci_level: float = 0.90, significance_resamples: int = 1000, seed: int = 0,
-                  min_samples: int = 0, random_baselines: bool = True, batch_size: int = 32, device: str = "cpu",
-                  workers: int | None = None, progress: bool = True):
-    """Zero-shot macro AUROC and AUPRC per task as a tidy DataFrame (see RESULT_COLUMNS).
-
-    Args:
-        encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
-        ptbxl_root: the PTB-XL folder.
-        tasks: PTB-XL tasks.
-        waveform_dict: statement -> description JSON (CQA output); None: prompts from class names only.
-        templates: prompt templates with {class_name} and {description}; embeddings averaged over them.
-        no_description_template: the prompt of a class without a description ({class_name}).
-        names: class label -> English name, overriding the defaults (see `class_names`).
-        folds: the PTB-XL folds scored (default the test fold 10).
-        run_dir: where stores, features, predictions and the prompts go (default outputs/evaluate).
-        store_dir: converted PTB-XL stores (default <run_dir>/evaluate/stores).
-        cache_dir: cached features (default <run_dir>/evaluate/features).
-        n_boot: bootstrap resamples.
-        ci_level: coverage of the interval (0.90, the PTB-XL benchmark's).
-        significance_resamples: resamples of the paired test against the random-init twin.
-        seed: bootstrap seed (and of the random-init baseline's weights via the spec).
-        min_samples: keep classes with more than this many records.
-        random_baselines: also score each model with a random-init ECG encoder (chance level expected).
-        batch_size: records per forward pass.
-        device: torch device.
-        workers: processes for the one-off PTB-XL conversion.
-        progress: show progress bars.
-    """
-    workspace = Workspace(run_dir, ptbxl_root, store_dir=store_dir, cache_dir=cache_dir, device=device,
-                          batch_size=batch_size, workers=workers, progress=progress)
-    return zero_shot_results(encoders, workspace, tasks, waveform_dict=waveform_dict, templates=templates,
-                             no_description_template=no_description_template, names=names, folds=folds,
-                             n_boot=n_boot, ci_level=ci_level, significance_resamples=significance_resamples,
-                             seed=seed, min_samples=min_samples,
-                             random_baselines=random_baselines).table

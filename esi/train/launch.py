@@ -1,6 +1,6 @@
 """Start pretraining from a notebook (or any Python program) as a child process.
 
-    from esi.launch import launch_training
+    from esi.train.launch import launch_training
     launch_training(["params/demo.yaml"], overrides=["train_epochs=3"], nproc_per_node=2)
 
 A Jupyter kernel must never fork itself once CUDA is initialised, and torch.distributed wants one process per
@@ -24,8 +24,8 @@ import subprocess
 import sys
 from typing import Mapping, Sequence
 
-from esi.dist import DEFAULT_MASTER_PORT
 from esi.paths import repo_root, resolve
+from esi.train.distributed import DEFAULT_MASTER_PORT
 
 # Lines of output quoted in the error of a failed run.
 _TAIL_LINES = 40

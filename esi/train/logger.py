@@ -1,4 +1,4 @@
-"""Training metrics: retrieval recall@k, and a logger that writes CSV (+ TensorBoard).
+"""The training metrics logger: one CSV row per logged step (+ TensorBoard).
 
 The CSV is the source of truth that notebooks plot from; it is appended row by row and flushed, so a live
 plot can read it while training runs. On resume, rows newer than the resumed step (written by the killed run
@@ -12,24 +12,6 @@ import math
 import os
 from pathlib import Path
 from typing import Mapping
-
-import torch
-
-
-@torch.no_grad()
-def retrieval_recall(ecg_latents: torch.Tensor, text_latents: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
-    """ECG->text recall@k for paired rows: the fraction of ECGs whose own text ranks in the top k.
-
-    Latents are L2-normalised inside. Chance level of recall@k is k / n.
-    """
-    e = torch.nn.functional.normalize(ecg_latents.float(), dim=-1)
-    t = torch.nn.functional.normalize(text_latents.float(), dim=-1)
-    sims = e @ t.T                                             # (n, n)
-    own = sims.diagonal().unsqueeze(1)
-    # rank = number of texts scored strictly higher than the true one (ties count in the ECG's favour)
-    rank = (sims > own).sum(dim=1)
-    n = sims.shape[0]
-    return {f"recall@{k}": float((rank < k).float().mean()) for k in ks if k <= n}
 
 
 class MetricsLogger:

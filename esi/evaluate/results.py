@@ -1,0 +1,257 @@
+"""The tidy results of an evaluation: how every protocol scores a model into rows, and how a run's tables are
+merged, written and shown.
+
+    out = classification_rows("superdiagnostic", "linear_probe", "ESI", classes, y_true, y_score,
+                              recipe="esi_probe", selection="fold9_best")     # macro AUROC/AUPRC + per-class rows
+    results = ProtocolResults.from_rows(out["rows"], out["per_class"])
+    write_results(run_dir, results.table, results.per_class)                  # results.csv/json, per_class.csv
+    results_pivot(results.table)                                              # one column per encoder
+
+One row of the table (RESULT_COLUMNS) is one number: a task, a protocol, an encoder, a metric, its bootstrap
+interval and the p-value against the encoder's random-init twin, with what produced it (recipe, selection,
+subset draw) and the notes a reader needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from esi.evaluate.metrics import (bootstrap_metrics, paired_bootstrap_test, per_class_auroc,
+                                 per_class_average_precision, scorable)
+
+RESULT_COLUMNS = ("task", "protocol", "recipe", "selection", "subset_draw", "label_fraction", "encoder", "metric",
+                  "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test", "n_train", "seed", "notes")
+PER_CLASS_COLUMNS = ("task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class", "class_name", "auroc",
+                     "auprc", "n_positive_test")
+# The macro metrics every classification protocol reports (AUPRC beside AUROC: the field's practice for
+# imbalanced labels).
+CLASSIFICATION_METRICS = ("macro_auroc", "macro_auprc")
+# PTB-XL's fold 10 holds 2,198 records; with fewer than this many, results are a smoke test, not a benchmark.
+SMOKE_TEST_RECORDS = 500
+
+
+def smoke_note(n_test: int) -> str:
+    """The note every result scored on only `n_test` < SMOKE_TEST_RECORDS records carries ("" otherwise)."""
+    if n_test < SMOKE_TEST_RECORDS:
+        return (f"smoke-sized: {n_test} test records (< {SMOKE_TEST_RECORDS}; PTB-XL fold 10 has 2,198), "
+                "not comparable to published numbers")
+    return ""
+
+
+def join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def result_row(task: str, protocol: str, encoder: str, metric: str, value: float, ci_low: float = float("nan"),
+               ci_high: float = float("nan"), *, recipe: str = "", selection: str = "", subset_draw: str = "",
+               ci_level: float = float("nan"), p_value: float = float("nan"), label_fraction: float = float("nan"),
+               n_test: int = 0, n_train: int = 0, seed: int | None = None, notes: str = "",
+               size_note: bool = True) -> dict:
+    """One row of the tidy results table (RESULT_COLUMNS).
+
+    Args:
+        task, protocol, encoder, metric: what was measured, how, on which encoder.
+        value, ci_low, ci_high: the result and its bootstrap interval.
+        recipe: the named training recipe that produced it ("benchmark", "esi", ...; "" where nothing is trained).
+        selection: how the scored model was chosen ("final_epoch", "fold9_best", "none").
+        subset_draw: how a label fraction of the training records was drawn ("merl", "every_class", "all").
+        ci_level: coverage of [ci_low, ci_high] (0.90: the benchmark's 5th-95th percentiles).
+        p_value: paired test against the encoder's random-init twin on the same test records (NaN: no twin).
+        label_fraction: share of the training labels used (NaN where none are used).
+        n_test, n_train: records scored and records trained on.
+        seed: the seed of the run.
+        notes: facts a reader needs (model selection, coverage, ...).
+        size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
+            size, such as identification's probes, write their own).
+    """
+    return {"task": task, "protocol": protocol, "recipe": recipe, "selection": selection, "subset_draw": subset_draw,
+            "label_fraction": label_fraction, "encoder": encoder, "metric": metric, "value": float(value),
+            "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
+            "p_value": float(p_value), "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
+            "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
+
+
+def unscorable_note(y_true: np.ndarray, classes) -> str:
+    """The note naming the classes that cannot be scored on these test labels (no positive or no negative)."""
+    left_out = [c for c, ok in zip(classes, scorable(y_true)) if not ok]
+    if not left_out:
+        return ""
+    shown = ", ".join(left_out[:8]) + (", ..." if len(left_out) > 8 else "")
+    return (f"{len(left_out)} of {len(classes)} class(es) not scorable on the test records (no positive or no "
+            f"negative), left out of the macro means: {shown}")
+
+
+def classification_rows(task: str, protocol: str, encoder: str, classes, y_true: np.ndarray, y_score: np.ndarray, *,
+                        recipe: str, selection: str, subset_draw: str = "", label_fraction: float = float("nan"),
+                        n_train: int = 0, seed: int = 0, n_boot: int = 100, ci_level: float = 0.90,
+                        notes: str = "", names=None) -> dict:
+    """Score one model's test predictions: macro AUROC and AUPRC rows with bootstrap intervals, per-class rows.
+
+    Every classification protocol ends here, so every one reports the same metrics the same way: a non-finite
+    score is an error naming the encoder, task and class (never a class quietly left out), classes without
+    both labels on the test set are named in the notes, and both metrics share the same resamples.
+
+    Args:
+        task, protocol, encoder: as in the results table.
+        classes: class labels, aligned with the columns of y_true and y_score.
+        y_true, y_score: (records, classes) test labels and scores.
+        recipe, selection, subset_draw, label_fraction, n_train, seed: as in `result_row`.
+        n_boot: bootstrap resamples of the test records (drawn with `seed`).
+        ci_level: coverage of the interval.
+        notes: the protocol's own notes.
+        names: class label -> English name for the per-class rows.
+
+    Returns:
+        {"rows": [macro_auroc row, macro_auprc row], "per_class": per-class rows}.
+    """
+    where = f"{encoder} / {task} / {protocol}"
+    results = bootstrap_metrics(y_true, y_score, metrics=CLASSIFICATION_METRICS, n_boot=n_boot, level=ci_level,
+                                seed=seed, classes=list(classes), where=where)
+    notes = join_notes(unscorable_note(y_true, classes), notes)
+    rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, recipe=recipe, selection=selection,
+                       subset_draw=subset_draw, ci_level=r.level, label_fraction=label_fraction,
+                       n_test=len(y_true), n_train=n_train, seed=seed, notes=notes)
+            for metric, r in results.items()]
+    aucs, aps = per_class_auroc(y_true, y_score), per_class_average_precision(y_true, y_score)
+    names = names or {}
+    per_class = [{"task": task, "protocol": protocol, "recipe": recipe, "label_fraction": label_fraction,
+                  "encoder": encoder, "seed": seed, "class": c, "class_name": names.get(c, c), "auroc": float(a),
+                  "auprc": float(ap), "n_positive_test": int(y_true[:, j].sum())}
+                 for j, (c, a, ap) in enumerate(zip(classes, aucs, aps))]
+    return {"rows": rows, "per_class": per_class}
+
+
+def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, classes, ecg_ids, **extra) -> Path:
+    """Write one model's test-set scores (for figures and later analysis) as npz at `path`.
+
+    Args:
+        path: the .npz file (folders created).
+        y_true: (records, classes) labels; y_score: (records, classes) scores.
+        classes: class labels; ecg_ids: (records,) the records.
+        extra: further named values stored alongside (encoder, label_fraction, seed, pretrained, ...).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        np.savez(handle, y_true=np.asarray(y_true, dtype=np.uint8), y_score=np.asarray(y_score, dtype=np.float32),
+                 classes=np.asarray(list(classes)).astype(str), ecg_ids=np.asarray(ecg_ids, dtype=np.int64),
+                 **{k: np.asarray(v) for k, v in extra.items()})
+    return path
+
+
+def load_predictions(path: Path) -> dict:
+    """The arrays `save_predictions` (or the identification protocol) wrote at `path`, by name."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def attach_p_values(outputs: list[dict], twins: dict[str, str], n_resamples: int = 1000, seed: int = 0) -> None:
+    """Set `p_value` on the rows of every pretrained model from a paired test against its random-init twin.
+
+    The twin's output must score the same test records under the same key (task, fraction, seed, ...); both
+    models are resampled with the same record indices (`paired_bootstrap_test`), so the test sees their
+    difference, not the spread of either alone.
+
+    Args:
+        outputs: one dict per scored model: "encoder" (label), "key" (anything hashable naming the comparison
+            cell), "rows" (its result rows, changed in place), "y_true", "y_score".
+        twins: pretrained label -> twin label (`esi.evaluate.encoders.twin_labels`).
+        n_resamples: bootstrap resamples of the paired test.
+        seed: seed of the resamples.
+    """
+    by_cell = {(o["key"], o["encoder"]): o for o in outputs}
+    for out in outputs:
+        base = by_cell.get((out["key"], twins.get(out["encoder"])))
+        if base is None:
+            continue
+        if not np.array_equal(out["y_true"], base["y_true"]):
+            raise ValueError(f"{out['encoder']} and its twin {base['encoder']} were scored on different test "
+                             f"records ({out['key']}); a paired test needs the same records")
+        for row in out["rows"]:
+            test = paired_bootstrap_test(out["y_true"], out["y_score"], base["y_score"], metric=row["metric"],
+                                         n_resamples=n_resamples, seed=seed)
+            row["p_value"] = test.p_value
+            row["notes"] = join_notes(row["notes"], f"p vs {base['encoder']}: paired bootstrap over the same "
+                                                    f"{len(out['y_true'])} test records ({test.n_resamples} "
+                                                    f"resamples), difference {test.delta:+.3f}")
+
+
+@dataclass
+class ProtocolResults:
+    """What a protocol returns: the tidy results (RESULT_COLUMNS) and per-class AUROCs (PER_CLASS_COLUMNS)."""
+
+    table: pd.DataFrame
+    per_class: pd.DataFrame
+
+    @classmethod
+    def from_rows(cls, rows: list[dict], per_class_rows: list[dict]) -> ProtocolResults:
+        """Both tables from lists of row dicts (`result_row` and `per_class_rows` output)."""
+        return cls(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)),
+                   pd.DataFrame(per_class_rows, columns=list(PER_CLASS_COLUMNS)))
+
+    @classmethod
+    def concat(cls, parts: Sequence[ProtocolResults]) -> ProtocolResults:
+        """The results of several protocols, one below the other (empty tables with the columns if none)."""
+        table = pd.concat([p.table for p in parts if len(p.table)] or [pd.DataFrame(columns=list(RESULT_COLUMNS))],
+                          ignore_index=True)
+        per_class = pd.concat([p.per_class for p in parts if len(p.per_class)]
+                              or [pd.DataFrame(columns=list(PER_CLASS_COLUMNS))], ignore_index=True)
+        return cls(table, per_class)
+
+
+# --- a run's tables: written, printed, pivoted --------------------------------------------------------------
+
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+PER_CLASS_CSV = "per_class.csv"
+
+
+def write_results(run_dir: Path, table: pd.DataFrame, per_class: pd.DataFrame) -> None:
+    """Write the tidy `table` as results.csv and results.json (a list of row objects; NaN as null) and the
+    `per_class` table as per_class.csv, in `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(run_dir / RESULTS_CSV, index=False)
+    records = json.loads(table.to_json(orient="records"))  # pandas writes NaN as null: valid JSON
+    (run_dir / RESULTS_JSON).write_text(json.dumps(records, indent=2) + "\n")
+    per_class.to_csv(run_dir / PER_CLASS_CSV, index=False)
+
+
+def _fraction_text(fraction) -> str:
+    return "" if pd.isna(fraction) else f"{fraction:g}"
+
+
+def _interval_texts(table: pd.DataFrame) -> list[str]:
+    """"value [ci_low, ci_high]" of every row."""
+    return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(table["value"], table["ci_low"], table["ci_high"])]
+
+
+def summary(table: pd.DataFrame) -> str:
+    """A compact text table of the results (value [ci_low, ci_high]) for the terminal."""
+    if table.empty:
+        return "(no results)"
+    shown = table.assign(fraction=table["label_fraction"].map(_fraction_text), result=_interval_texts(table))
+    return shown[["protocol", "task", "fraction", "encoder", "metric", "result", "n_test"]].to_string(index=False)
+
+
+def results_pivot(table: pd.DataFrame) -> pd.DataFrame:
+    """The tidy results as one row per (protocol, recipe, task, label fraction, metric) and one column per encoder.
+
+    Cells read "value [ci_low, ci_high]", followed by "p=..." (paired test against the random-init twin) where the
+    row has one.
+    """
+    if table.empty:
+        return pd.DataFrame()
+    p_values = table["p_value"] if "p_value" in table else pd.Series(float("nan"), index=table.index)
+    shown = table.assign(result=[text + ("" if pd.isna(p) else f" p={p:.2g}")
+                                 for text, p in zip(_interval_texts(table), p_values)],
+                         fraction=table["label_fraction"].map(_fraction_text),
+                         recipe=table["recipe"].fillna("") if "recipe" in table else "")
+    keys = ["protocol", "recipe", "task", "fraction", "metric"]
+    pivot = shown.pivot_table(index=keys, columns="encoder", values="result", aggfunc="first", sort=False)
+    pivot.columns.name = None
+    return pivot.fillna("")       # an encoder a protocol does not run (e.g. the supervised baseline) shows blank
