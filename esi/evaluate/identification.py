@@ -33,6 +33,7 @@ from esi.evaluate.results import ProtocolResults, join_notes, result_row
 from esi.evaluate.workspace import Workspace
 
 PROTOCOL = "identification"
+RECIPE = "earliest_record_gallery"  # gallery: each patient's first record; probes: the later ones
 TASK = "patient_identification"
 # Identification has no fixed test fold; under this many probes the result is a smoke test.
 SMOKE_PROBES = 500
@@ -194,6 +195,7 @@ def identification_rows(label: str, outcome: IdentificationOutcome, split: Ident
             value = float(hits.mean()) if n_test else float("nan")
             low, high = bootstrap_accuracy(hits, n_boot, level=level, seed=seed)
             rows.append(result_row(TASK, PROTOCOL, label, f"top{k}_accuracy{suffix}", value, low, high,
+                                   recipe=RECIPE, selection="none",
                                    ci_level=level, n_test=n_test, seed=seed,
                                    notes=join_notes(size_note, facts, notes), size_note=False))
     return rows

@@ -36,6 +36,8 @@ from esi.evaluate.workspace import Workspace
 from esi.paths import resolve
 
 PROTOCOL = "zero_shot"
+# The results' recipe column: what the class prompts were built from (nothing is trained).
+PROMPT_RECIPES = {True: "name_and_description_prompts", False: "class_name_prompts"}
 DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
 DEFAULT_TEMPLATES = ("ECG showing {class_name}. {description}",)
 NO_DESCRIPTION_TEMPLATE = "ECG showing {class_name}."
@@ -222,7 +224,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
             text = class_embeddings(model.module.model, prompts)
             scores = zero_shot_scores(latents, text)
             out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
-                                      recipe="", selection="none", seed=seed, n_boot=n_boot, ci_level=ci_level,
+                                      recipe=PROMPT_RECIPES[descriptions_dict is not None], selection="none",
+                                      seed=seed, n_boot=n_boot, ci_level=ci_level,
                                       notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
             outputs.append({**out, "encoder": model.label, "key": task_name, "y_true": test.y, "y_score": scores})
             per_class.extend(out["per_class"])
