@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 
 # Executes notebooks 01-04 with papermill on $(PARAMS) into outputs/demo/ and renders them (outputs/demo/index.html).
 demo: setup
-	$(PY) -m esi.demo --config $(PARAMS)
+	$(PY) -m esi.report --config $(PARAMS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

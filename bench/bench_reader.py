@@ -1,4 +1,4 @@
-"""Throughput of esi.data.read_ecg against a plain wfdb.rdsamp loop, on the PTB-XL records of ../shared.
+"""Throughput of esi.data.reader.read_ecg against a plain wfdb.rdsamp loop, on the PTB-XL records of ../shared.
 
     python bench/bench_reader.py                      # both rates, best of 3 passes
     python bench/bench_reader.py --rates 500 --repeat 5
@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from anywhere
 
 import wfdb  # noqa: E402
 
-from esi.data import read_ecg  # noqa: E402
+from esi.data.reader import read_ecg  # noqa: E402
 
 
 def best_pass_seconds(readers: dict, paths: list[str], repeat: int) -> dict[str, float]:

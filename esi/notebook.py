@@ -69,7 +69,7 @@ class RunConfig:
 
 @dataclass
 class DemoConfig:
-    """The offline demo corpus (params keys `demo_<field>`; see esi.data.demo.generate_demo).
+    """The offline demo corpus (params keys `demo_<field>`; see esi.data.demo_corpus.generate_demo).
 
     corpus_dir: where to generate it; "" = no demo corpus (real data: the paths of the other stages point at it).
     n_mimic: records in the MIMIC-IV-ECG layout (the ECG-text pairs).
@@ -347,11 +347,11 @@ def ensure_demo_corpus(params: Params, progress: bool = True):
     """Generate the demo corpus if `demo_corpus_dir` is set (a finished one is reused); None otherwise.
 
     Returns:
-        esi.data.demo.DemoPaths, or None when the run uses real data.
+        esi.data.demo_corpus.DemoPaths, or None when the run uses real data.
     """
     if not params.demo.corpus_dir:
         return None
-    from esi.data.demo import generate_demo
+    from esi.data.demo_corpus import generate_demo
 
     return generate_demo(params.demo.corpus_dir, n_mimic=params.demo.n_mimic, n_ptbxl=params.demo.n_ptbxl,
                          seed=params.demo.seed, progress=progress)

@@ -4,10 +4,18 @@
     report = run_notebooks(values)                       # 01 -> 04 into <run folder>/notebooks/
     report.ok, report.index_html
 
-Command line (what `make demo` runs through esi.demo):
+Command line (`make demo` runs it on params/demo.yaml: the whole chain offline, on CPU, in minutes):
 
     python -m esi.report --config params/demo.yaml [--config more.yaml] [--set key=value] [--out DIR]
                          [--only 03 04] [--kernel NAME]
+
+On params/demo.yaml the four notebooks do:
+
+  01 Cardio Query Assistant  generates the demo corpus, builds the knowledge index, describes every machine
+                             statement of the corpus (extractive backend) -> outputs/demo/cqa/waveform_dict.json
+  02 data exploration        converts the corpus into an ECG store, tables, text lengths, ECGs on paper, beats
+  03 pretraining             esi.train: convnextv2_atto + the bundled MiniLM -> outputs/demo/pretrain/model
+  04 PTB-XL evaluation       esi.evaluate on the demo's PTB-XL-layout set -> outputs/demo/results.csv, figures
 
 Each notebook runs in order with the same parameters; the first failing cell stops the chain (the later
 notebooks depend on its outputs). The executed notebook is kept with the error visible (papermill marks the
@@ -312,14 +320,13 @@ figcaption {{ font-size: 0.85em; color: #444; }}
     return path
 
 
-def build_parser(prog: str = "python -m esi.report", default_config: Sequence[str] = ()) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog="python -m esi.report",
         description="Execute the ESI notebooks (01 CQA, 02 data, 03 pretraining, 04 PTB-XL evaluation) with "
                     "papermill on a params file, render them to HTML and write index.html in the run folder.")
     parser.add_argument("--config", "-f", action="append", default=None, metavar="YAML",
-                        help="params file(s), layered key by key as papermill -f does; later files win"
-                             + (f" (default: {' '.join(default_config)})" if default_config else ""))
+                        help="params file(s), layered key by key as papermill -f does; later files win")
     parser.add_argument("--set", "-p", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter, e.g. --set train_epochs=2 (values are YAML)")
     parser.add_argument("--out", default=None, metavar="DIR",
@@ -331,14 +338,13 @@ def build_parser(prog: str = "python -m esi.report", default_config: Sequence[st
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m esi.report",
-         default_config: Sequence[str] = ()) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0: every notebook ran, 1: one failed, 2: bad parameters)."""
     from esi.config import ConfigError, parse_override
     from esi.notebook import layer_params, relocate
 
-    args = build_parser(prog, default_config).parse_args(argv)
-    files = args.config or list(default_config)
+    args = build_parser().parse_args(argv)
+    files = args.config
     if not files:
         print("error: give at least one params file with --config", file=sys.stderr)
         return 2

@@ -140,7 +140,7 @@ NOTEBOOKS["01_cardio_query_assistant"] = [
     ("code", CORPUS),
     ("md", "## The knowledge index\n\nBuilt once per content (knowledge base, user documents, embedding model, "
            "chunking) and kept under `cqa_index_dir`; unchanged sources are loaded instead of re-embedded."),
-    ("code", "from esi.rag import build_index\n\n"
+    ("code", "from esi.rag.index import build_index\n\n"
              "index = build_index(params.cqa)\n"
              "print(f\"{len(index.entries)} knowledge entries, {index.n_nodes} indexed nodes, \"\n"
              "      f\"{'built now' if index.rebuilt else 'loaded'} from {index.directory}\")"),
@@ -149,7 +149,7 @@ NOTEBOOKS["01_cardio_query_assistant"] = [
            "form, and one description serves them all."),
     ("code", "import pandas as pd\n\n"
              "from esi.notebook import statements_path\n"
-             "from esi.rag import load_vocabulary\n\n"
+             "from esi.rag.vocabulary import load_vocabulary\n\n"
              "vocabulary = load_vocabulary(statements_path(params))\n"
              "print(f\"{len(vocabulary)} distinct statements, {len(vocabulary.groups())} normal forms, \"\n"
              "      f\"from {vocabulary.source}\")\n"
@@ -157,7 +157,7 @@ NOTEBOOKS["01_cardio_query_assistant"] = [
     ("md", "## Retrieval examples\n\nThe knowledge entries retrieved for the queries in `data_queries`. A score "
            "of 1.0 is an exact name or alias match (\"LBBB\"); lower scores are embedding similarity. A statement "
            "is described only from entries scoring at least `cqa_min_score`."),
-    ("code", "from esi.rag import query\n\n"
+    ("code", "from esi.rag.index import query\n\n"
              "rows = [(q, rank, hit.entry_id, round(hit.score, 3), hit.match)\n"
              "        for q in params.data.queries\n"
              "        for rank, hit in enumerate(query(index, q, k=params.cqa.top_k), 1) if hit.entry_id]\n"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from esi.beats import class_average_beats, detect_qrs, heart_rate, median_beat
-from esi.data.demo import simulate_record
+from esi.data.demo_corpus import simulate_record
 from esi.data.reader import read_ecg
 
 # Rhythms and QRS shapes that trip single-lead detectors: irregular AF, the wide negative QRS of LBBB in V1,

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 import wfdb
 
-from esi.data import STANDARD_LEADS, ECGStore, read_ecg
 from esi.data.convert import KILL_AFTER_ENV, convert, resample_ecg
-from esi.data.store import StoreSettingsError
+from esi.data.leads import STANDARD_LEADS
+from esi.data.reader import read_ecg
+from esi.data.store import ECGStore, StoreSettingsError
 
 REPO = Path(__file__).resolve().parents[1]
 N_RECORDS = 48

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from esi.data import ECGStore
 from esi.data.convert import convert
 from esi.data.datasets import ECGDataset, collate
+from esi.data.store import ECGStore
 from esi.data.transforms import Augment, Scaler, fit_scaler, normalize, sliding_windows, window_starts
 
 

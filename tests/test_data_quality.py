@@ -1,4 +1,4 @@
-"""esi.data.quality_flags on real PTB-XL records and on records written here with wfdb.wrsamp."""
+"""esi.data.quality.quality_flags on real PTB-XL records and on records written here with wfdb.wrsamp."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import wfdb
 
-from esi.data import STANDARD_LEADS, quality_flags, read_ecg
-from esi.data.quality import QUALITY_FLAGS, digital_quality_flags, flat_leads, saturated_leads
-from esi.data.reader import read_digital
+from esi.data.leads import STANDARD_LEADS
+from esi.data.quality import QUALITY_FLAGS, digital_quality_flags, flat_leads, quality_flags, saturated_leads
+from esi.data.reader import read_digital, read_ecg
 
 
 def write_record(directory: Path, name: str, digital: np.ndarray, sig_names=STANDARD_LEADS, fs: float = 500,

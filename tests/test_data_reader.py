@@ -1,4 +1,4 @@
-"""esi.data.read_ecg on real WFDB files: PTB-XL records and records written here with wfdb.wrsamp."""
+"""esi.data.reader.read_ecg on real WFDB files: PTB-XL records and records written here with wfdb.wrsamp."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import scipy.io
 import wfdb
 
-from esi.data import ECGFormatError, MIMIC_LEADS, STANDARD_LEADS, read_ecg
-from esi.data.reader import read_digital, uses_fast_path
+from esi.data.ecg import ECGFormatError
+from esi.data.leads import MIMIC_LEADS, STANDARD_LEADS
+from esi.data.reader import read_digital, read_ecg, uses_fast_path
 
 
 def write_record(directory: Path, name: str, sig_names, digital: np.ndarray, fs: float = 500, gain: float = 200,

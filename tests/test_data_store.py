@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import wfdb
 
-from esi.data import MIMIC_LEADS, STANDARD_LEADS, ECGStore, quality_flags, read_ecg
 from esi.data.convert import convert
-from esi.data.quality import digital_quality_flags
-from esi.data.reader import read_digital
+from esi.data.leads import MIMIC_LEADS, STANDARD_LEADS
+from esi.data.quality import digital_quality_flags, quality_flags
+from esi.data.reader import read_digital, read_ecg
 from esi.data.sources import folder_records, load_records, mimic_records, ptbxl_records
-from esi.data.store import (ChunkWriter, ShardFile, StoreSettings, decode, encode, part_paths, prepare_store,
-                            shard_path)
+from esi.data.store import (ChunkWriter, ECGStore, ShardFile, StoreSettings, decode, encode, part_paths,
+                            prepare_store, shard_path)
 
 N_SUBSET = 48
 

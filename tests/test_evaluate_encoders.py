@@ -14,8 +14,8 @@ from esi.evaluate.config import load_evaluate_config
 from esi.evaluate.encoders import EncoderSpec, load_encoder, random_twin, with_random_baselines
 from esi.evaluate.features import store_rows
 from esi.evaluate.workspace import Workspace
-from esi.models import to_original_lead_order, zscore_whole_ecg
 from esi.models.convnextv2 import ConvNeXtV2Encoder
+from esi.models.original import to_original_lead_order, zscore_whole_ecg
 
 
 @pytest.fixture(scope="session")

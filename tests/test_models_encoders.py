@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from esi.models import ConvNeXtV2Encoder, EncoderOutput, count_parameters, create_encoder, list_encoders
-from esi.models.convnextv2 import ChannelLayerNorm, TimeNorm
+from esi.models import create_encoder
+from esi.models.convnextv2 import ChannelLayerNorm, ConvNeXtV2Encoder, TimeNorm
+from esi.models.registry import EncoderOutput, count_parameters, list_encoders
 
 # Depths and dims of every ConvNeXt V2 variant, written out from shared/reference/original_esi_checkpoint.md
 # (not read from esi.models, so a typo there shows up here).

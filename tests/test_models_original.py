@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from esi.data.leads import STANDARD_LEADS
-from esi.models import (ORIGINAL_LEAD_ORDER, OriginalCheckpointError, detect_original_variant,
-                        load_original_esi_checkpoint, to_original_lead_order, zscore_whole_ecg)
+from esi.models.original import (ORIGINAL_LEAD_ORDER, OriginalCheckpointError, detect_original_variant,
+                                 load_original_esi_checkpoint, to_original_lead_order, zscore_whole_ecg)
 
 ATTO = ((2, 2, 6, 2), (40, 80, 160, 320))
 FEMTO = ((2, 2, 6, 2), (48, 96, 192, 384))

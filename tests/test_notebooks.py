@@ -111,9 +111,9 @@ def test_a_mistyped_parameter_fails_the_notebook_naming_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_cell_fails_the_run_and_leaves_the_executed_notebook(tiny_run, tmp_path):
-    # esi.demo on the tiny run's own parameters, with the PTB-XL folder pointing nowhere: 04 must fail.
+    # esi.report on the tiny run's own parameters, with the PTB-XL folder pointing nowhere: 04 must fail.
     result = subprocess.run(
-        [sys.executable, "-m", "esi.demo", "--config", str(tiny_run.params_file), "--only", "04",
+        [sys.executable, "-m", "esi.report", "--config", str(tiny_run.params_file), "--only", "04",
          "--set", f"evaluate_ptbxl_root={tmp_path / 'missing'}", "--set", f"run_dir={tmp_path / 'run'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr

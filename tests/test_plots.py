@@ -6,7 +6,7 @@ import pytest
 import wfdb
 
 from esi.beats import class_average_beats
-from esi.data.demo import simulate_record
+from esi.data.demo_corpus import simulate_record
 from esi.data.reader import read_ecg
 from esi.plots import (
     PAPER_GAIN_MM_MV,

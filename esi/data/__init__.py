@@ -1,36 +1,25 @@
-"""ECG data layer: read WFDB records, convert them into a memory-mapped store, and load them.
+"""ECG data layer: read WFDB records, convert them into a memory-mapped store, pair them with texts, load them.
 
-Public names are imported lazily (PEP 562) so that `import esi.data` stays light: reading a record
-does not import torch, and torch is imported only when a Dataset is used.
+Import each name from the module that defines it; this package exports nothing, so `import esi.data` stays
+light (only `datasets` imports torch):
+
+    leads        STANDARD_LEADS, MIMIC_LEADS, canonical_lead, lead_indices
+    ecg          ECG (one record in memory), ECGFormatError
+    reader       read_ecg, read_digital (WFDB files -> ECG)
+    quality      quality_flags: missing, flat or saturated leads, repaired, resampled, short
+    sources      record lists of PTB-XL, MIMIC-IV-ECG or a folder, as one table
+    store        ECGStore (the memory-mapped store) and its on-disk format
+    convert      convert (WFDB records -> ECGStore; resumable; python -m esi.data.convert)
+    transforms   normalize, fit_scaler, Scaler, crops, sliding windows, Augment
+    datasets     ECGDataset (a torch Dataset over a store: crops, windows, normalisation, augmentation), collate
+    ptbxl        PTB-XL database, SCP statements, folds and the benchmark's tasks
+    mimic        load_pairs: MIMIC-IV-ECG records, machine statements and demographics as ECG-text pairs
+    statements   normalize_statement, StatementDict, load_waveform_dict (statement -> waveform description)
+    text         the texts ECGs are paired with (demographics + statements + descriptions)
+    tokens       tokenise a corpus once and cache the token ids
+    corpus       build_corpus: a store's ECGs paired with their texts, split into train and validation
+    demo_corpus  generate_demo: the offline demo corpus (python -m esi.data.demo_corpus)
+
+    from esi.data.reader import read_ecg
+    ecg = read_ecg("/data/ptb-xl/records500/00000/00001_hr")     # ECG: signal (12, n) in mV, fs, leads, mask
 """
-
-from __future__ import annotations
-
-from esi._lazy import lazy_exports
-
-_PUBLIC = {
-    "STANDARD_LEADS": "esi.data.leads",
-    "MIMIC_LEADS": "esi.data.leads",
-    "canonical_lead": "esi.data.leads",
-    "ECG": "esi.data.ecg",
-    "ECGFormatError": "esi.data.ecg",
-    "read_ecg": "esi.data.reader",
-    "read_digital": "esi.data.reader",
-    "quality_flags": "esi.data.quality",
-    "ECGStore": "esi.data.store",
-    "convert": "esi.data.convert",
-    "ECGDataset": "esi.data.datasets",
-    "fit_scaler": "esi.data.transforms",
-    "Scaler": "esi.data.transforms",
-    "sources": "esi.data.sources",
-    "corpus": "esi.data.corpus",
-    "ptbxl": "esi.data.ptbxl",
-    "mimic": "esi.data.mimic",
-    "text": "esi.data.text",
-    "statements": "esi.data.statements",
-    "load_waveform_dict": "esi.data.statements",
-    "demo": "esi.data.demo",
-}
-
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -43,7 +43,7 @@ def quality_flags(ecg: ECG, *, flat_ptp_mv: float = FLAT_PTP_MV, saturation_min_
     """The flags of QUALITY_FLAGS for one record, each True when the problem is present.
 
     Args:
-        ecg: the record, as returned by `esi.data.read_ecg`.
+        ecg: the record, as returned by `esi.data.reader.read_ecg`.
         flat_ptp_mv: a present lead with a smaller peak-to-peak amplitude (mV) is flat.
         saturation_min_s: a lead at its maximum or minimum value for at least this long in total is saturated.
         short_s: a recording shorter than this (seconds, at the source rate) is short.

@@ -4,33 +4,22 @@
     encoder = create_encoder("convnextv2_atto")
     out = encoder(x)            # x (batch, 12, time) -> out.tokens (B, n_tokens, dim), out.pooled (B, dim)
 
-Public names are imported lazily (PEP 562), like esi.data, so `import esi.models` stays light.
+`create_encoder` is the one name this package exports; import everything else from the module that defines it:
+
+    registry      create_encoder, list_encoders, count_parameters, EncoderOutput, CONVNEXTV2_VARIANTS
+    convnextv2    ConvNeXtV2Encoder
+    xresnet1d     XResNet1d (the PTB-XL benchmark's xresnet1d101)
+    esi_model     ESIModel, ESIConfig (ECG encoder + text encoder + caption decoder; save_pretrained, from_pretrained)
+    caption       AttentionPooler, CaptionDecoder, greedy_search, beam_search
+    losses        contrastive_loss, caption_loss
+    distributed   the gathers and reductions the losses need across ranks
+    text_encoder  load_text_encoder (bundled MiniLM or a Hugging Face model), TextEncoderNotAvailable
+    pretrained    load_ecg_encoder (the ECG encoder of a saved ESI model)
+    original      load_original_esi_checkpoint and the original release's lead order and normalisation
+
+Importing this package does not import torch; building an encoder does.
 """
 
-from __future__ import annotations
+from esi.models.registry import create_encoder
 
-from esi._lazy import lazy_exports
-
-_PUBLIC = {
-    "EncoderOutput": "esi.models.registry",
-    "create_encoder": "esi.models.registry",
-    "list_encoders": "esi.models.registry",
-    "count_parameters": "esi.models.registry",
-    "CONVNEXTV2_VARIANTS": "esi.models.registry",
-    "ConvNeXtV2Encoder": "esi.models.convnextv2",
-    "XResNet1d": "esi.models.xresnet1d",
-    "load_original_esi_checkpoint": "esi.models.original",
-    "detect_original_variant": "esi.models.original",
-    "OriginalCheckpointError": "esi.models.original",
-    "ORIGINAL_LEAD_ORDER": "esi.models.original",
-    "to_original_lead_order": "esi.models.original",
-    "zscore_whole_ecg": "esi.models.original",
-    "ESIModel": "esi.models.esi_model",
-    "ESIConfig": "esi.models.esi_model",
-    "load_ecg_encoder": "esi.models.pretrained",
-    "load_text_encoder": "esi.models.text_encoder",
-    "TextEncoderNotAvailable": "esi.models.text_encoder",
-}
-
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__all__ = ["create_encoder"]

@@ -5,17 +5,18 @@ tokens (batch, n_tokens, dim) for attention pooling, pooled (batch, dim) for con
 heads. Each encoder also has `.dim` (token and pooled width), `.reduction` (input samples per token) and
 `encode(x)` (pooled only).
 
-This module imports no model file at import time (the model files import `EncoderOutput` from here);
-`create_encoder` imports the one it needs.
+This module imports neither torch nor a model file at import time (the model files import `EncoderOutput` from
+here; `esi.models` exports `create_encoder`); `create_encoder` imports the one it needs.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class EncoderOutput(NamedTuple):

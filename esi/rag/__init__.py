@@ -4,38 +4,27 @@
     vocabulary (statements, non-diagnostic notes) -> generate (backend: extractive | openai | hf)
     -> waveform_dict.json + provenance.jsonl;  quality: hit@k, coverage, agreement with the paper's dictionary
 
+Import each name from the module that defines it; this package exports nothing, and llama-index is imported
+only inside the functions of `index` that embed, build or load an index, so `import esi.rag` stays light:
+
+    config          CQAConfig, load_cqa_config (params/cqa.yaml)
+    knowledge_base  KnowledgeEntry, load_knowledge_base, load_user_documents; knowledge/ holds the entries
+    vocabulary      classify (statement or note), load_vocabulary, vocabulary_from_strings
+    index           build_index, query, retrieve, Hit
+    backends        make_backend: extractive (offline), OpenAI-compatible endpoint, local Hugging Face model
+    generation      generate, GenerationResult
+    quality         hit_rate (on eval/retrieval_set.csv), coverage, agreement
+    __main__        python -m esi.rag {generate,query,build-index}
+
 Typical use (what the notebook and `python -m esi.rag` do):
+
+    from esi.rag.config import load_cqa_config
+    from esi.rag.generation import generate
+    from esi.rag.index import build_index, query
+    from esi.rag.vocabulary import load_vocabulary
 
     cfg = load_cqa_config("params/cqa.yaml")
     index = build_index(cfg)                      # loaded from outputs/cqa/index/<hash>/ when unchanged
     query(index, "LBBB", k=3)                     # -> [Hit(entry_id='left_bundle_branch_block', ...), ...]
     result = generate(load_vocabulary("statements.txt"), cfg, "outputs/cqa/run")
-
-Public names are imported lazily so that `import esi.rag` does not import llama-index.
 """
-
-from __future__ import annotations
-
-from esi._lazy import lazy_exports
-
-_PUBLIC = {
-    "CQAConfig": "esi.rag.config",
-    "load_cqa_config": "esi.rag.config",
-    "KnowledgeEntry": "esi.rag.knowledge_base",
-    "load_knowledge_base": "esi.rag.knowledge_base",
-    "load_user_documents": "esi.rag.knowledge_base",
-    "build_index": "esi.rag.index",
-    "query": "esi.rag.index",
-    "retrieve": "esi.rag.index",
-    "Hit": "esi.rag.index",
-    "classify": "esi.rag.vocabulary",
-    "load_vocabulary": "esi.rag.vocabulary",
-    "vocabulary_from_strings": "esi.rag.vocabulary",
-    "make_backend": "esi.rag.backends",
-    "generate": "esi.rag.generation",
-    "GenerationResult": "esi.rag.generation",
-    "quality": "esi.rag.quality",
-}
-
-__all__ = sorted(_PUBLIC)
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

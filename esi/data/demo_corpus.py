@@ -26,7 +26,7 @@ How a record is made:
    at the electrodes (amplifier noise, respiration, occasional baseline wander or muscle artifact, which the
    machine statements then mention, lead by lead).
 
-CLI: python -m esi.data.demo --out DIR [--n-mimic N] [--n-ptbxl N] [--seed S] [--workers W]
+CLI: python -m esi.data.demo_corpus --out DIR [--n-mimic N] [--n-ptbxl N] [--seed S] [--workers W]
 """
 
 from __future__ import annotations
@@ -1189,7 +1189,7 @@ def generate_demo(out_dir: str | os.PathLike, n_mimic: int = 600, n_ptbxl: int =
         clashes = [name for name in _OWNED if (out / name).exists()]
         if clashes:
             raise FileExistsError(f"{out}: holds {', '.join(clashes)} but no {MANIFEST_NAME}, so it was not made by "
-                                  "esi.data.demo; refusing to overwrite it. Choose an empty folder.")
+                                  "esi.data.demo_corpus; refusing to overwrite it. Choose an empty folder.")
     for name in _OWNED:                               # ours (the manifest says so): safe to clear
         target = out / name
         if target.is_dir():
@@ -1197,7 +1197,7 @@ def generate_demo(out_dir: str | os.PathLike, n_mimic: int = 600, n_ptbxl: int =
         elif target.exists():
             target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, {"generator": "esi.data.demo", "settings": settings, "complete": False})
+    _write_manifest(out, {"generator": "esi.data.demo_corpus", "settings": settings, "complete": False})
 
     paths.mimic_root.mkdir(parents=True)
     paths.ptbxl_root.mkdir(parents=True)
@@ -1219,18 +1219,18 @@ def generate_demo(out_dir: str | os.PathLike, n_mimic: int = 600, n_ptbxl: int =
     pd.DataFrame(_label_rows("mimic", mimic_jobs, mimic_results) + _label_rows("ptbxl", ptbxl_jobs, ptbxl_results)
                  ).to_csv(paths.labels_csv, index=False)
     (out / "README.txt").write_text(
-        "Synthetic ECG demo data written by esi.data.demo (not real patients; do not use for clinical claims).\n"
+        "Synthetic ECG demo data written by esi.data.demo_corpus (not real patients; do not use for clinical claims).\n"
         "mimic-iv-ecg/: MIMIC-IV-ECG layout; mimic-iv/hosp/patients.csv.gz: demographics; ptb-xl/: PTB-XL layout;\n"
         "labels.csv: the ground truth behind every record.\n")
-    _write_manifest(out, {"generator": "esi.data.demo", "settings": settings, "complete": True,
+    _write_manifest(out, {"generator": "esi.data.demo_corpus", "settings": settings, "complete": True,
                           "classes": list(paths.classes), "n_mimic_subjects": len(patient_rows),
                           "n_ptbxl_patients": len(folds)})
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: python -m esi.data.demo --out DIR [--n-mimic N] [--n-ptbxl N] [--seed S] [--workers W]."""
-    parser = argparse.ArgumentParser(prog="python -m esi.data.demo", description=__doc__.split("\n\n")[0])
+    """Command line: python -m esi.data.demo_corpus --out DIR [--n-mimic N] [--n-ptbxl N] [--seed S] [--workers W]."""
+    parser = argparse.ArgumentParser(prog="python -m esi.data.demo_corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (relative paths: from the repository root)")
     parser.add_argument("--n-mimic", type=int, default=600, help="records in the MIMIC-IV-ECG layout")
     parser.add_argument("--n-ptbxl", type=int, default=300, help="records in the PTB-XL layout")

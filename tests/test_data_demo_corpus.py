@@ -16,16 +16,16 @@ import pytest
 import wfdb
 from scipy import signal as sps
 
-from esi.data import demo
+from esi.data import demo_corpus
 from esi.data.leads import MIMIC_LEADS, STANDARD_LEADS, lead_indices
 
 N_MIMIC, N_PTBXL = 120, 45
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> demo.DemoPaths:
-    return demo.generate_demo(tmp_path_factory.mktemp("demo") / "out", n_mimic=N_MIMIC, n_ptbxl=N_PTBXL, seed=0,
-                              workers=1, progress=False)
+def corpus(tmp_path_factory) -> demo_corpus.DemoPaths:
+    return demo_corpus.generate_demo(tmp_path_factory.mktemp("demo") / "out", n_mimic=N_MIMIC, n_ptbxl=N_PTBXL,
+                                     seed=0, workers=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -181,28 +181,28 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
-    first = demo.generate_demo(tmp_path / "a", n_mimic=6, n_ptbxl=6, seed=3, progress=False)
-    again = demo.generate_demo(tmp_path / "b", n_mimic=6, n_ptbxl=6, seed=3, workers=2, progress=False)
-    other = demo.generate_demo(tmp_path / "c", n_mimic=6, n_ptbxl=6, seed=4, progress=False)
+    first = demo_corpus.generate_demo(tmp_path / "a", n_mimic=6, n_ptbxl=6, seed=3, progress=False)
+    again = demo_corpus.generate_demo(tmp_path / "b", n_mimic=6, n_ptbxl=6, seed=3, workers=2, progress=False)
+    other = demo_corpus.generate_demo(tmp_path / "c", n_mimic=6, n_ptbxl=6, seed=4, progress=False)
     assert _tree(first.root) == _tree(again.root)
     assert _tree(first.root) != _tree(other.root)
 
 
 def test_rerun_on_a_complete_demo_does_nothing(tmp_path):
-    paths = demo.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
+    paths = demo_corpus.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
     stamps = {p: p.stat().st_mtime_ns for p in paths.root.rglob("*") if p.is_file()}
-    demo.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
+    demo_corpus.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
     assert {p: p.stat().st_mtime_ns for p in paths.root.rglob("*") if p.is_file()} == stamps
 
 
 def test_incomplete_or_different_demo_is_regenerated(tmp_path):
-    paths = demo.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
+    paths = demo_corpus.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
     manifest = json.loads((paths.root / "demo_manifest.json").read_text())
     (paths.root / "demo_manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     (paths.ptbxl_root / "ptbxl_database.csv").unlink()                      # as if interrupted
-    demo.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
+    demo_corpus.generate_demo(tmp_path / "d", n_mimic=4, n_ptbxl=4, seed=0, progress=False)
     assert len(pd.read_csv(paths.ptbxl_root / "ptbxl_database.csv")) == 4
-    demo.generate_demo(tmp_path / "d", n_mimic=7, n_ptbxl=4, seed=0, progress=False)
+    demo_corpus.generate_demo(tmp_path / "d", n_mimic=7, n_ptbxl=4, seed=0, progress=False)
     assert len(pd.read_csv(paths.mimic_root / "record_list.csv")) == 7
     assert json.loads((paths.root / "demo_manifest.json").read_text())["complete"] is True
 
@@ -210,13 +210,13 @@ def test_incomplete_or_different_demo_is_regenerated(tmp_path):
 def test_folder_with_foreign_data_is_refused(tmp_path):
     (tmp_path / "ptb-xl").mkdir()
     (tmp_path / "ptb-xl" / "ptbxl_database.csv").write_text("real data\n")
-    with pytest.raises(FileExistsError, match="not made by esi.data.demo"):
-        demo.generate_demo(tmp_path, n_mimic=2, n_ptbxl=2, progress=False)
+    with pytest.raises(FileExistsError, match="not made by esi.data.demo_corpus"):
+        demo_corpus.generate_demo(tmp_path, n_mimic=2, n_ptbxl=2, progress=False)
     assert (tmp_path / "ptb-xl" / "ptbxl_database.csv").read_text() == "real data\n"
 
 
 def test_command_line_writes_a_demo(tmp_path, capsys):
-    assert demo.main(["--out", str(tmp_path / "cli"), "--n-mimic", "3", "--n-ptbxl", "2", "--quiet"]) == 0
+    assert demo_corpus.main(["--out", str(tmp_path / "cli"), "--n-mimic", "3", "--n-ptbxl", "2", "--quiet"]) == 0
     assert len(pd.read_csv(tmp_path / "cli" / "mimic-iv-ecg" / "record_list.csv")) == 3
     assert "mimic-iv-ecg" in capsys.readouterr().out
 
@@ -224,7 +224,7 @@ def test_command_line_writes_a_demo(tmp_path, capsys):
 # -- the classes differ the way real ECGs do ----------------------------------------------------------------------
 
 def test_every_class_is_present(labels):
-    assert set(labels["class"]) == {c.name for c in demo.CLASSES}
+    assert set(labels["class"]) == {c.name for c in demo_corpus.CLASSES}
 
 
 def test_heart_rate_from_r_peaks_matches_labels_and_rhythm(clean_mimic):
@@ -328,9 +328,9 @@ def test_noise_statements_name_the_noisy_leads(corpus, labels):
 
 def test_simulate_record_explains_bad_arguments():
     with pytest.raises(ValueError, match="unknown demo class 'hyperkalemia'"):
-        demo.simulate_record("hyperkalemia")
+        demo_corpus.simulate_record("hyperkalemia")
     with pytest.raises(ValueError, match="fits none of the rhythms"):
-        demo.simulate_record("sinus_bradycardia", heart_rate=120)
-    ecg = demo.simulate_record("atrial_fibrillation_with_lbbb", seed=1, noise=False)
+        demo_corpus.simulate_record("sinus_bradycardia", heart_rate=120)
+    ecg = demo_corpus.simulate_record("atrial_fibrillation_with_lbbb", seed=1, noise=False)
     assert ecg.signal.shape == (12, 5000) and ecg.rhythm == "atrial_fibrillation"
     assert "Left bundle branch block" in ecg.statements and ecg.codes["CLBBB"] == 100.0
