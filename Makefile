@@ -50,8 +50,10 @@ bench: setup
 
 # The notebooks' kernel "python3" runs `python` from PATH, so .venv/bin goes first; inline figures need the default
 # matplotlib backend, not the Agg exported above for batch runs.
+# The notebooks are the source: nbstripout's git filter commits them without outputs, whatever the saved file holds.
 lab: setup
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -e ".[lab]"
+	@$(VENV)/bin/nbstripout --is-installed 2>/dev/null || $(VENV)/bin/nbstripout --install
 	env -u MPLBACKEND PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean-outputs:
