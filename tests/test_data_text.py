@@ -213,3 +213,19 @@ def test_token_budget_table_on_the_released_dictionary(waveform_dict):
     assert table.at[1, "fits_512"] >= 0.99                       # one description nearly always fits
     # Why train_max_text_length is 512: at 256 most texts of three statements lose descriptions, at 512 few do.
     assert table.at[3, "fits_256"] < 0.2 and table.at[3, "fits_512"] > 0.9
+
+
+def test_token_ids_are_stored_in_16_bits_when_the_vocabulary_fits_and_decode_the_same():
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from esi.data.tokens import token_dtype, tokenize_corpus
+    from esi.models.text_encoder import bundled_minilm_path
+
+    assert token_dtype(30522) == np.uint16 and token_dtype(65536) == np.uint16 and token_dtype(65537) == np.int32
+    tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path())
+    texts = ["Sinus rhythm. Left bundle branch block.", "Atrial fibrillation with rapid ventricular response."]
+    ids, lengths = tokenize_corpus(texts, tokenizer, max_length=32, progress=False)
+    assert ids.dtype == np.uint16 and lengths.dtype == np.int32
+    expected = tokenizer(texts, truncation=True, max_length=32)["input_ids"]
+    assert [ids[i, :n].tolist() for i, n in enumerate(lengths)] == expected

@@ -25,9 +25,17 @@ def tokens_cache_key(texts: Sequence[str], tokenizer, max_length: int) -> str:
     return h.hexdigest()[:16]
 
 
+def token_dtype(vocab_size: int) -> type:
+    """The smallest unsigned/signed integer type that holds token ids 0 .. vocab_size - 1 (uint16 or int32)."""
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
 def tokenize_corpus(texts: Sequence[str], tokenizer, max_length: int, cache_dir: str | os.PathLike | None = None,
                     batch_size: int = 2048, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (int32, n x max_length, right-padded) and lengths (int32, n) of every text.
+    """Token ids (n x max_length, right-padded) and lengths (int32, n) of every text.
+
+    The ids are uint16 when every id of the vocabulary fits (BERT-style vocabularies, ~30k), else int32: at 800k
+    texts x 512 tokens that is 0.8 GB instead of 1.6 GB held by every training process.
 
     tokenizer: a Hugging Face tokenizer (the text encoder's). Texts longer than `max_length` tokens are cut
     (the text composer already trims descriptions first, so cuts are rare and land in descriptions).
@@ -40,7 +48,7 @@ def tokenize_corpus(texts: Sequence[str], tokenizer, max_length: int, cache_dir:
             with np.load(path) as cached:
                 return cached["input_ids"], cached["lengths"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = np.full((len(texts), max_length), pad, dtype=np.int32)
+    ids = np.full((len(texts), max_length), pad, dtype=token_dtype(len(tokenizer)))
     lengths = np.zeros(len(texts), dtype=np.int32)
     for start in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="tokenising texts",
                       unit="batch"):
