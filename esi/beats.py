@@ -3,6 +3,7 @@
     peaks = detect_qrs(signal, fs)                     # sample index of every QRS complex
     beat, t = median_beat(signal, fs, peaks)           # (n_leads, window) median beat, t in s from the QRS
     averages = class_average_beats(records, labels)    # one average beat per class, over many records
+    averages = class_beats(ptbxl_root, "superdiagnostic", max_records=40)   # the same, read from PTB-XL
 
 The detector looks at all leads at once: the summed squared slope of the band-passed leads peaks at every QRS
 whatever its polarity in a given lead (an LBBB's negative QRS in V1, a right axis in I), so no lead has to be
@@ -16,6 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import signal as sps
+
+from esi.paths import resolve
 
 QRS_BAND_HZ = (5.0, 25.0)        # where most QRS energy lies; P and T waves and baseline wander are weaker here
 SMOOTHING_S = 0.08               # moving-average window over the slope energy (about one QRS)
@@ -166,3 +169,41 @@ def class_average_beats(records: Iterable[tuple[np.ndarray, float, Sequence[str]
                               high=np.percentile(stack, 75, axis=0), t=t, n_records=len(stack),
                               rate_bpm=float(np.nanmedian(rates[c]))))
     return out
+
+
+def class_beats(ptbxl_root: str, task: str, max_records: int, seed: int = 0, fs: int = 500):
+    """Average beats of the classes of a PTB-XL task (esi.beats), from the records' WFDB files.
+
+    Args:
+        ptbxl_root: the PTB-XL folder (or the demo's PTB-XL layout).
+        task: a PTB-XL task, e.g. "superdiagnostic".
+        max_records: records per class at most (drawn at random, seeded).
+        seed: seed of the draw.
+        fs: read the 500 Hz (or 100 Hz) files.
+
+    Returns:
+        list of `esi.beats.ClassBeats`, one per class that had a complete beat.
+    """
+    from tqdm.auto import tqdm
+
+    from esi.data.ptbxl import load_task
+    from esi.data.reader import read_ecg
+
+    root = resolve(ptbxl_root)
+    if root is None or not (root / "ptbxl_database.csv").is_file():
+        raise FileNotFoundError(f"evaluate_ptbxl_root: {root} holds no ptbxl_database.csv")
+    labels = load_task(root, task)
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    for j in range(len(labels.classes)):
+        rows = np.flatnonzero(labels.y[:, j])
+        chosen.update(rng.choice(rows, size=min(max_records, len(rows)), replace=False).tolist())
+    order = sorted(chosen)
+    paths = labels.paths(fs)
+
+    def records():
+        for i in tqdm(order, desc="average beats", unit="record"):
+            ecg = read_ecg(paths[i])
+            yield ecg.signal, ecg.fs, [c for c, on in zip(labels.classes, labels.y[i]) if on]
+
+    return class_average_beats(records(), labels.classes)

@@ -1,8 +1,11 @@
 """Configuration is data: YAML files in params/ loaded into typed dataclasses.
 
-Each stage declares one dataclass of its settings. `load_config` layers YAML files and `key=value`
-overrides (later wins, as papermill's `-f a.yaml -f b.yaml -p key value` does) and rejects keys the
-dataclass does not declare, with a "did you mean" hint, so a typo never silently falls back to a default.
+Each stage declares one dataclass of its settings. `load_config` layers YAML files and overrides (later wins,
+as papermill's `-f a.yaml -f b.yaml -p key value` does) and rejects keys the dataclass does not declare, with a
+"did you mean" hint, so a typo never silently falls back to a default.
+
+One spelling everywhere: a params key is flat, `<stage>_<setting>` (`train_epochs: 3`), in every params file, as
+papermill's `-p train_epochs 3` and as every entry point's `--set train_epochs=3` (`overrides_for` parses those).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -74,6 +78,9 @@ def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown key {key!r} in {where}.{suggestion} Known keys: {', '.join(names)}")
 
 
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -122,6 +129,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            return float(value)       # YAML 1.1 reads 1e-3 (no dot) as a string; it means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -151,21 +160,10 @@ def from_dict(cls: type[T], data: Mapping, where: str | None = None) -> T:
 # One params file drives the whole chain (params/demo.yaml): its keys are FLAT and carry the stage they belong
 # to as a prefix (`cqa_backend`, `train_epochs`, `run_name`), because papermill injects each top-level key as
 # one notebook parameter and layers files key by key (`-f a.yaml -f b.yaml -p train_epochs 3`). A stage reads
-# the keys with its prefix; a key with no known prefix is an error. A nested mapping under a section name
-# (`cqa: {backend: ...}`) is accepted as a spelling of the same keys.
+# the keys with its prefix; a key with no known prefix is an error. A setting that is itself a mapping is one
+# key with a mapping value (`cqa_openai: {base_url: ..., model: ...}`). The command line spells a key the same
+# way: `--set train_epochs=3`, `--set cqa_openai.model=llama3` (a dot reaches one entry of a mapping value).
 SECTIONS = ("run", "demo", "data", "cqa", "train", "evaluate")
-
-
-def flatten_sections(data: Mapping, where: str = "config") -> dict:
-    """Nested `section: {key: v}` mappings -> flat `section_key: v`; flat keys pass through."""
-    flat: dict = {}
-    for key, value in data.items():
-        if key in SECTIONS and isinstance(value, Mapping):
-            for sub, v in value.items():
-                flat[f"{key}_{sub}"] = v
-        else:
-            flat[key] = value
-    return flat
 
 
 def section_of(key: str) -> str | None:
@@ -175,24 +173,97 @@ def section_of(key: str) -> str | None:
     return None
 
 
-def select_section(data: Mapping, section: str | None, where: str = "config") -> dict:
-    """The keys of `section` (prefix stripped) from a flat (or nested) params mapping.
+def _reject_nested(data: Mapping, where: str) -> None:
+    """A nested `section: {key: v}` mapping is not a params format: say how to write it flat."""
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            example = next(iter(value), "name")
+            raise ConfigError(f"{where}: section {key!r} is nested; params keys are flat, one per setting: write "
+                              f"`{key}: {{{example}: ...}}` as `{key}_{example}: ...` (see params/README.md)")
 
-    Keys of the other sections are ignored; a key that belongs to no section is an error. A file written for
-    one stage alone, with no prefixed key at all, is returned unchanged.
+
+def select_section(data: Mapping, section: str | None, where: str = "config") -> dict:
+    """The keys of `section` (prefix stripped) from a flat params mapping.
+
+    Keys of the other sections are ignored; a key that belongs to no section is an error, and so is a nested
+    `section: {...}` mapping. A file written for one stage alone, with no prefixed key at all (a resolved config
+    written by `save_config`), is returned unchanged.
     """
+    _reject_nested(data, where)
     if section is None:
         return dict(data)
-    flat = flatten_sections(data, where)
-    if not any(section_of(k) for k in flat):
-        return dict(flat)
-    stray = [k for k in flat if section_of(k) is None]
+    if not any(section_of(k) for k in data):
+        return dict(data)
+    stray = [k for k in data if section_of(k) is None]
     if stray:
         prefixes = [f"{s}_" for s in SECTIONS]
         raise ConfigError(f"{where}: key {stray[0]!r} belongs to no stage; params keys start with one of "
                           f"{', '.join(prefixes)}")
     prefix = section + "_"
-    return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+
+
+def section_keys(section: str, cls: type) -> list[str]:
+    """The flat params keys of dataclass `cls` as settings of `section`: ['train_epochs', 'train_lr', ...]."""
+    return [f"{section}_{f.name}" for f in dataclasses.fields(cls)]
+
+
+def _did_you_mean(key: str, section: str | None, known: Sequence[str]) -> str | None:
+    """The known key a mistyped `key` most likely meant: the same field with the right prefix, else the closest."""
+    other = section_of(key)
+    bare = key[len(other) + 1:] if other else key
+    targets = [section] if section else list(SECTIONS)
+    for target in targets:
+        for candidate in (f"{target}_{key}", f"{target}_{bare}"):
+            if candidate in known:
+                return candidate
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    for target in targets:     # a misspelt setting: compare the part after the prefix
+        fields = {k[len(target) + 1:]: k for k in known if k.startswith(target + "_")}
+        close = difflib.get_close_matches(bare, list(fields), n=1, cutoff=0.6)
+        if close:
+            return fields[close[0]]
+    return None
+
+
+def overrides_for(section: str | None, items: Sequence[str], known: Sequence[str] | None = None) -> dict:
+    """Command-line `--set KEY=VALUE` items -> the settings they override, for the stage `section`.
+
+    Every entry point spells an override the same way: the full flat params key (as in the params files and
+    papermill's `-p`), `=`, a YAML value: `train_epochs=2`, `evaluate_probe_epochs=20`, `cqa_top_k=5`. A dot
+    reaches one entry of a mapping-valued setting: `cqa_openai.model=llama3`.
+
+    Args:
+        section: the stage the entry point runs ("train", "evaluate", "cqa"); its keys come back with the
+            prefix stripped (`train_epochs=2` -> {"epochs": 2}). None: keys of any stage, returned whole.
+        items: the "KEY=VALUE" strings.
+        known: the full keys accepted (e.g. `section_keys("train", TrainConfig)`, plus "run_name" for
+            esi.evaluate); one outside `section` comes back whole. None: any key with the section's prefix.
+
+    Raises:
+        ConfigError: a key without the prefix, another stage's key or an unknown key, in one line with a
+            "did you mean" (`--set epochs=2: did you mean train_epochs? (a key is written in full, ...)`).
+    """
+    prefix = f"{section}_" if section else None
+    out: dict = {}
+    for item in items:
+        key, value = parse_override(item)
+        head = key.split(".", 1)[0]
+        accepted = (head in known) if known is not None else (
+            head.startswith(prefix) if prefix else section_of(head) is not None)
+        if not accepted:
+            hint = _did_you_mean(head, section, list(known or ()))
+            what = f"did you mean {hint + key[len(head):]}?" if hint else f"unknown key {head!r}"
+            other = section_of(head)
+            stage = f"; {other}_ keys belong to the {other} stage" if section and other and other != section else ""
+            raise ConfigError(f"--set {item}: {what} (a key is written in full, as in the params files: "
+                              f"{prefix or '<stage>_'}<setting>{stage})")
+        if prefix and key.startswith(prefix):
+            key = key[len(prefix):]
+        out[key] = value
+    return out
 
 
 def load_config(
@@ -201,9 +272,11 @@ def load_config(
     overrides: Mapping | Sequence[str] | None = None,
     section: str | None = None,
 ) -> T:
-    """Layer YAML `files` then `overrides` (a mapping, or 'key=value' strings) into dataclass `cls`.
+    """Layer YAML `files` then `overrides` into dataclass `cls`.
 
-    section: read only that section of each file (see SECTIONS); overrides address the section's keys.
+    section: read only that section of each file (see SECTIONS).
+    overrides: a mapping of field names (`{"epochs": 2}`), or "KEY=VALUE" strings spelled as on the command
+        line: with a section, the full params key (`train_epochs=2`, see `overrides_for`); without, the field.
     """
     if files is None:
         files = []
@@ -215,6 +288,8 @@ def load_config(
     if overrides:
         if isinstance(overrides, Mapping):
             data = merge(data, overrides)
+        elif section is not None:
+            data = merge(data, overrides_for(section, overrides, section_keys(section, cls)))
         else:
             data = merge(data, dict(parse_override(o) for o in overrides))
     return from_dict(cls, data)

@@ -17,8 +17,9 @@ is an error with a "did you mean", never silently ignored) and type-checks them 
 Params files use the same flat keys (params/README.md), and the entry points read them too
 (`python -m esi.train --config params/demo.yaml`), so a notebook and a command line run agree.
 
-The figures themselves are drawn in esi.plots; the helpers here load and count what they draw, and `show` saves
-each figure under the run folder and displays it.
+The figures themselves are drawn in esi.plots, from what helpers beside their subjects load and count
+(esi.data.corpus, esi.data.text, esi.beats, esi.train.validation); `show` saves each figure under the run folder
+and displays it. What stays here needs the notebook's `Params`: the glue between stages.
 """
 
 from __future__ import annotations
@@ -476,140 +477,6 @@ def dictionary_handoff(params: Params, dict_path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 02 data exploration
-
-
-def dataset_table(corpus):
-    """One table of the pretraining corpus: records, subjects, splits, texts, rates (a pandas DataFrame).
-
-    Args:
-        corpus: an `esi.data.corpus.PretrainingCorpus`.
-    """
-    import numpy as np
-    import pandas as pd
-
-    store, index = corpus.store, corpus.store.index
-    subject = next((c for c in ("subject_id", "patient_id") if c in index), None)
-    words = np.array([len(t.split()) for t in corpus.texts if t])
-    rows = [
-        ("ECGs in the store", len(store)),
-        ("rejected by the conversion", int(corpus.report.get("rejected_by_conversion", 0))),
-        ("subjects", int(index[subject].nunique()) if subject else "n/a"),
-        ("training pairs", len(corpus.rows["train"])),
-        ("validation pairs", len(corpus.rows["val"])),
-        ("ECGs without a text", int(corpus.report.get("without_text", 0))),
-        ("stored rate (Hz) x samples", f"{store.fs:g} x {store.length}"),
-        ("source rates (Hz)", ", ".join(f"{fs:g}: {n}" for fs, n in index["fs_source"].value_counts().items())),
-        ("words per text, median [min, max]",
-         f"{np.median(words):.0f} [{words.min()}, {words.max()}]" if len(words) else "n/a"),
-    ]
-    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-
-def statement_frequencies(train_cfg):
-    """Records per statement in the pretraining corpus's source tables (a pandas Series, most frequent first).
-
-    MIMIC-IV-ECG: the machine statements (report_0 .. report_17); PTB-XL: the SCP statements' descriptions.
-
-    Args:
-        train_cfg: the TrainConfig (corpus kind and data_root).
-    """
-    import pandas as pd
-
-    root = resolve(train_cfg.data_root)
-    if train_cfg.corpus == "mimic":
-        from esi.data.mimic import load_measurements
-
-        statements = load_measurements(root)["statements"]
-        counts = pd.Series([s for record in statements for s in dict.fromkeys(record)]).value_counts()
-    else:
-        from esi.data.ptbxl import load_database, load_statements
-
-        names = load_statements(root)["description"]
-        codes = [code for record in load_database(root)["scp_codes"] for code in record]
-        counts = pd.Series([names.get(code, code) for code in codes]).value_counts()
-    counts.name = "records"
-    return counts
-
-
-def token_lengths(texts, text_encoder: str, sample: int | None = None, seed: int = 0):
-    """Tokens per text (special tokens included) with the text encoder's own tokenizer.
-
-    Args:
-        texts: the composed texts ("" entries are skipped).
-        text_encoder: the TrainConfig text_encoder (hub name, local folder or "minilm").
-        sample: tokenise at most this many texts, drawn at random (None: all).
-        seed: seed of that draw.
-
-    Returns:
-        int array of token counts.
-    """
-    import numpy as np
-    from transformers import AutoTokenizer
-
-    from esi.models.text_encoder import resolve_text_encoder
-
-    texts = [t for t in texts if t]
-    if sample is not None and len(texts) > sample:
-        pick = np.random.default_rng(seed).choice(len(texts), size=sample, replace=False)
-        texts = [texts[i] for i in sorted(pick)]
-    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(text_encoder))
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    return np.array([len(ids) for ids in encoded])
-
-
-def example_rows(corpus, n: int, seed: int = 0) -> list[int]:
-    """`n` store rows of the corpus with a text, drawn at random (seeded), in store order."""
-    import numpy as np
-
-    rows = np.concatenate([corpus.rows["train"], corpus.rows["val"]])
-    if len(rows) == 0 or n <= 0:
-        return []
-    pick = np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False)
-    return sorted(int(r) for r in pick)
-
-
-def class_beats(ptbxl_root: str, task: str, max_records: int, seed: int = 0, fs: int = 500):
-    """Average beats of the classes of a PTB-XL task (esi.beats), from the records' WFDB files.
-
-    Args:
-        ptbxl_root: the PTB-XL folder (or the demo's PTB-XL layout).
-        task: a PTB-XL task, e.g. "superdiagnostic".
-        max_records: records per class at most (drawn at random, seeded).
-        seed: seed of the draw.
-        fs: read the 500 Hz (or 100 Hz) files.
-
-    Returns:
-        list of `esi.beats.ClassBeats`, one per class that had a complete beat.
-    """
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from esi.beats import class_average_beats
-    from esi.data.ptbxl import load_task
-    from esi.data.reader import read_ecg
-
-    root = resolve(ptbxl_root)
-    if root is None or not (root / "ptbxl_database.csv").is_file():
-        raise FileNotFoundError(f"evaluate_ptbxl_root: {root} holds no ptbxl_database.csv")
-    labels = load_task(root, task)
-    rng = np.random.default_rng(seed)
-    chosen: set[int] = set()
-    for j in range(len(labels.classes)):
-        rows = np.flatnonzero(labels.y[:, j])
-        chosen.update(rng.choice(rows, size=min(max_records, len(rows)), replace=False).tolist())
-    order = sorted(chosen)
-    paths = labels.paths(fs)
-
-    def records():
-        for i in tqdm(order, desc="average beats", unit="record"):
-            ecg = read_ecg(paths[i])
-            yield ecg.signal, ecg.fs, [c for c, on in zip(labels.classes, labels.y[i]) if on]
-
-    return class_average_beats(records(), labels.classes)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # 03 pretraining
 
 
@@ -633,48 +500,11 @@ def config_table(config, prefix: str):
     return pd.DataFrame(rows, columns=["key", "value"]).set_index("key")
 
 
-def validation_table(metrics):
-    """The last validation row of a metrics table: each ECG->text recall@k next to its chance level k / pool."""
-    import pandas as pd
-
-    table = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
-    val = table[table["split"] == "val"]
-    if val.empty:
-        raise ValueError("no validation row in the metrics: the run has no validation pairs or no finished epoch")
-    last = val.iloc[-1]
-    pool = float(last.get("retrieval_pool", float("nan")))
-    rows = []
-    for k in (1, 5, 10):
-        key = f"recall@{k}"
-        if key in last and pd.notna(last[key]):
-            rows.append((key, float(last[key]), min(1.0, k / pool), float(last[key]) / min(1.0, k / pool)))
-    out = pd.DataFrame(rows, columns=["metric", "value", "chance", "x chance"]).set_index("metric")
-    out.attrs["epoch"], out.attrs["pool"] = float(last["epoch"]), pool
-    return out
-
-
-def read_captions(path: str | os.PathLike) -> list[dict]:
-    """The caption samples esi.train wrote (captions.jsonl: store_row, record_id, caption, text)."""
-    import json
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no caption samples; train_caption_samples must be > 0 and the run must "
-                                "have validation pairs")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as err:
-                raise ValueError(f"{path} line {number}: not JSON ({err})") from None
-    return rows
-
-
 def caption_samples(params: Params):
     """(figure name, figure) for every caption sample of the run: the ECG on paper, its caption and true text."""
     from esi.data.store import ECGStore
     from esi.plots import plot_caption_sample
+    from esi.train.validation import read_captions
 
     run = resolve(params.train.out_dir)
     store = ECGStore(corpus_arguments(params.train)["store_dir"])

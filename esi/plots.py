@@ -2,8 +2,8 @@
 
 Each `plot_*` function draws onto a new matplotlib figure and returns it; `save_figure` writes it as PNG (in a
 notebook, `esi.notebook.show` saves and displays it). Nothing here reads a dataset or computes a result: the
-callers (esi/notebook.py, esi.evaluate.run.make_figures, the notebooks) load, count, score and embed, then pass
-what is to be drawn.
+callers (the notebooks, with helpers beside their subjects such as esi.data.corpus.statement_frequencies or
+esi.beats.class_beats; esi.evaluate.run.make_figures) load, count, score and embed, then pass what is to be drawn.
 
     ECGs         plot_ecg_paper, plot_ecg_with_text (02), plot_caption_sample (03)
     01 CQA       plot_cqa_coverage, plot_agreement
@@ -272,7 +272,7 @@ def plot_statement_frequencies(counts: pd.Series, top: int = 20, title: str = "M
     """Horizontal bars of the `top` most frequent statements.
 
     Args:
-        counts: records per statement, most frequent first (e.g. `esi.notebook.statement_frequencies`).
+        counts: records per statement, most frequent first (e.g. `esi.data.corpus.statement_frequencies`).
         top: how many statements to show.
         title: the figure title; "(top n of N)" is appended.
     """
@@ -290,7 +290,7 @@ def plot_token_lengths(lengths: np.ndarray, max_length: int, text_encoder: str =
     """Histogram of tokens per text with the pretraining cut-off (train_max_text_length) and the share cut.
 
     Args:
-        lengths: tokens per text (e.g. `esi.notebook.token_lengths`).
+        lengths: tokens per text (e.g. `esi.data.text.token_lengths`).
         max_length: the cut-off, drawn as a dashed line.
         text_encoder: the tokenizer's name, for the axis label ("" to leave it out).
     """
@@ -350,7 +350,7 @@ def plot_average_beats(beats: Sequence, leads: Sequence[str], all_leads: Sequenc
     """One panel per lead: each class's average beat (median line, 25-75 % band between records).
 
     Args:
-        beats: `esi.beats.ClassBeats` list (all with the same leads and window), e.g. `esi.notebook.class_beats`.
+        beats: `esi.beats.ClassBeats` list (all with the same leads and window), e.g. `esi.beats.class_beats`.
         leads: the leads to show, e.g. ["II", "V1", "V5"].
         all_leads: the lead order of the beats' rows (default: esi.data.leads.STANDARD_LEADS).
 

@@ -6,7 +6,7 @@
 
 Command line (`make demo` runs it on params/demo.yaml: the whole chain offline, on CPU, in minutes):
 
-    python -m esi.report --config params/demo.yaml [--config more.yaml] [--set key=value] [--out DIR]
+    python -m esi.report --config params/demo.yaml [--config more.yaml] [--set <stage>_<setting>=value] [--out DIR]
                          [--only 03 04] [--kernel NAME]
 
 On params/demo.yaml the four notebooks do:
@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-f", action="append", default=None, metavar="YAML",
                         help="params file(s), layered key by key as papermill -f does; later files win")
     parser.add_argument("--set", "-p", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter, e.g. --set train_epochs=2 (values are YAML)")
+                        help="override one parameter with its params key, e.g. --set train_epochs=2 "
+                             "(values are YAML); repeatable")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="move the run: every output path inside the run folder goes below DIR instead")
     parser.add_argument("--only", nargs="+", default=None, metavar="NB",
@@ -340,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0: every notebook ran, 1: one failed, 2: bad parameters)."""
-    from esi.config import ConfigError, parse_override
-    from esi.notebook import layer_params, relocate
+    from esi.config import ConfigError, merge, overrides_for
+    from esi.notebook import known_parameters, layer_params, relocate
 
     args = build_parser().parse_args(argv)
     files = args.config
@@ -349,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: give at least one params file with --config", file=sys.stderr)
         return 2
     try:
-        values = layer_params(files, dict(parse_override(item) for item in args.set))
+        # merge, not update: `--set cqa_openai.model=x` sets one entry of the cqa_openai mapping
+        values = merge(layer_params(files), overrides_for(None, args.set, list(known_parameters())))
         if args.out:
             values = relocate(values, args.out)
         report = run_notebooks(values, notebooks=args.only or NOTEBOOKS, kernel_name=args.kernel,

@@ -2,7 +2,7 @@
 # ESI pretraining on a SLURM cluster: one task per GPU, on one or several nodes.
 #
 #   sbatch scripts/slurm_pretrain.sh                      # params/mimic_paper.yaml: the paper's recipe, 4 GPUs
-#   CONFIG=params/my_pretrain.yaml sbatch --nodes 4 scripts/slurm_pretrain.sh --set epochs=30
+#   CONFIG=params/my_pretrain.yaml sbatch --nodes 4 scripts/slurm_pretrain.sh --set train_epochs=30
 #
 # Submit from the repository root (the job runs there). srun starts ntasks-per-node copies of
 # `python -m esi.train` per node; each reads its place in the job from SLURM's variables (esi/train/distributed.py):

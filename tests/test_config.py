@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from esi.config import ConfigError, load_config, save_config
+from esi.config import ConfigError, load_config, overrides_for, save_config
 
 
 @dataclass
@@ -23,7 +23,7 @@ def test_layering_later_files_and_overrides_win(tmp_path):
     b = tmp_path / "b.yaml"
     a.write_text("train_epochs: 5\ntrain_lr: 0.01\ncqa_backend: extractive\nrun_name: demo\n")
     b.write_text("train_epochs: 7\n")
-    cfg = load_config(Stage, [a, b], ["lr=0.5"], section="train")
+    cfg = load_config(Stage, [a, b], ["train_lr=0.5"], section="train")
     assert (cfg.epochs, cfg.lr) == (7, 0.5)
 
 
@@ -58,9 +58,14 @@ def test_broken_yaml_and_missing_file_are_clear(tmp_path):
         load_config(Stage, tmp_path / "nope.yaml")
 
 
-def test_nested_sections_spell_the_same_keys_and_saved_config_reloads(tmp_path):
+def test_a_nested_section_is_refused_with_the_flat_spelling_and_saved_config_reloads(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("train:\n  epochs: 4\ncqa_backend: extractive\n")
+    for section in ("train", "cqa", None):
+        with pytest.raises(ConfigError, match=r"section 'train' is nested.*write `train: \{epochs: \.\.\.\}` as "
+                                              r"`train_epochs: \.\.\.`"):
+            load_config(Stage, f, section=section)
+    f.write_text("train_epochs: 4\ncqa_backend: extractive\n")
     cfg = load_config(Stage, f, section="train")
     assert cfg.epochs == 4
     save_config(cfg, tmp_path / "resolved.yaml")
@@ -78,5 +83,40 @@ def test_a_mapping_value_is_replaced_whole_as_papermill_does_and_dotted_keys_set
     a.write_text("train_model: {latent_dim: 128, n_queries: 16}\n")
     b.write_text("train_model: {latent_dim: 64}\n")
     assert load_config(WithMapping, [a, b], section="train").model == {"latent_dim": 64}
-    assert load_config(WithMapping, [a], ["model.n_queries=8"], section="train").model == {
+    assert load_config(WithMapping, [a], ["train_model.n_queries=8"], section="train").model == {
         "latent_dim": 128, "n_queries": 8}
+
+
+def test_overrides_are_full_params_keys_and_anything_else_is_one_line_with_a_did_you_mean():
+    known = ["train_epochs", "train_lr", "train_model", "run_name"]
+    assert overrides_for("train", ["train_epochs=2", "train_lr=0.5", "train_model.latent_dim=64", "run_name=x"],
+                         known) == {"epochs": 2, "lr": 0.5, "model.latent_dim": 64, "run_name": "x"}
+    assert overrides_for(None, ["train_epochs=2", "cqa_top_k=[1, 2]"]) == {"train_epochs": 2, "cqa_top_k": [1, 2]}
+    for item, hint in [("epochs=2", "train_epochs"), ("evaluate_epochs=2", "train_epochs"),
+                       ("train_epoch=2", "train_epochs"), ("model.latent_dim=3", "train_model.latent_dim")]:
+        with pytest.raises(ConfigError) as err:
+            overrides_for("train", [item], known)
+        message = str(err.value)
+        assert message.startswith(f"--set {item}: did you mean {hint}?") and "\n" not in message, message
+    with pytest.raises(ConfigError, match=r"--set zzz=1: unknown key 'zzz'"):
+        overrides_for("train", ["zzz=1"], known)
+    with pytest.raises(ConfigError, match=r"--set epochs=2: did you mean train_epochs\?"):
+        overrides_for(None, ["epochs=2"], known)
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        overrides_for("train", ["train_epochs"], known)
+
+
+def test_a_number_written_1e_3_is_a_float_although_yaml_1_1_reads_it_as_a_string():
+    from dataclasses import dataclass
+
+    from esi.config import ConfigError, load_config
+
+    @dataclass
+    class Settings:
+        lr: float = 0.1
+        name: str = "x"
+
+    assert load_config(Settings, overrides={"lr": "1e-3"}).lr == 1e-3
+    assert load_config(Settings, overrides={"name": "1e-3"}).name == "1e-3"   # a string stays a string
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(Settings, overrides={"lr": "fast"})

@@ -57,7 +57,7 @@ def run(ptbxl_dir, shared, tmp_path_factory):
     config = tiny_config(tmp / "tiny.yaml", ptbxl_dir, out_dir, shared)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     done = subprocess.run([sys.executable, "-m", "esi.evaluate", "--config", str(config),
-                           "--set", "evaluate_probe_epochs=3", "--set", "identification_max_rank=10"],
+                           "--set", "evaluate_probe_epochs=3", "--set", "evaluate_identification_max_rank=10"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out_dir, done
@@ -107,3 +107,15 @@ def test_an_unknown_key_stops_the_cli_with_a_hint(tmp_path, capsys):
         main(["--config", str(config)])
     assert stop.value.code == 2
     assert "Did you mean 'probe_epochs'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item, hint", [("probe_epochs=3", "evaluate_probe_epochs"),
+                                        ("train_probe_epochs=3", "evaluate_probe_epochs")])
+def test_set_refuses_a_short_or_other_stage_key_with_a_did_you_mean(item, hint, tmp_path, capsys):
+    config = tmp_path / "ok.yaml"
+    config.write_text("evaluate_probe_epochs: 3\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["--config", str(config), "--set", item])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --set {item}: did you mean {hint}?"), err

@@ -15,14 +15,16 @@ import yaml
 from esi.config import ConfigError, load_config
 from esi.evaluate.config import load_evaluate_config
 from esi.notebook import CORPUS_FIELDS, layer_params, load_params, params_from_mapping, relocate
-from esi.rag.config import load_cqa_config
+from esi.rag.config import CQAConfig, OpenAIEndpointConfig, load_cqa_config
 from esi.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params"
-DEMO, TINY, PAPER, BENCHMARK = (PARAMS / f"{n}.yaml" for n in ("demo", "tiny", "mimic_paper", "ptbxl_benchmark"))
+DEMO, TINY, PAPER, BENCHMARK, CQA = (PARAMS / f"{n}.yaml"
+                                     for n in ("demo", "tiny", "mimic_paper", "ptbxl_benchmark", "cqa"))
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-PARAMS_FILES = {"demo": [DEMO], "demo+tiny": [DEMO, TINY], "mimic_paper": [PAPER], "ptbxl_benchmark": [BENCHMARK]}
+PARAMS_FILES = {"demo": [DEMO], "demo+tiny": [DEMO, TINY], "mimic_paper": [PAPER], "ptbxl_benchmark": [BENCHMARK],
+                "cqa": [CQA]}
 
 
 def yaml_keys(path: Path) -> dict:
@@ -35,7 +37,7 @@ def test_every_key_of_a_params_file_belongs_to_a_stage_and_type_checks(name):
     assert params.values.keys() == layer_params(PARAMS_FILES[name]).keys()
 
 
-@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA], ids=lambda p: p.name)
 def test_every_key_of_a_params_file_is_commented(path):
     lines = path.read_text().splitlines()
     uncommented = [key for key in yaml_keys(path)
@@ -108,6 +110,54 @@ def test_layering_demo_and_tiny_gives_what_the_entry_points_read():
     assert params.train == load_config(TrainConfig, [DEMO, TINY], section="train")
     assert params.cqa == load_cqa_config([DEMO, TINY])
     assert params.evaluate == load_evaluate_config([DEMO, TINY])[0]
+
+
+def test_cqa_yaml_is_flat_and_loads_the_settings_it_always_held():
+    # params/cqa.yaml was a nested `cqa:` section; flat `cqa_*` keys (one mapping-valued key per endpoint) must
+    # give exactly the CQAConfig it gave then: every documented default.
+    assert all(key.startswith("cqa_") for key in yaml_keys(CQA))
+    cfg = load_cqa_config(CQA)
+    assert cfg == CQAConfig()
+    assert (cfg.top_k, cfg.min_score, cfg.backend, cfg.chunk_size, cfg.max_retries) == (3, 0.6, "extractive", 512, 4)
+    assert cfg.openai == OpenAIEndpointConfig(base_url="http://127.0.0.1:8000/v1", model="",
+                                              api_key_env="OPENAI_API_KEY", temperature=0.0, max_tokens=256,
+                                              timeout_s=60.0)
+    assert (cfg.hf.device, cfg.hf.dtype, cfg.hf.max_new_tokens) == ("cpu", "auto", 200)
+    assert cfg.prompt_template.startswith("Reference passages from an ECG knowledge base:\n{context}\n\n")
+    assert cfg.prompt_template.endswith("in which leads. Plain prose, no lists.")
+    assert cfg.system_prompt.startswith("You are a cardiologist") and not cfg.system_prompt.endswith("\n")
+    assert load_cqa_config(CQA, ["cqa_openai.model=llama3", "cqa_top_k=5"]).openai.model == "llama3"
+
+
+def test_a_nested_section_is_refused_saying_how_to_write_it_flat(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("cqa:\n  top_k: 5\n  openai: {model: llama3}\n")
+    for load in (lambda: load_cqa_config(nested), lambda: load_evaluate_config(nested),
+                 lambda: load_config(TrainConfig, nested, section="train")):
+        with pytest.raises(ConfigError, match=r"section 'cqa' is nested.*`cqa_top_k: \.\.\.`"):
+            load()
+
+
+def test_evaluate_overrides_take_full_keys_and_run_name():
+    config, run_name = load_evaluate_config([DEMO], ["evaluate_probe_epochs=20", "run_name=mine"])
+    assert (config.probe_epochs, run_name) == (20, "mine")
+    assert load_evaluate_config([DEMO])[1] == yaml_keys(DEMO)["run_name"]
+    with pytest.raises(ConfigError, match=r"--set probe_epochs=20: did you mean evaluate_probe_epochs\?"):
+        load_evaluate_config([DEMO], ["probe_epochs=20"])
+
+
+@pytest.mark.parametrize("item, hint", [("epochs=2", "train_epochs"), ("top_k=5", "cqa_top_k"),
+                                        ("cqa_openai.modle=x", None)])
+def test_report_set_takes_full_keys_and_refuses_a_short_one_with_a_did_you_mean(item, hint, capsys):
+    from esi.report import main as report_main
+
+    assert report_main(["--config", str(DEMO), "--set", item]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    if hint:
+        assert err[0].startswith(f"error: --set {item}: did you mean {hint}?"), err
+    else:       # a full key reaches the parameters: cqa_openai.modle is then an unknown entry of cqa_openai
+        assert "'modle'" in err[0] and "Did you mean 'model'" in err[0], err
 
 
 def test_later_files_and_overrides_win_key_by_key():

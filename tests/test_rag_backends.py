@@ -119,10 +119,10 @@ def test_a_statement_that_keeps_failing_is_rejected_and_the_cli_exits_nonzero(in
     statements.write_text("LBBB\nAtrial flutter\nSinus bradycardia\n*UnconfirmedAnalysis*\n")
     out = tmp_path / "run"
     code = main(["generate", "--statements", str(statements), "--backend", "openai", "--out", str(out),
-                 "--set", f"openai.base_url={server.base_url}", "--set", "openai.model=tiny-chat",
-                 "--set", "openai.api_key_env=CQA_TEST_KEY", "--set", "max_retries=2", "--set", "backoff_s=0.01",
-                 "--set", f"index_dir={SHARED_INDEX_DIR}", "--set", f"cache_path={tmp_path / 'cache.jsonl'}",
-                 "--set", "show_progress=false"])
+                 "--set", f"cqa_openai.base_url={server.base_url}", "--set", "cqa_openai.model=tiny-chat",
+                 "--set", "cqa_openai.api_key_env=CQA_TEST_KEY", "--set", "cqa_max_retries=2",
+                 "--set", "cqa_backoff_s=0.01", "--set", f"cqa_index_dir={SHARED_INDEX_DIR}",
+                 "--set", f"cqa_cache_path={tmp_path / 'cache.jsonl'}", "--set", "cqa_show_progress=false"])
     assert code == 1
     descriptions = json.loads((out / "waveform_dict.json").read_text())
     assert set(descriptions) == {"LBBB", "Sinus bradycardia"}  # the others were still written

@@ -119,8 +119,8 @@ def test_outputs_load_where_a_waveform_dictionary_is_accepted(index, cfg, tmp_pa
 def test_cli_generate_from_a_scp_statements_file(index, tmp_path, ptbxl_dir, capsys):
     out = tmp_path / "ptbxl"
     code = main(["generate", "--statements", str(ptbxl_dir / "scp_statements.csv"), "--backend", "extractive",
-                 "--out", str(out), "--config", "params/cqa.yaml", "--set", f"index_dir={SHARED_INDEX_DIR}",
-                 "--set", f"cache_path={tmp_path / 'cache.jsonl'}", "--set", "show_progress=false"])
+                 "--out", str(out), "--config", "params/cqa.yaml", "--set", f"cqa_index_dir={SHARED_INDEX_DIR}",
+                 "--set", f"cqa_cache_path={tmp_path / 'cache.jsonl'}", "--set", "cqa_show_progress=false"])
     assert code == 0
     descriptions = json.loads((out / "waveform_dict.json").read_text())
     assert len(descriptions) == 71  # every PTB-XL statement is described
@@ -129,3 +129,20 @@ def test_cli_generate_from_a_scp_statements_file(index, tmp_path, ptbxl_dir, cap
     assert (out / "cqa_config.yaml").exists() and (out / "summary.json").exists()
     assert "71 statements: 71 described" in capsys.readouterr().out
     assert load_vocabulary(ptbxl_dir / "scp_statements.csv").kind == "ptbxl"
+
+
+def test_cli_reads_the_flat_cqa_keys_of_any_params_file(index, capsys):
+    for params in ("params/cqa.yaml", "params/demo.yaml"):
+        code = main(["query", "Left bundle branch block", "-k", "1", "--config", params,
+                     "--set", f"cqa_index_dir={SHARED_INDEX_DIR}", "--set", "cqa_show_progress=false"])
+        assert code == 0
+        assert "1. [1.000 " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item, hint", [("top_k=5", "cqa_top_k"), ("openai.model=llama3", "cqa_openai.model"),
+                                        ("train_top_k=5", "cqa_top_k")])
+def test_cli_set_refuses_a_key_without_the_cqa_prefix_with_a_did_you_mean(item, hint, capsys):
+    code = main(["query", "LBBB", "--config", "params/cqa.yaml", "--set", item])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --set {item}: did you mean {hint}?"), err

@@ -423,10 +423,22 @@ def test_an_unknown_setting_is_an_error_with_a_hint(tmp_path, capsys):
     line = command_line_error(capsys, ["--config", str(params)])
     assert re.search(r"unknown key 'epoch'.*Did you mean 'epochs'", line)
     ok = write_params(tmp_path / "ok.yaml", {"data_root": "/data"})
-    assert "unknown key 'batchsize'" in command_line_error(capsys, ["--config", str(ok), "--set", "batchsize=3"])
+    assert "did you mean train_batch_size?" in command_line_error(capsys, ["--config", str(ok), "--set", "batchsize=3"])
     # called as a function, the loader still raises
     with pytest.raises(ConfigError, match=r"unknown key 'epoch'.*Did you mean 'epochs'"):
         load_config(TrainConfig, [params], section="train")
+
+
+def test_cli_set_takes_the_full_params_key_and_refuses_a_short_or_other_stage_key(tmp_path, capsys):
+    ok = write_params(tmp_path / "ok.yaml", {"data_root": "/data"})
+    # the full key reaches the config: the run stops at the data root the override names
+    line = command_line_error(capsys, ["--config", str(ok), "--set", f"train_data_root={tmp_path / 'elsewhere'}"])
+    assert line.startswith("error: train_data_root: ") and "elsewhere" in line
+    line = command_line_error(capsys, ["--config", str(ok), "--set", "epochs=2"])
+    assert line.startswith("error: --set epochs=2: did you mean train_epochs?")
+    line = command_line_error(capsys, ["--config", str(ok), "--set", "evaluate_seed=2"])
+    assert line.startswith("error: --set evaluate_seed=2: did you mean train_seed?")
+    assert "evaluate_ keys belong to the evaluate stage" in line
 
 
 def test_a_text_encoder_missing_from_the_cache_is_one_line_with_the_fix(settings, tmp_path, monkeypatch, capsys):

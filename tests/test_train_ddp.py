@@ -51,7 +51,7 @@ def setup(tmp_path_factory, ptbxl_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def two_processes(setup) -> dict:
-    done = launch_training([setup["params"]("two")], overrides=[f"batch_size={PER_RANK_BATCH}"], nproc_per_node=2,
+    done = launch_training([setup["params"]("two")], overrides=[f"train_batch_size={PER_RANK_BATCH}"], nproc_per_node=2,
                            stream=False)
     return {"done": done, "run_dir": setup["root"] / "two"}
 
@@ -59,14 +59,14 @@ def two_processes(setup) -> dict:
 @pytest.fixture(scope="module")
 def two_processes_compiled(setup) -> dict:
     """The two-process run again with torch.compile: what a GPU node runs (there with NCCL and bf16)."""
-    done = launch_training([setup["params"]("two-compiled", compile=True)], overrides=[f"batch_size={PER_RANK_BATCH}"],
-                           nproc_per_node=2, stream=False)
+    done = launch_training([setup["params"]("two-compiled", compile=True)],
+                           overrides=[f"train_batch_size={PER_RANK_BATCH}"], nproc_per_node=2, stream=False)
     return {"done": done, "run_dir": setup["root"] / "two-compiled"}
 
 
 @pytest.fixture(scope="module")
 def one_process(setup) -> dict:
-    done = launch_training([setup["params"]("one")], overrides=[f"batch_size={2 * PER_RANK_BATCH}"],
+    done = launch_training([setup["params"]("one")], overrides=[f"train_batch_size={2 * PER_RANK_BATCH}"],
                            nproc_per_node=1, stream=False)
     return {"done": done, "run_dir": setup["root"] / "one"}
 
@@ -88,12 +88,12 @@ def initial_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_training_command_runs_torchrun_on_a_free_local_port(tmp_path):
     params = write_params(tmp_path / "p.yaml", {"data_root": "/data"})
-    command = training_command([params], ["epochs=3"], nproc_per_node=4)
+    command = training_command([params], ["train_epochs=3"], nproc_per_node=4)
     assert command[1:5] == ["-m", "torch.distributed.run", "--nnodes", "1"]
     assert command[command.index("--nproc-per-node") + 1] == "4"
     assert command[command.index("--master-addr") + 1] == "127.0.0.1"
     assert int(command[command.index("--master-port") + 1]) > 0
-    assert command[-6:] == ["-m", "esi.train", "--config", str(params), "--set", "epochs=3"]
+    assert command[-6:] == ["-m", "esi.train", "--config", str(params), "--set", "train_epochs=3"]
     assert training_command([params], use_torchrun=False)[1:] == ["-m", "esi.train", "--config", str(params)]
     with pytest.raises(ValueError, match="multi-node run needs master_addr"):
         training_command([params], nnodes=2, node_rank=1)

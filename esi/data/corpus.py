@@ -9,6 +9,9 @@ validation split holds whole subjects (a stable hash of subject_id), so no patie
 PTB-XL (the CI-sized corpus): text = demographics + the English SCP statement descriptions + the report; the
 official folds split it (default train 1-8, validation 9; fold 10 is never touched here).
 Every ECG of the store is accounted for: those without a text are counted in `report`, never dropped silently.
+
+What the data notebook (02) shows of it: `dataset_table(corpus)`, `statement_frequencies(train_cfg)` (records per
+statement in the source tables), `example_rows(corpus, n)`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from esi.data.store import ECGStore
+from esi.paths import resolve
 
 KINDS = ("mimic", "ptbxl")
 
@@ -144,3 +148,64 @@ def build_corpus(kind: str, root: str | os.PathLike, store_dir: str | os.PathLik
     if len(train_rows) == 0:
         raise ValueError(f"no training pairs in {root}: {report}")
     return PretrainingCorpus(store=store, texts=texts, rows={"train": train_rows, "val": val_rows}, report=report)
+
+
+def dataset_table(corpus):
+    """One table of the pretraining corpus: records, subjects, splits, texts, rates (a pandas DataFrame).
+
+    Args:
+        corpus: an `esi.data.corpus.PretrainingCorpus`.
+    """
+    import pandas as pd
+
+    store, index = corpus.store, corpus.store.index
+    subject = next((c for c in ("subject_id", "patient_id") if c in index), None)
+    words = np.array([len(t.split()) for t in corpus.texts if t])
+    rows = [
+        ("ECGs in the store", len(store)),
+        ("rejected by the conversion", int(corpus.report.get("rejected_by_conversion", 0))),
+        ("subjects", int(index[subject].nunique()) if subject else "n/a"),
+        ("training pairs", len(corpus.rows["train"])),
+        ("validation pairs", len(corpus.rows["val"])),
+        ("ECGs without a text", int(corpus.report.get("without_text", 0))),
+        ("stored rate (Hz) x samples", f"{store.fs:g} x {store.length}"),
+        ("source rates (Hz)", ", ".join(f"{fs:g}: {n}" for fs, n in index["fs_source"].value_counts().items())),
+        ("words per text, median [min, max]",
+         f"{np.median(words):.0f} [{words.min()}, {words.max()}]" if len(words) else "n/a"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def statement_frequencies(train_cfg):
+    """Records per statement in the pretraining corpus's source tables (a pandas Series, most frequent first).
+
+    MIMIC-IV-ECG: the machine statements (report_0 .. report_17); PTB-XL: the SCP statements' descriptions.
+
+    Args:
+        train_cfg: the TrainConfig (corpus kind and data_root).
+    """
+    import pandas as pd
+
+    root = resolve(train_cfg.data_root)
+    if train_cfg.corpus == "mimic":
+        from esi.data.mimic import load_measurements
+
+        statements = load_measurements(root)["statements"]
+        counts = pd.Series([s for record in statements for s in dict.fromkeys(record)]).value_counts()
+    else:
+        from esi.data.ptbxl import load_database, load_statements
+
+        names = load_statements(root)["description"]
+        codes = [code for record in load_database(root)["scp_codes"] for code in record]
+        counts = pd.Series([names.get(code, code) for code in codes]).value_counts()
+    counts.name = "records"
+    return counts
+
+
+def example_rows(corpus, n: int, seed: int = 0) -> list[int]:
+    """`n` store rows of the corpus with a text, drawn at random (seeded), in store order."""
+    rows = np.concatenate([corpus.rows["train"], corpus.rows["val"]])
+    if len(rows) == 0 or n <= 0:
+        return []
+    pick = np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False)
+    return sorted(int(r) for r in pick)

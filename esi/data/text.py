@@ -464,3 +464,29 @@ def token_budget_table(descriptions: StatementDict | Mapping[str, str], tokenize
         row["max"] = int(lengths.max())
         rows.append(row)
     return pd.DataFrame(rows).set_index("statements")
+
+
+def token_lengths(texts, text_encoder: str, sample: int | None = None, seed: int = 0):
+    """Tokens per text (special tokens included) with the text encoder's own tokenizer.
+
+    Args:
+        texts: the composed texts ("" entries are skipped).
+        text_encoder: the TrainConfig text_encoder (hub name, local folder or "minilm").
+        sample: tokenise at most this many texts, drawn at random (None: all).
+        seed: seed of that draw.
+
+    Returns:
+        int array of token counts.
+    """
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from esi.models.text_encoder import resolve_text_encoder
+
+    texts = [t for t in texts if t]
+    if sample is not None and len(texts) > sample:
+        pick = np.random.default_rng(seed).choice(len(texts), size=sample, replace=False)
+        texts = [texts[i] for i in sorted(pick)]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(text_encoder))
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    return np.array([len(ids) for ids in encoded])

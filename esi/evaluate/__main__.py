@@ -1,4 +1,4 @@
-"""`python -m esi.evaluate --config params/ptbxl_benchmark.yaml [--set key=value ...]` (see esi.evaluate.run)."""
+"""`python -m esi.evaluate --config params/ptbxl_benchmark.yaml [--set evaluate_<setting>=value ...]` (see esi.evaluate.run)."""
 
 from esi.evaluate.run import main
 

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
-from esi.config import load_config, read_yaml, select_section
+from esi.config import load_config, overrides_for, read_yaml, section_keys, select_section
 from esi.data.ptbxl import TASKS
 from esi.evaluate.encoders import EncoderSpec
 
@@ -143,30 +143,14 @@ class EvaluateConfig:
     tsne_iterations: int = 1000
 
 
-def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], str | None]:
-    """(evaluate overrides without their prefix, run_name if overridden); `evaluate_x=v` and `x=v` both work."""
-    from esi.config import parse_override
-
-    kept, run_name = [], None
-    for item in overrides:
-        key, value = parse_override(item)
-        if key == "run_name":
-            run_name = str(value)
-            continue
-        for prefix in ("evaluate_", "evaluate."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        kept.append(f"{key}={item.split('=', 1)[1]}")
-    return kept, run_name
-
-
 def load_evaluate_config(files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
                          overrides: Sequence[str] | None = None) -> tuple[EvaluateConfig, str]:
     """(EvaluateConfig, run name) from params files and `key=value` overrides.
 
     Args:
         files: params YAML files, later ones win; only `evaluate_*` keys (and `run_name`) are read.
-        overrides: "key=value" strings; keys may carry the `evaluate_` prefix or not; `run_name=...` names the run.
+        overrides: "KEY=VALUE" strings with the full params key (`evaluate_probe_epochs=20`; see
+            esi.config.overrides_for); `run_name=...` names the run.
 
     Returns:
         The config, and the run name ("" when no file or override sets `run_name`).
@@ -178,6 +162,7 @@ def load_evaluate_config(files: Sequence[str | os.PathLike] | str | os.PathLike 
     run_name = ""
     for f in files:
         run_name = str(select_section(read_yaml(f), "run", where=str(f)).get("name", run_name) or run_name)
-    kept, override_name = _split_overrides(overrides or [])
-    config = load_config(EvaluateConfig, files, kept, section="evaluate")
-    return config, override_name or run_name
+    values = overrides_for("evaluate", overrides or [], [*section_keys("evaluate", EvaluateConfig), "run_name"])
+    override_name = values.pop("run_name", None)
+    config = load_config(EvaluateConfig, files, values, section="evaluate")
+    return config, str(override_name or run_name)

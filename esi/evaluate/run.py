@@ -1,4 +1,5 @@
-"""The evaluation entry point: `python -m esi.evaluate --config params/ptbxl_benchmark.yaml [--set key=value ...]`.
+"""The evaluation entry point:
+`python -m esi.evaluate --config params/ptbxl_benchmark.yaml [--set evaluate_<setting>=value ...]`.
 
 What one run does:
   1. resolve the config (params keys `evaluate_*`) and write it to <run_dir>/evaluate_config.yaml;
@@ -265,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-f", action="append", default=[],
                         help="params YAML file (repeatable; later files win); reads the evaluate_* keys and run_name")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set evaluate_probe_epochs=20 (the evaluate_ prefix is "
-                             "optional; values are YAML: [a, b], true, 0.1); repeatable")
+                        help="override one setting with its params key, e.g. --set evaluate_probe_epochs=20 or "
+                             "--set run_name=mine (values are YAML: [a, b], true, 0.1); repeatable")
     return parser
 
 

@@ -1,9 +1,12 @@
 """Command line of the Cardio Query Assistant.
 
     python -m esi.rag generate --statements FILE --out DIR [--backend extractive|openai|hf]
-                               [--config params/cqa.yaml ...] [--set key=value ...]
+                               [--config params/cqa.yaml ...] [--set cqa_<setting>=value ...]
     python -m esi.rag query "Left bundle branch block" [-k 3] [--config ...] [--set ...]
     python -m esi.rag build-index [--config ...] [--set ...]
+
+--config reads the cqa_* keys of any params file (params/cqa.yaml, params/demo.yaml); --set overrides one with
+its params key and a YAML value: --set cqa_top_k=5, --set cqa_openai.model=llama3 (one entry of a mapping).
 
 FILE: one statement per line, a MIMIC-IV-ECG machine_measurements.csv, a PTB-XL scp_statements.csv, or a
 statement -> description JSON (its keys). `generate` exits with status 1 when any statement was rejected by
@@ -25,19 +28,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m esi.rag", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="params file(s) with a cqa: section, later ones win (e.g. params/cqa.yaml)")
+                        help="params file(s) with cqa_* keys, later ones win (e.g. params/cqa.yaml)")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override one setting, e.g. --set top_k=5 --set openai.model=llama3")
+                        help="override one setting with its params key, e.g. --set cqa_top_k=5 "
+                             "--set cqa_openai.model=llama3")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", parents=[common], help="write DIR/waveform_dict.json and provenance")
     gen.add_argument("--statements", required=True, help="statement file (see above)")
     gen.add_argument("--out", required=True, help="output folder")
-    gen.add_argument("--backend", choices=["extractive", "openai", "hf"], help="overrides cqa.backend")
+    gen.add_argument("--backend", choices=["extractive", "openai", "hf"], help="overrides cqa_backend")
 
     ask = sub.add_parser("query", parents=[common], help="print the passages retrieved for a statement")
     ask.add_argument("text", help="a statement or question")
-    ask.add_argument("-k", type=int, default=None, help="how many entries (default: cqa.top_k)")
+    ask.add_argument("-k", type=int, default=None, help="how many entries (default: cqa_top_k)")
 
     sub.add_parser("build-index", parents=[common], help="build or load the index; print its hash and size")
     return parser
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = list(args.overrides)
     if getattr(args, "backend", None):
-        overrides.append(f"backend={args.backend}")
+        overrides.append(f"cqa_backend={args.backend}")
     try:
         cfg = load_cqa_config(args.config, overrides)
     except ConfigError as err:

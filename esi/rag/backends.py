@@ -64,7 +64,7 @@ def render_prompt(template: str, statement: str, context: str) -> str:
     """Fill {statement} and {context}; other braces in the template are left alone (no str.format).
 
     Args:
-        template: the prompt template (cqa.prompt_template).
+        template: the prompt template (cqa_prompt_template).
         statement: the statement to describe.
         context: the retrieved passages (see `format_context`).
     """
@@ -131,7 +131,7 @@ class OpenAIBackend:
         import httpx
 
         if not cfg.model:
-            raise ConfigError("cqa.openai.model is empty: name the model the server should run")
+            raise ConfigError("cqa_openai.model is empty: name the model the server should run")
         self.cfg = cfg
         self.model = cfg.model
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
@@ -199,7 +199,7 @@ class LocalHFBackend:
 
         path = resolve(cfg.model_path)
         if path is None or not path.is_dir():
-            raise FileNotFoundError(f"cqa.hf.model_path is not a local model folder: {cfg.model_path!r}")
+            raise FileNotFoundError(f"cqa_hf.model_path is not a local model folder: {cfg.model_path!r}")
         self.cfg = cfg
         self.model = path.name
         self.path = path

@@ -1,7 +1,8 @@
-"""Settings of the Cardio Query Assistant (the `cqa:` section of a params file, see params/cqa.yaml).
+"""Settings of the Cardio Query Assistant (the `cqa_*` keys of a params file, see params/cqa.yaml).
 
 Load with `load_cqa_config(files, overrides)`, i.e. `esi.config.load_config(CQAConfig, files, overrides,
-section="cqa")`. Paths are relative to the repository root; an empty path means "the bundled default".
+section="cqa")`. A nested setting is one key with a mapping value: `cqa_openai: {base_url: ..., model: ...}`.
+Paths are relative to the repository root; an empty path means "the bundled default".
 """
 
 from __future__ import annotations
@@ -78,15 +79,15 @@ class CQAConfig:
     def __post_init__(self):
         for name in ("{statement}", "{context}"):
             if name not in self.prompt_template:
-                raise ConfigError(f"cqa.prompt_template must contain the placeholder {name}")
+                raise ConfigError(f"cqa_prompt_template must contain the placeholder {name}")
         if self.top_k < 1:
-            raise ConfigError(f"cqa.top_k must be >= 1, got {self.top_k}")
+            raise ConfigError(f"cqa_top_k must be >= 1, got {self.top_k}")
         if self.max_concurrency < 1:
-            raise ConfigError(f"cqa.max_concurrency must be >= 1, got {self.max_concurrency}")
+            raise ConfigError(f"cqa_max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.max_retries < 0:
-            raise ConfigError(f"cqa.max_retries must be >= 0, got {self.max_retries}")
+            raise ConfigError(f"cqa_max_retries must be >= 0, got {self.max_retries}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
-            raise ConfigError(f"cqa.chunk_overlap ({self.chunk_overlap}) must be in [0, chunk_size={self.chunk_size})")
+            raise ConfigError(f"cqa_chunk_overlap ({self.chunk_overlap}) must be in [0, chunk_size={self.chunk_size})")
 
     # Resolved locations; "" means the default under the package or outputs/.
     def knowledge_path(self) -> Path:
@@ -112,10 +113,12 @@ def load_cqa_config(
     files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
     overrides: Sequence[str] | dict | None = None,
 ) -> CQAConfig:
-    """Read the `cqa` section of params files, then `key=value` overrides (e.g. "openai.model=llama3").
+    """Read the `cqa_*` keys of params files, then overrides (e.g. "cqa_openai.model=llama3").
 
     Args:
-        files: YAML files, later ones win; a file with no sections is read as the cqa section itself.
-        overrides: 'key=value' strings or a mapping; dotted keys reach nested settings.
+        files: YAML files, later ones win; a file with no prefixed key at all (a saved resolved config) is read
+            as the CQA settings themselves.
+        overrides: "KEY=VALUE" strings with the full params key, as `--set` takes them (`cqa_top_k=5`,
+            `cqa_openai.model=llama3`; see esi.config.overrides_for), or a mapping of field names.
     """
     return load_config(CQAConfig, files, overrides, section="cqa")

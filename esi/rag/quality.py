@@ -138,7 +138,7 @@ def coverage(index: CardioIndex, vocabulary: Vocabulary, min_score: float, k: in
     Args:
         index: a built index.
         vocabulary: the statements to cover.
-        min_score: the retrieval score a finding needs (cqa.min_score).
+        min_score: the retrieval score a finding needs (cqa_min_score).
         k: entries retrieved per statement.
         progress: show a progress bar.
     """

@@ -1,4 +1,5 @@
-"""ESI pretraining: `python -m esi.train --config params/....yaml [--set key=value ...]`, or `train(TrainConfig(...))`.
+"""ESI pretraining: `python -m esi.train --config params/....yaml [--set train_<setting>=value ...]`, or
+`train(TrainConfig(...))`.
 
 One run, start to end:
   params YAML + --set  -> TrainConfig (config.py)                   -> <out_dir>/config.yaml

@@ -1,4 +1,5 @@
-"""`python -m esi.train --config params/....yaml [--set key=value ...]` (also under torchrun and srun; see cli.py)."""
+"""`python -m esi.train --config params/....yaml [--set train_<setting>=value ...]` (also under torchrun and srun;
+see cli.py)."""
 
 from esi.train.cli import main
 

@@ -1,4 +1,4 @@
-"""The command line: `python -m esi.train --config params/....yaml [--set key=value ...]`.
+"""The command line: `python -m esi.train --config params/....yaml [--set train_<setting>=value ...]`.
 
 The same command runs as one process, under `torchrun --nproc-per-node N` (one or many nodes) and under SLURM
 (`srun python -m esi.train ...`): the distributed context is read from the environment (esi.train.distributed).
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-f", action="append", default=[], metavar="YAML",
                         help="params file(s); later files override earlier ones")
     parser.add_argument("--set", "-p", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set epochs=3 (key without the train_ prefix)")
+                        help="override one setting with its params key and a YAML value, e.g. --set train_epochs=3 "
+                             "(--set train_model.latent_dim=256 for one entry of a mapping); repeatable")
     return parser
 
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     args = build_parser().parse_args(argv)
     try:
         files = [resolve(f) for f in args.config]
-        cfg = load_config(TrainConfig, files, [s.removeprefix("train_") for s in args.set], section="train")
+        cfg = load_config(TrainConfig, files, args.set, section="train")
         try:
             return train(cfg)
         finally:

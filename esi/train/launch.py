@@ -7,7 +7,7 @@ A Jupyter kernel must never fork itself once CUDA is initialised, and torch.dist
 GPU anyway, so the notebook does not train in its own process: it runs the command a terminal would run,
 
     python -m torch.distributed.run --nnodes 1 --nproc-per-node N --node-rank 0 \
-        --master-addr ADDR --master-port PORT -m esi.train --config a.yaml --set key=value ...
+        --master-addr ADDR --master-port PORT -m esi.train --config a.yaml --set train_<setting>=value ...
 
 (or plain `python -m esi.train ...` with `use_torchrun=False`), streams its output into the cell as it comes,
 and raises `TrainingFailed` (with the last lines of output) if it exits with an error. Interrupting the cell
@@ -104,8 +104,8 @@ def launch_training(config_files: Sequence[str | os.PathLike] | str | os.PathLik
     Args:
         config_files: params YAML file(s), later ones overriding earlier ones (relative paths from the repository
             root).
-        overrides: settings that win over the files: "key=value" strings or a mapping (`train_` prefix optional),
-            e.g. ["epochs=3", "batch_size=32"].
+        overrides: settings that win over the files, with their full params keys (as `--set` takes them):
+            "KEY=VALUE" strings or a mapping, e.g. ["train_epochs=3", "train_batch_size=32"].
         nproc_per_node: processes on this node (one per GPU; on CPU, gloo processes).
         nnodes: nodes in the job; start the same call on every node with its own node_rank.
         node_rank: this node's index, 0 .. nnodes - 1.

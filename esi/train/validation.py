@@ -1,8 +1,12 @@
-"""Validation after each epoch (loss over every rank's share, ECG->text recall@k) and the final caption samples."""
+"""Validation after each epoch (loss over every rank's share, ECG->text recall@k) and the final caption samples.
+
+Reading a run back: `validation_table(metrics.csv)` (recall@k against chance), `read_captions(captions.jsonl)`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -82,3 +86,39 @@ def write_caption_samples(model, val_set, n: int, corpus, device, path: Path) ->
             fh.write(json.dumps({"store_row": int(row),
                                  "record_id": str(corpus.store.index["record_id"].iloc[row]),
                                  "caption": caption, "text": corpus.texts[row]}) + "\n")
+
+
+def validation_table(metrics):
+    """The last validation row of a metrics table: each ECG->text recall@k next to its chance level k / pool."""
+    import pandas as pd
+
+    table = metrics if isinstance(metrics, pd.DataFrame) else pd.read_csv(metrics)
+    val = table[table["split"] == "val"]
+    if val.empty:
+        raise ValueError("no validation row in the metrics: the run has no validation pairs or no finished epoch")
+    last = val.iloc[-1]
+    pool = float(last.get("retrieval_pool", float("nan")))
+    rows = []
+    for k in (1, 5, 10):
+        key = f"recall@{k}"
+        if key in last and pd.notna(last[key]):
+            rows.append((key, float(last[key]), min(1.0, k / pool), float(last[key]) / min(1.0, k / pool)))
+    out = pd.DataFrame(rows, columns=["metric", "value", "chance", "x chance"]).set_index("metric")
+    out.attrs["epoch"], out.attrs["pool"] = float(last["epoch"]), pool
+    return out
+
+
+def read_captions(path: str | os.PathLike) -> list[dict]:
+    """The caption samples esi.train wrote (captions.jsonl: store_row, record_id, caption, text)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no caption samples; train_caption_samples must be > 0 and the run must "
+                                "have validation pairs")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as err:
+                raise ValueError(f"{path} line {number}: not JSON ({err})") from None
+    return rows
