@@ -416,7 +416,8 @@ def test_supervised_xresnet1d101_trains_one_epoch_and_scores_the_test_fold(train
     assert [r["metric"] for r in rows] == ["macro_auroc", "macro_auprc"]
     for row in rows:
         assert row["protocol"] == PROTOCOL_SUPERVISED and row["encoder"] == "xresnet1d101 (supervised)"
-        assert (row["recipe"], row["selection"], row["subset_draw"]) == ("benchmark", "final_epoch", "all")
+        assert (row["split"], row["recipe"], row["selection"], row["subset_draw"]) == (
+            "ptbxl_folds_1-8/9/10", "benchmark", "final_epoch", "all")
         assert row["ci_level"] == pytest.approx(0.90)
         assert 0 <= row["value"] <= 1 and row["ci_low"] <= row["value"] <= row["ci_high"]
         assert (row["n_train"], row["n_test"]) == (32, 16)

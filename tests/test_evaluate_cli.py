@@ -75,6 +75,8 @@ def test_the_run_writes_the_tidy_table_as_csv_and_json(run):
     assert set(probe["metric"]) == {"macro_auroc", "macro_auprc"} and (probe["recipe"] == "esi_probe").all()
     assert (table["ci_level"] == 0.9).all()
     assert set(table.loc[table["protocol"] == "identification", "recipe"]) == {"earliest_record_gallery"}
+    assert dict(zip(table["protocol"], table["split"])) == {"linear_probe": "ptbxl_folds_1-8/9/10",
+                                                            "identification": "ptbxl_all_folds"}
     assert table["value"].between(0, 1).all() and (table["ci_low"] <= table["ci_high"]).all()
     ident = table[table["protocol"] == "identification"].set_index("metric")["value"]
     assert ident["top1_accuracy"] <= ident["top5_accuracy"]

@@ -42,6 +42,7 @@ def test_results_are_a_tidy_table_of_aurocs_and_auprcs_with_ordered_90_percent_i
     assert sorted(table["label_fraction"]) == sorted(FRACTIONS * 2)
     assert (table["ci_level"] == 0.90).all()
     assert (table["recipe"] == "esi_probe").all() and (table["selection"] == "fold9_best").all()
+    assert (table["split"] == "ptbxl_folds_1-8/9/10").all()
     # The subsets are MERL's draw unless all records are used; a random encoder has no twin, so no p-value.
     assert dict(zip(table["label_fraction"], table["subset_draw"])) == {0.01: "merl", 0.1: "merl", 1.0: "all"}
     assert table["p_value"].isna().all()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from esi.evaluate.encoders import twin_labels
-from esi.evaluate.results import RESULT_COLUMNS, attach_p_values, classification_rows, result_row
+from esi.evaluate.results import PTBXL_SPLIT as SPLIT
+from esi.evaluate.results import RESULT_COLUMNS, attach_p_values, classification_rows, fold_split, result_row
 from esi.evaluate.identification import IdentificationSplit, attach_identification_p_values, identification_rows
 from esi.evaluate.identification import IdentificationOutcome
 
@@ -30,7 +31,7 @@ def test_a_result_row_has_every_column_of_the_contract():
 def test_classification_rows_report_auroc_and_auprc_on_the_same_resamples_with_per_class_values():
     y, scores = labels_and_scores()
     out = classification_rows("form", "benchmark_supervised", "xresnet1d101", list("ABCD"), y, scores,
-                              recipe="benchmark", selection="final_epoch", n_boot=50, ci_level=0.9)
+                              split=SPLIT, recipe="benchmark", selection="final_epoch", n_boot=50, ci_level=0.9)
     assert [r["metric"] for r in out["rows"]] == ["macro_auroc", "macro_auprc"]
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -47,11 +48,11 @@ def test_a_non_finite_score_is_an_error_naming_encoder_task_and_class():
     y, scores = labels_and_scores()
     scores[7, 2] = np.nan
     with pytest.raises(ValueError, match=r"(?s)ESI / rhythm / linear_probe.*'C'"):
-        classification_rows("rhythm", "linear_probe", "ESI", list("ABCD"), y, scores, recipe="esi_probe",
+        classification_rows("rhythm", "linear_probe", "ESI", list("ABCD"), y, scores, split=SPLIT, recipe="esi_probe",
                             selection="fold9_best")
     scores[7, 2] = np.inf
     with pytest.raises(ValueError, match="'C'"):
-        classification_rows("rhythm", "linear_probe", "ESI", list("ABCD"), y, scores, recipe="esi_probe",
+        classification_rows("rhythm", "linear_probe", "ESI", list("ABCD"), y, scores, split=SPLIT, recipe="esi_probe",
                             selection="fold9_best")
 
 
@@ -60,7 +61,7 @@ def test_classes_without_both_labels_on_the_test_set_are_named_in_the_notes_and_
     y[:, 1] = 0                     # no positive
     y[:, 3] = 1                     # no negative
     out = classification_rows("form", "linear_probe", "ESI", ["NDT", "PVC", "LVOLT", "HVOLT"], y, scores,
-                              recipe="esi_probe", selection="fold9_best", n_boot=20)
+                              split=SPLIT, recipe="esi_probe", selection="fold9_best", n_boot=20)
     assert "2 of 4 class(es) not scorable" in out["rows"][0]["notes"] and "PVC, HVOLT" in out["rows"][0]["notes"]
     from sklearn.metrics import roc_auc_score
 
@@ -81,8 +82,8 @@ def test_p_values_compare_each_pretrained_model_with_its_twin_on_the_same_record
     outputs = []
     for encoder, scores in (("ESI", good), ("random", noise)):
         for key in ("rhythm", "form"):
-            out = classification_rows(key, "linear_probe", encoder, list("ABCD"), y, scores, recipe="esi_probe",
-                                      selection="fold9_best", n_boot=10)
+            out = classification_rows(key, "linear_probe", encoder, list("ABCD"), y, scores, split=SPLIT,
+                                      recipe="esi_probe", selection="fold9_best", n_boot=10)
             outputs.append({**out, "encoder": encoder, "key": key, "y_true": y, "y_score": scores})
     attach_p_values(outputs, {"ESI": "random"}, n_resamples=200)
     for out in outputs:
@@ -133,3 +134,13 @@ def test_the_results_pivot_shows_each_recipe_on_its_own_row_and_the_p_value_besi
     assert pivot.loc[("benchmark_finetune", "benchmark", "superdiagnostic", "", "macro_auroc"), "random init"] == \
         "0.880 [0.860, 0.900]"
     assert pivot.loc[("benchmark_finetune", "esi", "superdiagnostic", "", "macro_auroc"), "random init"] == ""
+
+
+def test_every_row_names_its_split():
+    assert SPLIT == "ptbxl_folds_1-8/9/10"
+    assert fold_split([10]) == "ptbxl_fold_10" and fold_split([9, 10]) == "ptbxl_folds_9,10"
+    assert fold_split(None) == fold_split([]) == "ptbxl_all_folds"
+    y, scores = labels_and_scores()
+    out = classification_rows("form", "linear_probe", "ESI", list("ABCD"), y, scores, split=SPLIT,
+                              recipe="esi_probe", selection="fold9_best", n_boot=10)
+    assert {r["split"] for r in out["rows"]} == {SPLIT}

@@ -29,7 +29,7 @@ import pandas as pd
 
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
 from esi.evaluate.metrics import cmc_curve, identification_ranks, paired_bootstrap_accuracy
-from esi.evaluate.results import ProtocolResults, join_notes, result_row
+from esi.evaluate.results import ProtocolResults, fold_split, join_notes, result_row
 from esi.evaluate.workspace import Workspace
 
 PROTOCOL = "identification"
@@ -161,7 +161,8 @@ def bootstrap_accuracy(hits: np.ndarray, n_boot: int = 100, level: float = 0.90,
 
 
 def identification_rows(label: str, outcome: IdentificationOutcome, split: IdentificationSplit, n_boot: int = 100,
-                        seed: int = 0, notes: str = "", level: float = 0.90) -> list[dict]:
+                        seed: int = 0, notes: str = "", level: float = 0.90,
+                        split_name: str = "ptbxl_all_folds") -> list[dict]:
     """Tidy rows of one encoder's identification: top-1 and top-5 accuracy on all probes, then the same on the
     probes at least 24 h after their gallery record (`..._beyond_24h`), each with a bootstrap interval.
 
@@ -173,6 +174,7 @@ def identification_rows(label: str, outcome: IdentificationOutcome, split: Ident
         seed: the bootstrap's seed.
         notes: extra notes for the rows.
         level: coverage of the bootstrap intervals (0.90: 5th-95th percentiles).
+        split_name: the results' split column (the folds the patients were drawn from, `fold_split`).
     """
     n_probes = len(split.probe_ids)
     if len(outcome.ranks) != n_probes:
@@ -195,7 +197,7 @@ def identification_rows(label: str, outcome: IdentificationOutcome, split: Ident
             value = float(hits.mean()) if n_test else float("nan")
             low, high = bootstrap_accuracy(hits, n_boot, level=level, seed=seed)
             rows.append(result_row(TASK, PROTOCOL, label, f"top{k}_accuracy{suffix}", value, low, high,
-                                   recipe=RECIPE, selection="none",
+                                   split=split_name, recipe=RECIPE, selection="none",
                                    ci_level=level, n_test=n_test, seed=seed,
                                    notes=join_notes(size_note, facts, notes), size_note=False))
     return rows
@@ -232,7 +234,8 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
         features = workspace.features(encoder)  # every record: the same cached features as the linear probe
         outcome = identify(features.take(split.gallery_ids), split.gallery_patients, features.take(split.probe_ids),
                            split.probe_patients, max_rank=max_rank)
-        rows[encoder.label] = identification_rows(encoder.label, outcome, split, n_boot, seed, level=level)
+        rows[encoder.label] = identification_rows(encoder.label, outcome, split, n_boot, seed, level=level,
+                                                  split_name=fold_split(folds))
         ranks[encoder.label] = outcome.ranks
         path = workspace.predictions_dir / PROTOCOL / f"{slug(encoder.label)}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ import torch
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
 from esi.evaluate.features import FeatureSet
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.results import ProtocolResults, attach_p_values, classification_rows, join_notes, save_predictions
+from esi.evaluate.results import (PTBXL_SPLIT, ProtocolResults, attach_p_values, classification_rows, join_notes,
+                                  save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL = "linear_probe"
@@ -195,7 +196,8 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
     notes = join_notes(notes, f"selected on fold 9: weight decay {probe.weight_decay:g}, epoch {probe.epoch} "
                               f"(val AUROC {probe.val_auroc:.3f})")
     scored_rows = classification_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
-                                      recipe=RECIPE, selection=SELECTION, subset_draw=draw if fraction < 1 else "all",
+                                      split=PTBXL_SPLIT, recipe=RECIPE, selection=SELECTION,
+                                      subset_draw=draw if fraction < 1 else "all",
                                       label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=n_boot,
                                       ci_level=ci_level, notes=notes, names=names)
     return {**scored_rows, "y_true": y_test, "y_score": probe.test_scores, "classes": classes,

@@ -47,7 +47,8 @@ from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_e
 from esi.evaluate.features import fit_train_scaler, store_rows
 from esi.evaluate.linear_probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.results import ProtocolResults, attach_p_values, classification_rows, join_notes, save_predictions
+from esi.evaluate.results import (PTBXL_SPLIT, ProtocolResults, attach_p_values, classification_rows, join_notes,
+                                  save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL_SUPERVISED = "benchmark_supervised"
@@ -681,7 +682,8 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     scores = predict_records(model, test_set, settings.batch_size, device)
     recipe = recipe_label(settings, protocol)
     scored_rows = classification_rows(
-        task.task, protocol, encoder.label, classes, y_test, scores, recipe=recipe, selection=settings.selection,
+        task.task, protocol, encoder.label, classes, y_test, scores, split=PTBXL_SPLIT, recipe=recipe,
+        selection=settings.selection,
         subset_draw=settings.subset_draw if settings.train_fraction < 1 else "all",
         label_fraction=settings.train_fraction, n_train=len(subset), seed=settings.seed, n_boot=settings.n_boot,
         ci_level=settings.ci_level, notes=join_notes(notes, _training_notes(settings, protocol, outcome)),

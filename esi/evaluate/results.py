@@ -2,14 +2,14 @@
 merged, written and shown.
 
     out = classification_rows("superdiagnostic", "linear_probe", "ESI", classes, y_true, y_score,
-                              recipe="esi_probe", selection="fold9_best")     # macro AUROC/AUPRC + per-class rows
+                              split=PTBXL_SPLIT, recipe="esi_probe", selection="fold9_best")  # AUROC/AUPRC rows
     results = ProtocolResults.from_rows(out["rows"], out["per_class"])
     write_results(run_dir, results.table, results.per_class)                  # results.csv/json, per_class.csv
     results_pivot(results.table)                                              # one column per encoder
 
 One row of the table (RESULT_COLUMNS) is one number: a task, a protocol, an encoder, a metric, its bootstrap
-interval and the p-value against the encoder's random-init twin, with what produced it (recipe, selection,
-subset draw) and the notes a reader needs.
+interval and the p-value against the encoder's random-init twin, with what produced it (split, recipe,
+selection, subset draw) and the notes a reader needs.
 """
 
 from __future__ import annotations
@@ -25,13 +25,24 @@ import pandas as pd
 from esi.evaluate.metrics import (bootstrap_metrics, paired_bootstrap_test, per_class_auroc,
                                  per_class_average_precision, scorable)
 
-RESULT_COLUMNS = ("task", "protocol", "recipe", "selection", "subset_draw", "label_fraction", "encoder", "metric",
-                  "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test", "n_train", "seed", "notes")
+RESULT_COLUMNS = ("task", "protocol", "split", "recipe", "selection", "subset_draw", "label_fraction", "encoder",
+                  "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test", "n_train", "seed", "notes")
 PER_CLASS_COLUMNS = ("task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class", "class_name", "auroc",
                      "auprc", "n_positive_test")
 # The macro metrics every classification protocol reports (AUPRC beside AUROC: the field's practice for
 # imbalanced labels).
 CLASSIFICATION_METRICS = ("macro_auroc", "macro_auprc")
+# The PTB-XL benchmark's split: stratified folds 1-8 train, 9 validates, 10 is scored (patient-disjoint).
+PTBXL_SPLIT = "ptbxl_folds_1-8/9/10"
+
+
+def fold_split(folds) -> str:
+    """The split name of rows scored on PTB-XL `folds` with nothing trained ("ptbxl_fold_10"; None: all folds)."""
+    if not folds:
+        return "ptbxl_all_folds"
+    return "ptbxl_fold" + ("s_" if len(folds) > 1 else "_") + ",".join(str(int(f)) for f in folds)
+
+
 # PTB-XL's fold 10 holds 2,198 records; with fewer than this many, results are a smoke test, not a benchmark.
 SMOKE_TEST_RECORDS = 500
 
@@ -49,7 +60,8 @@ def join_notes(*notes: str) -> str:
 
 
 def result_row(task: str, protocol: str, encoder: str, metric: str, value: float, ci_low: float = float("nan"),
-               ci_high: float = float("nan"), *, recipe: str = "", selection: str = "", subset_draw: str = "",
+               ci_high: float = float("nan"), *, split: str = "", recipe: str = "", selection: str = "",
+               subset_draw: str = "",
                ci_level: float = float("nan"), p_value: float = float("nan"), label_fraction: float = float("nan"),
                n_test: int = 0, n_train: int = 0, seed: int | None = None, notes: str = "",
                size_note: bool = True) -> dict:
@@ -58,6 +70,7 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
     Args:
         task, protocol, encoder, metric: what was measured, how, on which encoder.
         value, ci_low, ci_high: the result and its bootstrap interval.
+        split: which records trained, selected and were scored (e.g. PTBXL_SPLIT, the official folds).
         recipe: the named training recipe that produced it ("benchmark", "esi", ...; "" where nothing is trained).
         selection: how the scored model was chosen ("final_epoch", "fold9_best", "none").
         subset_draw: how a label fraction of the training records was drawn ("merl", "every_class", "all").
@@ -70,8 +83,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
             size, such as identification's probes, write their own).
     """
-    return {"task": task, "protocol": protocol, "recipe": recipe, "selection": selection, "subset_draw": subset_draw,
-            "label_fraction": label_fraction, "encoder": encoder, "metric": metric, "value": float(value),
+    return {"task": task, "protocol": protocol, "split": split, "recipe": recipe, "selection": selection,
+            "subset_draw": subset_draw, "label_fraction": label_fraction, "encoder": encoder, "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
             "p_value": float(p_value), "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
             "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
@@ -88,7 +101,8 @@ def unscorable_note(y_true: np.ndarray, classes) -> str:
 
 
 def classification_rows(task: str, protocol: str, encoder: str, classes, y_true: np.ndarray, y_score: np.ndarray, *,
-                        recipe: str, selection: str, subset_draw: str = "", label_fraction: float = float("nan"),
+                        split: str, recipe: str, selection: str, subset_draw: str = "",
+                        label_fraction: float = float("nan"),
                         n_train: int = 0, seed: int = 0, n_boot: int = 100, ci_level: float = 0.90,
                         notes: str = "", names=None) -> dict:
     """Score one model's test predictions: macro AUROC and AUPRC rows with bootstrap intervals, per-class rows.
@@ -101,7 +115,7 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
         task, protocol, encoder: as in the results table.
         classes: class labels, aligned with the columns of y_true and y_score.
         y_true, y_score: (records, classes) test labels and scores.
-        recipe, selection, subset_draw, label_fraction, n_train, seed: as in `result_row`.
+        split, recipe, selection, subset_draw, label_fraction, n_train, seed: as in `result_row`.
         n_boot: bootstrap resamples of the test records (drawn with `seed`).
         ci_level: coverage of the interval.
         notes: the protocol's own notes.
@@ -114,8 +128,8 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
     results = bootstrap_metrics(y_true, y_score, metrics=CLASSIFICATION_METRICS, n_boot=n_boot, level=ci_level,
                                 seed=seed, classes=list(classes), where=where)
     notes = join_notes(unscorable_note(y_true, classes), notes)
-    rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, recipe=recipe, selection=selection,
-                       subset_draw=subset_draw, ci_level=r.level, label_fraction=label_fraction,
+    rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, split=split, recipe=recipe,
+                       selection=selection, subset_draw=subset_draw, ci_level=r.level, label_fraction=label_fraction,
                        n_test=len(y_true), n_train=n_train, seed=seed, notes=notes)
             for metric, r in results.items()]
     aucs, aps = per_class_auroc(y_true, y_score), per_class_average_precision(y_true, y_score)
