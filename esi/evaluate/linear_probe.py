@@ -191,7 +191,7 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
     if unlearnable and fraction < 1:
         notes = join_notes(notes, f"{len(unlearnable)} class(es) without a positive in the {fraction:g} subset "
                                   f"({', '.join(unlearnable[:5])}{', ...' if len(unlearnable) > 5 else ''})")
-    if probe.val_auroc != probe.val_auroc:  # NaN
+    if np.isnan(probe.val_auroc):
         notes = join_notes(notes, "fold 9 has no class with both labels: epoch and weight decay not selected")
     notes = join_notes(notes, f"selected on fold 9: weight decay {probe.weight_decay:g}, epoch {probe.epoch} "
                               f"(val AUROC {probe.val_auroc:.3f})")

@@ -209,8 +209,10 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 """Macro metric name -> the per-class function it averages (over the scorable classes)."""
 
-# The same metrics from pre-sorted scores, used inside bootstrap loops (one sort instead of one per resample).
+# The same metrics from pre-sorted scores, used inside bootstrap loops (one sort instead of one per resample);
+# every metric of METRICS has one.
 _SORTED_METRICS = {"macro_auroc": _SortedColumns.auroc, "macro_auprc": _SortedColumns.average_precision}
+assert _SORTED_METRICS.keys() == METRICS.keys()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -328,10 +330,7 @@ def _resample_values(y_true: np.ndarray, y_score: np.ndarray, metrics: Sequence[
     for b, rows in enumerate(idx):
         counts = np.bincount(rows, minlength=n)
         for m in metrics:
-            if m in _SORTED_METRICS:
-                values[m][b] = _SORTED_METRICS[m](sorted_cols, counts).mean()
-            else:                                                        # a metric without a pre-sorted form
-                values[m][b] = METRICS[m](y_true[rows], y_score[rows]).mean()
+            values[m][b] = _SORTED_METRICS[m](sorted_cols, counts).mean()
     return values
 
 
