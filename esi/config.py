@@ -266,6 +266,50 @@ def overrides_for(section: str | None, items: Sequence[str], known: Sequence[str
     return out
 
 
+# A params file may name the files it is layered on (read first, later ones win, their own bases before them):
+# `run_params_files: [params/demo.yaml]`. Every shipped file says it, `[]` for "on the defaults alone", so that
+# papermill's `-f file` replaces the notebook's own base (the demo) instead of being layered on top of it.
+BASE_KEY = "run_params_files"
+
+
+def read_params(files: Sequence[str | os.PathLike] | str | os.PathLike | None) -> dict:
+    """The flat params of YAML `files`, each layered on the files its `run_params_files` names (recursively).
+
+    Keys layer as papermill does: later wins, a value replaces the earlier one whole. Paths in
+    `run_params_files` are relative to the repository root, like every path in params.
+
+    Raises:
+        ConfigError: a missing or broken file, a nested section, or files that name each other in a cycle.
+    """
+    from esi.paths import resolve
+
+    if files is None:
+        files = []
+    elif isinstance(files, (str, os.PathLike)):
+        files = [files]
+    values: dict = {}
+
+    def read(path, chain: tuple) -> None:
+        full = resolve(path)
+        if full in chain:
+            cycle = " -> ".join(str(c) for c in (*chain, full))
+            raise ConfigError(f"{BASE_KEY} names files in a cycle: {cycle}")
+        data = read_yaml(full)
+        _reject_nested(data, str(path))
+        bases = data.get(BASE_KEY) or []
+        if isinstance(bases, (str, os.PathLike)):
+            bases = [bases]
+        if not isinstance(bases, list):
+            raise ConfigError(f"{path}: {BASE_KEY} must be a list of params files, got {bases!r}")
+        for base in bases:
+            read(base, (*chain, full))
+        values.update(data)
+
+    for f in files:
+        read(f, ())
+    return values
+
+
 def load_config(
     cls: type[T],
     files: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
@@ -274,17 +318,13 @@ def load_config(
 ) -> T:
     """Layer YAML `files` then `overrides` into dataclass `cls`.
 
+    files: params YAML files, later ones win, each on the files its `run_params_files` names (`read_params`).
     section: read only that section of each file (see SECTIONS).
     overrides: a mapping of field names (`{"epochs": 2}`), or "KEY=VALUE" strings spelled as on the command
         line: with a section, the full params key (`train_epochs=2`, see `overrides_for`); without, the field.
     """
-    if files is None:
-        files = []
-    elif isinstance(files, (str, os.PathLike)):
-        files = [files]
-    data: dict = {}
-    for f in files:
-        data = merge(data, select_section(read_yaml(f), section, where=str(f)))
+    where = ", ".join(str(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files or []))
+    data = select_section(read_params(files), section, where=where or "config")
     if overrides:
         if isinstance(overrides, Mapping):
             data = merge(data, overrides)

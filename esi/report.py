@@ -41,7 +41,7 @@ from esi.paths import repo_root
 
 class _KnownParameterFilter(logging.Filter):
     """papermill warns about every injected key the parameters cell does not assign; all params files pass every
-    stage's keys to every notebook, and `esi.notebook.load_params` checks them all, so the warning is noise."""
+    stage's keys to every notebook, and `esi.params.load_params` checks them all, so the warning is noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Passed unknown parameter")
@@ -219,7 +219,7 @@ def run_notebooks(values: Mapping[str, Any], notebooks: Sequence[str] = NOTEBOOK
     index.html. Stops at the first failing notebook (the rest are listed as skipped).
 
     Args:
-        values: flat params key -> value (see esi.notebook.layer_params); checked before anything runs.
+        values: flat params key -> value (see esi.params.layer_params); checked before anything runs.
         notebooks: names or numbers of the notebooks, run in the order given.
         kernel_name: the Jupyter kernel; default `project_kernel()`.
         progress: progress bars over the cells.
@@ -228,7 +228,7 @@ def run_notebooks(values: Mapping[str, Any], notebooks: Sequence[str] = NOTEBOOK
     Raises:
         esi.config.ConfigError: unknown or mistyped parameters (before any notebook starts).
     """
-    from esi.notebook import params_from_mapping
+    from esi.params import params_from_mapping
 
     params = params_from_mapping(values, "the run's parameters")
     paths = [notebook_path(n) for n in notebooks]      # unknown names fail here, before anything is written
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0: every notebook ran, 1: one failed, 2: bad parameters)."""
     from esi.config import ConfigError, merge, overrides_for
-    from esi.notebook import known_parameters, layer_params, relocate
+    from esi.params import known_parameters, layer_params, relocate
 
     args = build_parser().parse_args(argv)
     files = args.config

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from esi.notebook import layer_params, relocate
+from esi.params import layer_params, relocate
 from esi.report import NOTEBOOKS, NotebookFailed, execute_notebook, notebook_path, run_notebooks
 
 REPO = Path(__file__).resolve().parents[1]

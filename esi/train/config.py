@@ -39,7 +39,8 @@ class TrainConfig:
     ecg_encoder_kwargs: dict = field(default_factory=dict)   # extra encoder arguments, e.g. {drop_path_rate: 0.1}
     text_encoder: str = "michiyasunaga/BioLinkBERT-base"  # Hugging Face name, local folder, "minilm" (bundled, offline)
     max_text_length: int = 256            # tokens per text, special tokens included
-    # further ESIConfig fields (latent_dim, n_queries, decoder_depth, caption_weight, local_loss, ...)
+    # further ESIConfig fields (latent_dim, n_queries, decoder_depth, caption_weight, local_loss, ...), each
+    # documented with its default in esi/models/esi_model.py; type-checked when the config is built
     model: dict = field(default_factory=dict)
     # -- Optimisation
     epochs: int = 30                      # passes over the training pairs
@@ -68,6 +69,15 @@ class TrainConfig:
     tensorboard: bool = True              # TensorBoard logs under <out_dir>/tb
     progress: bool = True                 # progress bars
     caption_samples: int = 4              # validation ECGs to caption at the end (written to captions.jsonl)
+
+    def __post_init__(self):
+        owned = sorted(set(self.model) & {"ecg_encoder", "ecg_encoder_kwargs", "text_encoder", "max_text_length"})
+        if owned:
+            from esi.config import ConfigError
+
+            raise ConfigError(f"train_model.{owned[0]}: set it as train_{owned[0]}, its own key")
+        if self.model:
+            model_config(self)   # a mistyped or unknown train_model entry stops here, naming train_model.<key>
 
 
 def model_config(cfg: TrainConfig):

@@ -1,0 +1,299 @@
+"""The params of a whole run: every stage's settings from one flat mapping, for the notebooks and esi.report.
+
+A params key is `<stage>_<setting>` (params/README.md); its default and its one-line comment are written once,
+in the dataclass of its stage:
+
+    run_      RunConfig                            (this module)
+    demo_     DemoConfig                           (this module)
+    data_     DataConfig                           (this module)
+    cqa_      esi.rag.config.CQAConfig
+    train_    esi.train.config.TrainConfig
+    evaluate_ esi.evaluate.config.EvaluateConfig
+
+A params file states only what differs from what it is layered on (`run_params_files`, read by
+`esi.config.read_params`). A notebook's parameters cell names its base (`run_params_files = ["params/demo.yaml"]`:
+the embedded demo); papermill injects its own values after that cell (`-f params/mimic_paper.yaml`, which names
+its own base `[]` and so replaces the demo, or `-p train_epochs 2`); the next cell,
+
+    from esi.params import load_params
+    params = load_params(globals())
+
+layers defaults <- base files <- the notebook's values, checks every key against the known ones (a key injected
+with a typo stops with a "did you mean", never silently ignored) and type-checks each stage's dataclass:
+params.run, params.demo, params.data, params.cqa, params.train, params.evaluate. The entry points read the same
+files the same way (`python -m esi.train --config params/tiny.yaml` is demo.yaml, then tiny.yaml).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from esi.config import BASE_KEY, SECTIONS, ConfigError, from_dict, read_params, section_of
+from esi.paths import outputs_dir, resolve
+
+# Nothing may download at run time; a notebook imports this module first (load_params), so set it for them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without ipywidgets tqdm falls back to text bars (fine in papermill and HTML); its warning is noise there.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+Task = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
+
+
+@dataclass
+class RunConfig:
+    """Settings of the run as a whole (params keys `run_<field>`).
+
+    params_files: params files this run's own values are layered on (read first, later wins; each may name
+        its own). [] = the defaults alone. A notebook's parameters cell sets ["params/demo.yaml"].
+    name: the run's name (evaluate_out_dir "" writes to outputs/<name>).
+    dir: the folder of everything the notebooks write (figures/, the executed notebooks, index.html);
+        "" = outputs/<name>. Relative paths are taken from the repository root.
+    nproc_per_node: training processes: 1 trains inside the notebook; more start torchrun as a subprocess
+        (one process per GPU) and plot the curves live while it runs.
+    refresh_s: seconds between live re-plots of the training curves (torchrun mode).
+    """
+
+    params_files: list[str] = field(default_factory=list)
+    name: str = "demo"
+    dir: str = ""
+    nproc_per_node: int = 1
+    refresh_s: float = 15.0
+
+    def __post_init__(self):
+        if self.nproc_per_node < 1:
+            raise ConfigError(f"run_nproc_per_node must be >= 1, got {self.nproc_per_node}")
+
+
+@dataclass
+class DemoConfig:
+    """The offline demo corpus (params keys `demo_<field>`; see esi.data.demo_corpus.generate_demo).
+
+    corpus_dir: where to generate it; "" = no demo corpus (real data: the paths of the other stages point at it).
+    n_mimic: records in the MIMIC-IV-ECG layout (the ECG-text pairs).
+    n_ptbxl: records in the PTB-XL layout (the evaluation set).
+    seed: everything in the corpus follows from it.
+    """
+
+    corpus_dir: str = ""
+    n_mimic: int = 600
+    n_ptbxl: int = 300
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """What the notebooks read and show (params keys `data_<field>`).
+
+    statements: the statement vocabulary the assistant describes (01): MIMIC-IV-ECG machine_measurements.csv,
+        PTB-XL scp_statements.csv, a statement -> description JSON, or a text file with one statement per line.
+    reference_dict: a statement -> description JSON to compare the generated descriptions with (e.g. the one
+        released with the ESI paper); "" = no comparison.
+    queries: free-text queries whose retrieved knowledge entries 01 shows.
+    examples: ECGs of the pretraining corpus drawn on ECG paper (02).
+    text_sample: texts tokenised for the text-length statistics (02); None = all.
+    beat_task: the PTB-XL task whose classes get an average beat (02).
+    beat_leads: the leads shown in the average-beat figure.
+    beat_records: at most this many records per class are averaged.
+    seed: which records are drawn and sampled.
+    """
+
+    statements: str = ""
+    reference_dict: str = ""
+    queries: list[str] = field(default_factory=list)
+    examples: int = 4
+    text_sample: int | None = 2000
+    beat_task: Task = "superdiagnostic"
+    beat_leads: list[str] = field(default_factory=lambda: ["II", "V1", "V5"])
+    beat_records: int = 40
+    seed: int = 0
+
+
+def stage_classes() -> dict[str, type]:
+    """section name -> the dataclass holding its keys, for every section of esi.config.SECTIONS."""
+    from esi.evaluate.config import EvaluateConfig
+    from esi.rag.config import CQAConfig
+    from esi.train import TrainConfig
+
+    classes = {"run": RunConfig, "demo": DemoConfig, "data": DataConfig, "cqa": CQAConfig, "train": TrainConfig,
+               "evaluate": EvaluateConfig}
+    assert tuple(classes) == SECTIONS, "esi.config.SECTIONS and esi.params.stage_classes() must agree"
+    return classes
+
+
+def known_parameters() -> dict[str, tuple[str, str]]:
+    """Every valid params key -> (section, field name), e.g. 'train_epochs' -> ('train', 'epochs')."""
+    return {f"{section}_{f.name}": (section, f.name)
+            for section, cls in stage_classes().items() for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, known: Sequence[str], where: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+    prefix = section_of(key)
+    if prefix is None:
+        why = f"it starts with none of the stage prefixes {', '.join(s + '_' for s in SECTIONS)}"
+    else:
+        why = f"the {prefix} stage has no such setting"
+    return ConfigError(f"unknown parameter {key!r} in {where}: {why}.{suggestion} "
+                       "params/README.md lists where every stage's keys are documented.")
+
+
+@dataclass
+class Params:
+    """Every stage's settings, type-checked, plus the flat mapping they came from (`values`)."""
+
+    run: RunConfig
+    demo: DemoConfig
+    data: DataConfig
+    cqa: Any
+    train: Any
+    evaluate: Any
+    values: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (run_dir, or outputs/<run_name>)."""
+        return resolve(self.run.dir) if self.run.dir else outputs_dir() / self.run.name
+
+    @property
+    def figures_dir(self) -> Path:
+        """<run folder>/figures: where `show` saves every figure."""
+        return self.run_dir / "figures"
+
+
+def params_from_mapping(values: Mapping[str, Any], where: str = "parameters") -> Params:
+    """Check flat params keys and build every stage's config from them (missing keys take their defaults).
+
+    Args:
+        values: flat key -> value (`train_epochs: 3`), as papermill injects them or a params file holds them.
+        where: names the source in error messages.
+
+    Raises:
+        ConfigError: an unknown key (with a "did you mean") or a value of the wrong type, naming the key.
+    """
+    known = known_parameters()
+    by_section: dict[str, dict] = {section: {} for section in SECTIONS}
+    for key, value in values.items():
+        if key not in known:
+            raise _unknown(key, list(known), where)
+        section, name = known[key]
+        by_section[section][name] = value
+    configs = {}
+    for section, cls in stage_classes().items():
+        try:
+            configs[section] = from_dict(cls, by_section[section], where=f"{where}: {section}")
+        except ConfigError as err:
+            # from_dict names the field without its prefix; name the params key the user actually wrote.
+            message = str(err).replace(f"{where}: {section}.", f"{where}: {section}_")
+            raise ConfigError(message) from None
+    return Params(**configs, values=dict(values))
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+_SEEN_KEY = "_esi_parameter_names"
+
+
+def load_params(namespace: dict, where: str = "the notebook's parameters") -> Params:
+    """Validate a notebook's parameters (its globals after the parameters and injected cells) into `Params`.
+
+    The files named by `run_params_files` are read first (see `esi.config.read_params`); the notebook's own
+    values win over them. Every global that holds a plain value (str, number, bool, None, list, dict) and is not IPython's own must be
+    a known params key: a key papermill injected with a typo fails here, naming it, instead of being ignored.
+
+    Args:
+        namespace: the notebook's `globals()`.
+        where: names the source in error messages.
+
+    Raises:
+        ConfigError: an unknown or mistyped parameter.
+    """
+    hidden: set = set()
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            hidden = set(shell.user_ns_hidden)
+    except ImportError:
+        pass
+    # Re-running this cell later in an interactive session: variables that later cells created are not
+    # parameters, unless they look like one (a stage prefix, or close to a known key: an edited parameter cell).
+    first_names = namespace.get(_SEEN_KEY)
+    known = list(known_parameters())
+    values = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or name in hidden or name in ("In", "Out", "exit", "quit"):
+            continue
+        if isinstance(value, (types.ModuleType, type)) or callable(value) or not _plain(value):
+            continue
+        if first_names is not None and name not in first_names:
+            if section_of(name) is None and not difflib.get_close_matches(name, known, n=1, cutoff=0.8):
+                continue
+        values[name] = value
+    if first_names is None:
+        namespace[_SEEN_KEY] = frozenset(values)
+    # The base files first (the parameters cell names the demo's; an injected params file names its own).
+    return params_from_mapping({**read_params(values.get(BASE_KEY) or []), **values}, where)
+
+
+def layer_params(files: Sequence[str | os.PathLike] = (), overrides: Mapping[str, Any] | None = None) -> dict:
+    """Flat params from YAML files then overrides, layered key by key as papermill does (`-f a -f b -p k v`).
+
+    A key's value is replaced as a whole (a mapping value is not merged), exactly what papermill injects; each
+    file is layered on the files its `run_params_files` names (`esi.config.read_params`).
+
+    Args:
+        files: params YAML files; later files win.
+        overrides: key -> value applied last.
+    """
+    return {**read_params(list(files)), **(overrides or {})}
+
+
+def relocate(values: Mapping[str, Any], new_dir: str | os.PathLike) -> dict:
+    """The same params with the run moved: every path inside the run folder now points inside `new_dir`.
+
+    The run folder is `run_dir` (or outputs/<run_name>); a string value that resolves to a path inside it
+    (also inside lists and mappings, e.g. evaluate_encoders' paths) is rewritten, and run_dir becomes `new_dir`.
+    Paths outside the run folder (data downloads, bundled models) are left alone.
+
+    Args:
+        values: flat params (e.g. from `layer_params`).
+        new_dir: the new run folder.
+    """
+    params = params_from_mapping(values, "relocate")
+    old = params.run_dir.resolve()
+    new = Path(resolve(new_dir)).resolve()
+
+    def move(value):
+        if isinstance(value, str) and value and "\n" not in value:
+            path = resolve(value)
+            if path is not None and (path == old or old in path.parents):
+                return str(new / path.relative_to(old))
+            return value
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    moved = {key: move(value) for key, value in values.items()}
+    moved["run_dir"] = str(new)
+    return moved
