@@ -7,7 +7,8 @@ light (only `datasets` imports torch):
     ecg          ECG (one record in memory), ECGFormatError
     reader       read_ecg, read_digital (WFDB files -> ECG)
     quality      quality_flags: missing, flat or saturated leads, repaired, resampled, short
-    sources      record lists of PTB-XL, MIMIC-IV-ECG or a folder, as one table
+    sources      record lists of PTB-XL, MIMIC-IV-ECG, the PhysioNet Challenge layouts or a folder, as one table
+    challenge    CinC 2020/2021 and ecg-arrhythmia (CPSC2018, CSN) record tables with their #Dx codes, age, sex
     store        ECGStore (the memory-mapped store) and its on-disk format
     convert      convert (WFDB records -> ECGStore; resumable; python -m esi.data.convert)
     transforms   normalize, fit_scaler, Scaler, crops, sliding windows, Augment

@@ -2,6 +2,14 @@
 
     python -m esi.data.convert --source ptbxl --input data/ptbxl --out outputs/stores/ptbxl100 --fs 100
     python -m esi.data.convert --source mimic --input data/mimic-iv-ecg --out outputs/stores/mimic500 --workers 16
+    python -m esi.data.convert --source challenge --input data/challenge-2021/training/cpsc_2018 \
+        --out outputs/stores/cpsc500 --fs 500 --crop centre
+    python -m esi.data.convert --source ecg_arrhythmia --input data/ecg-arrhythmia/1.0.0 --out outputs/stores/csn500 \
+        --fs 500
+
+The challenge sources (`challenge`: a CinC 2020/2021 training tree or one of its source folders;
+`ecg_arrhythmia`: PhysioNet ecg-arrhythmia 1.0.0) carry source, dx (the header's SNOMED codes, ";"-joined),
+age and sex into the store's index (see `esi.data.challenge`).
 
 How it stays bounded and resumable:
 - the record list is split deterministically into fixed chunks (`chunk_size` records, in list order);
@@ -36,13 +44,14 @@ from typing import Callable, Sequence
 
 from esi.data.ecg import ECGFormatError
 from esi.data.leads import STANDARD_LEADS
-from esi.data.store import (STORE_COLUMNS, ChunkWriter, StoreSettings, StoreSettingsError, assemble,
+from esi.data.store import (CROPS, STORE_COLUMNS, ChunkWriter, StoreSettings, StoreSettingsError, assemble,
                             committed_chunk, fingerprint, prepare_store, read_manifest)
 
 # Test hook: after this many records (counted over the whole run), the worker that wrote the last one
 # SIGKILLs the main process and itself, which is what an out-of-memory kill or `kill -9` mid-chunk does.
 KILL_AFTER_ENV = "ESI_CONVERT_TEST_KILL_AFTER"
-SOURCES = ("mimic", "ptbxl", "folder")  # as esi.data.sources.SOURCES (not imported: workers need no pandas)
+# As esi.data.sources.SOURCES (not imported: workers need no pandas).
+SOURCES = ("mimic", "ptbxl", "folder", "challenge", "ecg_arrhythmia")
 LOCK_FILE = ".lock"
 
 
@@ -344,15 +353,18 @@ def convert(source: str, input: str | os.PathLike, out: str | os.PathLike, fs: f
             dtype: str = "int16", workers: int | None = None, limit: int | None = None,
             allow_missing: bool = False, record_list: str | os.PathLike | None = None,
             chunk_size: int | None = None, leads: Sequence[str] = STANDARD_LEADS,
-            progress: bool = True) -> ConvertSummary:
+            progress: bool = True, crop: str = "start") -> ConvertSummary:
     """Convert a dataset into an ECG store (what `python -m esi.data.convert` runs).
 
     Args:
-        source: "mimic" (MIMIC-IV-ECG record_list.csv), "ptbxl" (ptbxl_database.csv) or "folder" (every *.hea).
+        source: "mimic" (MIMIC-IV-ECG record_list.csv), "ptbxl" (ptbxl_database.csv), "folder" (every *.hea),
+            "challenge" (a CinC 2020/2021 training tree, or one source folder of it) or "ecg_arrhythmia"
+            (PhysioNet ecg-arrhythmia 1.0.0).
         input: the dataset folder.
         out: the store folder to create or resume.
         fs: sampling rate of the store (Hz); records at another rate are resampled.
-        seconds: record length in the store; shorter records are zero-padded, longer ones cropped.
+        seconds: record length in the store; shorter records are zero-padded at the end (their index row
+            has n_samples < the store's length), longer ones cropped as `crop` says (cropped True).
         dtype: "int16" (lossless where the source allows) or "float16".
         workers: worker processes (default os.cpu_count()).
         limit: convert only the first `limit` records of the list.
@@ -362,6 +374,8 @@ def convert(source: str, input: str | os.PathLike, out: str | os.PathLike, fs: f
             the number of records and workers (see `default_chunk_size`).
         leads: leads to store, in order.
         progress: show a progress bar.
+        crop: which samples of a longer record to keep: "start" (the first ones) or "centre" (centre-crop, as
+            ecg-fix and the Reality Check do). Part of the store's settings: a store is resumed only with its own.
 
     Returns:
         The run's summary; the store opens with `ECGStore(out)`.
@@ -377,7 +391,7 @@ def convert(source: str, input: str | os.PathLike, out: str | os.PathLike, fs: f
             chunk_size = default_chunk_size(len(records), workers)
     settings = StoreSettings(fs=float(fs), length=int(round(fs * seconds)), dtype=dtype, leads=tuple(leads),
                              source=source, input=str(Path(input).resolve()), allow_missing=bool(allow_missing),
-                             chunk_size=int(chunk_size))
+                             chunk_size=int(chunk_size), crop=crop)
     source_info = {"record_list": str(Path(record_list).resolve()) if record_list else None, "seconds": seconds}
     return convert_records(records, out, settings, workers=workers, progress=progress, source_info=source_info)
 
@@ -385,14 +399,20 @@ def convert(source: str, input: str | os.PathLike, out: str | os.PathLike, fs: f
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m esi.data.convert",
-        description="Convert WFDB ECG records (MIMIC-IV-ECG, PTB-XL or any folder) into a compact memory-mapped "
+        description="Convert WFDB ECG records (MIMIC-IV-ECG, PTB-XL, the PhysioNet Challenge layouts or any folder) "
+                    "into a compact memory-mapped "
                     "store: int16/float16 shards at one rate and length plus an index table. Parallel, bounded "
                     "in memory, and resumable: if a run is interrupted, run the same command again.",
-        epilog="example: python -m esi.data.convert --source ptbxl --input data/ptbxl --out outputs/stores/ptbxl100 "
-               "--fs 100 --seconds 10")
+        epilog="examples: python -m esi.data.convert --source ptbxl --input data/ptbxl --out outputs/stores/ptbxl100 "
+               "--fs 100 --seconds 10; python -m esi.data.convert --source challenge --input "
+               "data/challenge-2021/training/cpsc_2018 --out outputs/stores/cpsc500 --fs 500 --crop centre")
     parser.add_argument("--source", required=True, choices=SOURCES,
-                        help="kind of record list: mimic (record_list.csv), ptbxl (ptbxl_database.csv) or folder "
-                             "(every *.hea below --input)")
+                        help="kind of record list: mimic (record_list.csv), ptbxl (ptbxl_database.csv), folder "
+                             "(every *.hea below --input), challenge (a CinC 2020/2021 training tree: "
+                             "training/<source>/gN/*.hea|.mat, training/ itself or one source folder) or "
+                             "ecg_arrhythmia (PhysioNet ecg-arrhythmia 1.0.0: WFDBRecords/ and "
+                             "ConditionNames_SNOMED-CT.csv); the challenge ones carry source, dx, age, sex "
+                             "into the index")
     parser.add_argument("--input", required=True, help="the dataset folder (record paths are relative to it)")
     parser.add_argument("--record-list", default=None,
                         help="record list CSV if not the standard one inside --input (mimic: record_list.csv, "
@@ -401,8 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fs", type=float, default=500.0,
                         help="sampling rate of the store in Hz; other rates are resampled (default: 500)")
     parser.add_argument("--seconds", type=float, default=10.0,
-                        help="record length in seconds; shorter records are zero-padded, longer ones cropped "
-                             "(default: 10)")
+                        help="record length in seconds; shorter records are zero-padded at the end (index: "
+                             "n_samples below the length), longer ones cropped (see --crop) (default: 10)")
+    parser.add_argument("--crop", choices=CROPS, default="start",
+                        help="which samples of a longer record to keep: start (the first ones, default) or "
+                             "centre (centre-crop long records, as ecg-fix and the Reality Check do); a store "
+                             "is resumed only with the crop it was made with")
     parser.add_argument("--dtype", choices=("int16", "float16"), default="int16",
                         help="sample type on disk: int16 keeps the source's ADC values exactly where it can "
                              "(default), float16 stores millivolts")
@@ -425,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> ConvertSummary:
     try:
         summary = convert(args.source, args.input, args.out, fs=args.fs, seconds=args.seconds, dtype=args.dtype,
                           workers=args.workers, limit=args.limit, allow_missing=args.allow_missing,
-                          record_list=args.record_list, chunk_size=args.chunk_size, progress=not args.no_progress)
+                          record_list=args.record_list, chunk_size=args.chunk_size, progress=not args.no_progress,
+                          crop=args.crop)
     except (StoreSettingsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,7 +8,8 @@ Every source function returns a pandas DataFrame with one row per record and at 
     study_id    nullable Int64, the recording/study, where the source knows it
 
 plus source-specific passthrough columns (PTB-XL: ecg_id, strat_fold, age, sex; MIMIC-IV-ECG: file_name,
-ecg_time) so that a store's index can be joined with labels and splits without going back to the CSV.
+ecg_time; the PhysioNet Challenge layouts of `esi.data.challenge`: source, dx, age, sex) so that a store's index
+can be joined with labels and splits without going back to the CSV.
 Rows keep the order of the record list, which makes chunking (and therefore resuming) deterministic.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 RECORD_COLUMNS = ("record_id", "path", "subject_id", "study_id")
-SOURCES = ("mimic", "ptbxl", "folder")
+SOURCES = ("mimic", "ptbxl", "folder", "challenge", "ecg_arrhythmia")
 
 PTBXL_PASSTHROUGH = ("ecg_id", "strat_fold", "age", "sex")
 MIMIC_PASSTHROUGH = ("file_name", "ecg_time")
@@ -143,15 +144,25 @@ def folder_records(root: str | os.PathLike) -> pd.DataFrame:
     return _check_unique(table, root)
 
 
+def _header_records(source: str, root: str | os.PathLike) -> pd.DataFrame:
+    """The record table of a source listed by its headers alone ("folder", "challenge", "ecg_arrhythmia")."""
+    if source == "folder":
+        return folder_records(root)
+    from esi.data.challenge import challenge_records, ecg_arrhythmia_records
+
+    return challenge_records(root) if source == "challenge" else ecg_arrhythmia_records(root)
+
+
 def load_records(source: str, root: str | os.PathLike, record_list: str | os.PathLike | None = None,
                  fs: float | None = None, limit: int | None = None) -> pd.DataFrame:
     """The record table of any supported source (what `python -m esi.data.convert` reads).
 
     Args:
-        source: "mimic", "ptbxl" or "folder".
+        source: "mimic", "ptbxl", "folder", "challenge" (a CinC 2020/2021 training tree) or "ecg_arrhythmia"
+            (PhysioNet ecg-arrhythmia 1.0.0); see `esi.data.challenge` for the last two.
         root: the dataset folder.
-        record_list: the source's record list CSV (default: the standard file inside `root`); not used
-            for "folder".
+        record_list: the source's record list CSV (default: the standard file inside `root`); only for
+            "mimic" and "ptbxl" (the others list every *.hea below `root`).
         fs: the sampling rate the store will hold (PTB-XL uses it to choose its 100 or 500 Hz files).
         limit: keep only the first `limit` records (a quick trial run); None keeps all.
 
@@ -162,11 +173,11 @@ def load_records(source: str, root: str | os.PathLike, record_list: str | os.Pat
         table = mimic_records(root, record_list)
     elif source == "ptbxl":
         table = ptbxl_records(root, record_list, fs=fs)
-    elif source == "folder":
+    elif source in ("folder", "challenge", "ecg_arrhythmia"):
         if record_list:
-            raise ValueError("--record-list does not apply to --source folder (every *.hea below the "
+            raise ValueError(f"--record-list does not apply to --source {source} (every *.hea below the "
                              "input folder is converted)")
-        table = folder_records(root)
+        table = _header_records(source, root)
     else:
         raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     if limit is not None:

@@ -5,6 +5,9 @@ Layout of a store folder:
     manifest.json         format version and settings (fs, length, dtype, leads, source, ...), completeness
     index.csv             one row per stored record: ids, source path, rates, lengths, lead mask, quality
                           flags, scale, where its samples live (shard, row), notes
+                          (n_samples: the record's length at the store's rate before fitting it to `length`;
+                          n_samples < length means zero-padded at the end, `cropped` True means cut to length
+                          as the manifest's `crop` setting says)
     rejected.csv          record_id, path, reason for every record that could not be converted
     layout.npz            the index columns reading needs (shard, row, gain, lead mask, valid length) as arrays,
                           so that opening a store (in every DataLoader worker) does not parse the CSV
@@ -47,6 +50,8 @@ from esi.data.leads import STANDARD_LEADS
 FORMAT_NAME = "esi-ecg-store"
 FORMAT_VERSION = 1
 DTYPES = ("int16", "float16")
+# How a record longer than the store's length is cut: its first samples, or the middle ones.
+CROPS = ("start", "centre")
 
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.csv"
@@ -84,13 +89,16 @@ class StoreSettings:
     """What defines a store's content; resuming into a store requires the same settings.
 
     fs: sampling rate of the stored samples (Hz).
-    length: samples per record (shorter records are zero-padded, longer ones cropped).
+    length: samples per record (shorter records are zero-padded at the end, longer ones cropped).
     dtype: "int16" (lossless where possible) or "float16".
     leads: lead names, in stored order.
     source: where the record list came from ("mimic", "ptbxl", "folder", or anything a caller names).
     input: the dataset folder (absolute path as a string).
     allow_missing: whether records lacking leads were accepted (zero-filled, mask False).
     chunk_size: records per chunk (one shard per chunk).
+    crop: which `length` samples of a longer record are kept: "start" (the first ones) or "centre" (the middle
+        ones, as ecg-fix and the Reality Check benchmark centre-crop long CPSC records). Stores written before
+        this setting existed have no entry in their manifest and read as "start".
     """
 
     fs: float
@@ -101,10 +109,13 @@ class StoreSettings:
     input: str = ""
     allow_missing: bool = False
     chunk_size: int = 1000
+    crop: str = "start"
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
         if not (self.fs > 0 and self.length > 0 and self.chunk_size > 0):
             raise ValueError(f"fs, length and chunk_size must be positive, got fs={self.fs}, "
                              f"length={self.length}, chunk_size={self.chunk_size}")
@@ -118,6 +129,10 @@ class StoreSettings:
     @classmethod
     def from_dict(cls, data: Mapping) -> "StoreSettings":
         return cls(**{**data, "leads": tuple(data["leads"])})
+
+
+# Settings that a manifest written before they existed lacks, with the value such a store was made with.
+_SETTING_DEFAULTS = {"crop": "start"}
 
 
 # --- files --------------------------------------------------------------------------------------------------
@@ -178,7 +193,8 @@ def prepare_store(root: str | os.PathLike, settings: StoreSettings) -> StoreSett
     """
     root = Path(root)
     if (root / MANIFEST_FILE).is_file():
-        existing = read_manifest(root)["settings"]
+        # A setting added after a store was written (crop) takes its default, the behaviour the store was made with.
+        existing = {**_SETTING_DEFAULTS, **read_manifest(root)["settings"]}
         wanted = settings.to_dict()
         diffs = [f"{key}: store has {existing.get(key)!r}, requested {wanted[key]!r}"
                  for key in wanted if existing.get(key) != wanted[key]]
@@ -219,13 +235,40 @@ def committed_chunk(root: str | os.PathLike, chunk: int) -> dict | None:
 # --- encoding one record ------------------------------------------------------------------------------------
 
 
-def fit_length(signal: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
-    """(signal cropped to its first `length` samples or zero-padded at the end, whether it was cropped)."""
+def crop_start(n_samples: int, length: int, crop: str = "start") -> int:
+    """The first sample kept when a record of `n_samples` is cut to `length` (0 when it is not longer).
+
+    Args:
+        n_samples: the record's length.
+        length: the length wanted.
+        crop: "start" keeps the first `length` samples; "centre" the middle ones (the extra sample of an odd
+            surplus goes to the end, i.e. the start is rounded down).
+    """
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
+    if n_samples <= length or crop == "start":
+        return 0
+    return (n_samples - length) // 2
+
+
+def fit_length(signal: np.ndarray, length: int, crop: str = "start") -> tuple[np.ndarray, bool]:
+    """A signal fitted to `length` samples along its last axis.
+
+    Args:
+        signal: (..., n_samples).
+        length: samples wanted.
+        crop: which samples of a longer signal to keep: "start" (the first `length`) or "centre" (the middle
+            ones, see `crop_start`). A shorter signal is zero-padded at the end either way.
+
+    Returns:
+        (the fitted signal (a view when cropped), whether it was cropped).
+    """
     n = signal.shape[-1]
     if n == length:
         return signal, False
     if n > length:
-        return signal[..., :length], True
+        start = crop_start(n, length, crop)
+        return signal[..., start:start + length], True
     padded = np.zeros(signal.shape[:-1] + (length,), dtype=signal.dtype)
     padded[..., :n] = signal
     return padded, False
@@ -489,7 +532,7 @@ class ChunkWriter:
             raise ECGFormatError(ecg.path, f"leads {ecg.leads} do not match the store's {self.settings.leads}")
         if abs(ecg.fs - self.settings.fs) > 1e-6:
             raise ECGFormatError(ecg.path, f"sampling rate {ecg.fs} Hz is not the store's {self.settings.fs} Hz")
-        signal, cropped = fit_length(ecg.signal, self.settings.length)
+        signal, cropped = fit_length(ecg.signal, self.settings.length, self.settings.crop)
         native = abs(ecg.fs - ecg.fs_source) < 1e-6
         try:
             stored, gain, lossless, note = encode(signal, ecg.adc_gain, ecg.mask, self.settings.dtype, native)
@@ -497,9 +540,7 @@ class ChunkWriter:
             raise ECGFormatError(ecg.path, str(error)) from None
         self._shard.next_record()[...] = stored
 
-        notes = list(ecg.notes) + ([note] if note else [])
-        if cropped:
-            notes.append(f"cropped from {ecg.n_samples} to {self.settings.length} samples")
+        notes = list(ecg.notes) + ([note] if note else []) + self._length_notes(ecg.n_samples)
         self._add_row(record, fs_source=ecg.fs_source, n_samples_source=ecg.n_samples_source,
                       n_samples=ecg.n_samples, cropped=cropped,
                       lead_mask="".join("1" if m else "0" for m in ecg.mask), gain=gain, lossless=lossless,
@@ -532,12 +573,23 @@ class ChunkWriter:
         slot = self._shard.next_record()
         cropped = n_samples > length
         kept = min(n_samples, length)
-        slot[:, :kept] = digital.digital[:, :kept]
+        start = crop_start(n_samples, length, self.settings.crop)
+        slot[:, :kept] = digital.digital[:, start:start + kept]
         slot[:, kept:] = 0  # zero padding of a short record
-        notes = [f"cropped from {n_samples} to {self.settings.length} samples"] if cropped else []
+        notes = self._length_notes(n_samples)
         self._add_row(record, fs_source=digital.fs, n_samples_source=n_samples, n_samples=n_samples,
                       cropped=cropped, lead_mask="1" * len(self.settings.leads), gain=float(digital.gain),
                       lossless=True, repaired_samples=0, flags=flags, notes=notes)
+
+    def _length_notes(self, n_samples: int) -> list[str]:
+        """The note saying how a record of `n_samples` was fitted to the store's length (none if it fits)."""
+        length = self.settings.length
+        if n_samples > length:
+            where = " (centre)" if self.settings.crop == "centre" else ""
+            return [f"cropped from {n_samples} to {length} samples{where}"]
+        if n_samples < length:
+            return [f"zero-padded from {n_samples} to {length} samples"]
+        return []
 
     def _add_row(self, record: Mapping, *, fs_source: float, n_samples_source: int, n_samples: int, cropped: bool,
                  lead_mask: str, gain: float, lossless: bool, repaired_samples: int,
@@ -603,8 +655,14 @@ class ChunkWriter:
 def _index_dtypes(columns: Sequence[str]) -> dict:
     """How to parse the index CSV so that ids stay ids (not floats) and the mask stays a string."""
     known = {"record_id": str, "path": str, "lead_mask": str, "notes": str, "subject_id": "Int64",
-             "study_id": "Int64", "ecg_id": "Int64", "shard": "int64", "row": "int64"}
+             "study_id": "Int64", "ecg_id": "Int64", "shard": "int64", "row": "int64",
+             # Challenge passthrough: SNOMED code lists ("426783006" alone must not become a number).
+             "dx": str, "source": str}
     return {c: t for c, t in known.items() if c in columns}
+
+
+# Index columns read as text with "" kept as "" (not missing): an empty dx means "no code", not unknown.
+_TEXT_COLUMNS = ("record_id", "path", "lead_mask", "notes", "dx")
 
 
 def _read_part(path: Path):
@@ -613,7 +671,7 @@ def _read_part(path: Path):
     with open(path, newline="") as f:
         header = next(csv.reader(f), [])
     table = pd.read_csv(path, dtype=_index_dtypes(header), keep_default_na=False,
-                        na_values={c: [""] for c in header if c not in ("record_id", "path", "lead_mask", "notes")})
+                        na_values={c: [""] for c in header if c not in _TEXT_COLUMNS})
     return table
 
 

@@ -1,0 +1,425 @@
+"""Multi-label tasks on CPSC2018, CSN and other PhysioNet/CinC Challenge sources, with the PTB-XL task's interface.
+
+A task is built from a record table (`index`, e.g. a converted store's index.csv: record_id, dx and optionally
+source, n_samples_source, fs_source) in this order:
+
+1. records of the dataset: rows whose `source` is one of `DATASET_SOURCES[dataset]` (a source name selects
+   itself); without a `source` column every row is taken;
+2. length policy (`length_mask`): `drop_short` removes records shorter than 10 s; `crop_pad` and `merl` keep all;
+3. classes (exact SNOMED-CT codes, Challenge equivalents merged, see `esi.data.snomed`):
+   - `cpsc2018`: the 9 classes of the original CPSC2018 challenge, `CPSC2018_CLASSES`, in that order;
+   - `csn` and any other source: every code with at least `min_positives` positive records (counted over the
+     records left by steps 1-2), minus `EXCLUDED_CODES[dataset]` (for CSN: ecg-fix's exclusion list), in
+     descending positives order (ties: code);
+4. records and unknown codes (`unknown_codes`):
+   - "keep" (default): every record is kept; codes that are not classes are ignored, so a record none of whose
+     codes is a class has an all-zero label row (counted in the summary);
+   - "drop_empty": records none of whose codes is a class are dropped;
+   - "drop_unknown" (ecg-fix's CSN rule): records carrying any unknown code are dropped, unknown meaning not
+     in the dataset's code list (`known_codes`: for CSN the codes of ecg-arrhythmia's ConditionNames_SNOMED-CT.csv,
+     otherwise the codes of the Challenge tables) or on the exclusion list, compared as written (before merging);
+     then records left with no class are dropped too (ecg-fix drops all-zero rows);
+5. folds: the split preset (`esi.data.splits`) over the records kept, PTB-XL fold codes.
+
+`ChallengeTask.summary` lists every class seen (kept, dropped and why, merged alias codes) and the record counts
+(total, dropped and why, kept, all-zero, per split, in no split); `write_summary` writes it as CSV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from esi.data.ptbxl import SPLIT_FOLDS
+from esi.data.snomed import (EQUIVALENT_CODES, canonical_code, code_counts, describe_code, label_matrix, parse_dx,
+                             snomed_table)
+from esi.data.splits import NO_FOLD, PRESETS, make_folds, split_description
+
+DATASETS: tuple[str, ...] = ("cpsc2018", "csn")
+
+# The 9 classes of the China Physiological Signal Challenge 2018, as SNOMED codes of the Challenge's cpsc_2018 folder.
+CPSC2018_CLASSES: tuple[str, ...] = (
+    "426783006",  # NSR, normal
+    "164889003",  # AF
+    "270492004",  # I-AVB
+    "164909002",  # LBBB
+    "59118001",   # RBBB
+    "284470004",  # PAC
+    "164884008",  # PVC (the Challenge's VEB "ventricular ectopics"; not merged with 427172004/17338001)
+    "429622005",  # STD
+    "164931005",  # STE
+)
+
+# Source names (as in the Challenge's training/<source>/ folders) that make up each dataset. CSN is the
+# Challenge's chapman_shaoxing + ningbo, or PhysioNet ecg-arrhythmia 1.0.0 converted as one source.
+DATASET_SOURCES: dict[str, tuple[str, ...]] = {
+    "cpsc2018": ("cpsc_2018",),
+    "csn": ("chapman_shaoxing", "ningbo", "ecg_arrhythmia", "ecg-arrhythmia"),
+}
+
+# ecg-fix (zackeberger/ecg-fix, benchmark/preprocess/public/CSN/p_CSN.py) removes 15 CSN acronyms from its vocabulary
+# (ZERO_COUNT_LABELS, LESS_THAN_2_COUNT_LABELS). It maps each code to the *last* acronym listed for it in
+# ConditionNames_SNOMED-CT.csv, so an excluded acronym removes its code only when every acronym of that code is
+# excluded (LBBB/LBBBB leave 164909002 as LFBBB, IDC leaves 698252002 as IVB, MI/MIBW/MIFW/MILW leave 164865005 as
+# MISW). These are the codes it removes:
+CSN_EXCLUDED_CODES: dict[str, str] = {
+    "28189009": "ecg-fix exclusion: 2AVB2, no positives in CSN",
+    "233896004": "ecg-fix exclusion: AVNRT, no positives in CSN",
+    "251148003": "ecg-fix exclusion: LVQRSCL, no positives in CSN",
+    "251147008": "ecg-fix exclusion: LVQRSLL, no positives in CSN",
+    "195101003": "ecg-fix exclusion: WAVN and SAAWR, no positives in CSN",
+    "27885002": "ecg-fix exclusion: 3AVB, fewer than 2 positives in CSN",
+    "251173003": "ecg-fix exclusion: ABI, fewer than 2 positives in CSN",
+}
+EXCLUDED_CODES: dict[str, dict[str, str]] = {"csn": CSN_EXCLUDED_CODES}
+
+UNKNOWN_CODE_POLICIES: tuple[str, ...] = ("keep", "drop_empty", "drop_unknown")
+LENGTH_POLICIES: tuple[str, ...] = ("crop_pad", "drop_short", "merl")
+
+MERL_CPSC_SECONDS = 5.0  # MERL keeps the first 2,500 samples (5 s at 500 Hz) of CPSC2018 records.
+SUMMARY_COLUMNS = ("kind", "code", "abbreviation", "name", "count", "count_kept", "status", "reason")
+
+
+# ----------------------------------------------------------------------------------------------- length policies
+
+def _check_length_policy(policy: str) -> None:
+    if policy not in LENGTH_POLICIES:
+        raise ValueError(f"unknown length policy {policy!r}; expected one of: {', '.join(LENGTH_POLICIES)}")
+
+
+def length_mask(index: pd.DataFrame, policy: str, seconds: float = 10.0) -> np.ndarray:
+    """Which records a length policy keeps.
+
+    Policies: `crop_pad` (keep all; long records are centre-cropped to `seconds`, short ones zero-padded at the
+    end), `drop_short` (ecg-fix, Reality Check: drop records shorter than `seconds`, centre-crop long ones),
+    `merl` (keep all; MERL's finetune_dataset.py reads CPSC2018's first 2,500 samples = 5 s at 500 Hz, zero-padded
+    to 5,000, and the first 5,000 samples = 10 s of the other datasets).
+
+    Args:
+        index: record table; `drop_short` needs `n_samples_source` and `fs_source` (the source record's length).
+        policy: "crop_pad", "drop_short" or "merl".
+        seconds: the frame length in seconds; default 10.0.
+
+    Returns:
+        Boolean (records,) mask.
+    """
+    _check_length_policy(policy)
+    if policy != "drop_short":
+        return np.ones(len(index), dtype=bool)
+    missing = [c for c in ("n_samples_source", "fs_source") if c not in index.columns]
+    if missing:
+        raise ValueError(f"length policy drop_short needs index column(s) {', '.join(missing)}")
+    samples = index["n_samples_source"].to_numpy(dtype=float)
+    fs = index["fs_source"].to_numpy(dtype=float)
+    # Compare in samples with a small tolerance so 5000 samples at 500 Hz count as exactly 10 s.
+    return samples >= seconds * fs - 1e-6
+
+
+def _fit_end(signal: np.ndarray, length: int) -> np.ndarray:
+    # First `length` samples, zero-padded at the end when the record is shorter.
+    out = np.zeros(signal.shape[:-1] + (length,), dtype=signal.dtype)
+    kept = min(length, signal.shape[-1])
+    out[..., :kept] = signal[..., :kept]
+    return out
+
+
+def _centre_crop(signal: np.ndarray, length: int) -> np.ndarray:
+    start = (signal.shape[-1] - length) // 2
+    return signal[..., start:start + length]
+
+
+def apply_length_policy(signal: np.ndarray, fs: float, policy: str, dataset: str, seconds: float = 10.0) -> np.ndarray:
+    """Bring one record to the `seconds` frame as a length policy does (a pure function; input left unchanged).
+
+    Args:
+        signal: (..., n) samples, time last.
+        fs: sampling rate in Hz.
+        policy: `crop_pad`: centre-crop (start (n - T) // 2) if longer, zero-pad at the end if shorter;
+            `drop_short`: centre-crop, and a record shorter than the frame is an error (`length_mask` removes it);
+            `merl`: for cpsc2018 the first 5 s, zeros after them up to the frame; for other datasets the first
+            T samples, zero-padded at the end if shorter.
+        dataset: "cpsc2018", "csn" or a source name (only `merl` looks at it).
+        seconds: frame length; default 10.0 (T = round(seconds * fs) samples).
+
+    Returns:
+        (..., T) array of the input's dtype.
+    """
+    _check_length_policy(policy)
+    signal = np.asarray(signal)
+    length = int(round(seconds * fs))
+    n = signal.shape[-1]
+    if policy == "merl":
+        if dataset == "cpsc2018":
+            head = _fit_end(signal, min(n, int(round(MERL_CPSC_SECONDS * fs))))
+            return _fit_end(head, length)
+        return _fit_end(signal, length)
+    if n >= length:
+        return _centre_crop(signal, length).copy()
+    if policy == "drop_short":
+        raise ValueError(f"record of {n} samples is shorter than {seconds} s at {fs} Hz (drop_short removes it)")
+    return _fit_end(signal, length)
+
+
+# -------------------------------------------------------------------------------------------------- vocabularies
+
+def known_codes(dataset: str) -> set[str]:
+    """Codes `drop_unknown` accepts, as written (unmerged): CSN's ConditionNames codes for "csn", else the codes of
+    the shipped table (the Challenge's mapping tables), minus the dataset's exclusion list."""
+    table = snomed_table()
+    if dataset == "csn":
+        codes = set(table.loc[table["csn_acronym"] != "", "code"])
+    else:
+        codes = set(table["code"])
+    return codes - set(EXCLUDED_CODES.get(dataset, {}))
+
+
+def select_classes(dx_column: Iterable[object], dataset: str, min_positives: int = 10) -> list[str]:
+    """The class codes of a dataset (see the module doc, step 3).
+
+    Args:
+        dx_column: the `#Dx` cells of the dataset's records.
+        dataset: "cpsc2018" (fixed 9 classes), "csn" or a source name.
+        min_positives: least positive records for a class (not used for cpsc2018); default 10.
+
+    Returns:
+        Canonical class codes.
+    """
+    if dataset == "cpsc2018":
+        return list(CPSC2018_CLASSES)
+    excluded = EXCLUDED_CODES.get(dataset, {})
+    counts = code_counts(dx_column)
+    return [code for code, count in counts.items() if count >= min_positives and code not in excluded]
+
+
+# ------------------------------------------------------------------------------------------------------ summary
+
+def _class_reason(code: str, count: int, dataset: str, classes: set[str], min_positives: int) -> tuple[str, str]:
+    if code in classes:
+        return "kept", ""
+    if code in EQUIVALENT_CODES:
+        return "merged", f"scored as {EQUIVALENT_CODES[code]} by the Challenge; counted under it"
+    if dataset == "cpsc2018":
+        return "dropped", "not one of the 9 CPSC2018 classes"
+    if code in EXCLUDED_CODES.get(dataset, {}):
+        return "dropped", EXCLUDED_CODES[dataset][code]
+    return "dropped", f"fewer than {min_positives} positives ({count})"
+
+
+def _class_rows(dx_all: pd.Series, dx_kept: pd.Series, dataset: str, classes: list[str],
+                min_positives: int) -> list[dict]:
+    merged_all, merged_kept = code_counts(dx_all), code_counts(dx_kept)
+    raw_all, raw_kept = code_counts(dx_all, merge_equivalents=False), code_counts(dx_kept, merge_equivalents=False)
+    codes = list(classes) + sorted(set(merged_all.index) - set(classes), key=lambda c: (-merged_all[c], c))
+    codes += sorted(c for c in raw_all.index if c in EQUIVALENT_CODES)
+    rows = []
+    for code in codes:
+        alias = code in EQUIVALENT_CODES
+        count = int((raw_all if alias else merged_all).get(code, 0))
+        kept = int((raw_kept if alias else merged_kept).get(code, 0))
+        status, reason = _class_reason(code, count, dataset, set(classes), min_positives)
+        abbreviation, name = describe_code(code)
+        rows.append({"kind": "class", "code": code, "abbreviation": abbreviation, "name": name, "count": count,
+                     "count_kept": kept, "status": status, "reason": reason})
+    return rows
+
+
+def _record_row(item: str, count: int, status: str = "", reason: str = "") -> dict:
+    return {"kind": "records", "code": "", "abbreviation": "", "name": item, "count": int(count), "count_kept": None,
+            "status": status, "reason": reason}
+
+
+def write_summary(summary: pd.DataFrame, path: str | Path) -> Path:
+    """Write a task summary (`ChallengeTask.summary`) as CSV; returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(path, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------- task
+
+@dataclass
+class ChallengeTask:
+    """The records, labels and folds of one CPSC2018 / CSN / Challenge-source task (rows aligned across arrays).
+
+    Same interface as `esi.data.ptbxl.PTBXLTask` (task, ecg_ids, classes, y, folds, patient_ids, meta, len, mask,
+    subset, split), so the evaluation protocols can take either.
+
+    Attributes:
+        task: the task name, equal to `dataset`.
+        dataset: "cpsc2018", "csn" or a source name.
+        split_preset: the split preset of `folds` (see `esi.data.splits`).
+        ecg_ids: object (n,), record names ("A0001", "JS00001"), the store's record_id.
+        record_names: the same array as `ecg_ids`.
+        classes: canonical SNOMED-CT class codes (str).
+        class_abbreviations: the Challenge abbreviation of each class ("" if the code is not in the table).
+        y: uint8 (n, len(classes)), multi-hot labels by exact code match (equivalents merged).
+        folds: int64 (n,), PTB-XL fold codes (1-8 train, 9 val, 10 test; 0: in no split, `merl` preset only).
+        patient_ids: object (n,), the record names again: these datasets have no patient ids, so every record is
+            its own group (splits are record-level, not patient-disjoint).
+        meta: the index rows of the records (index record_id, same order).
+        summary: every class seen and the record counts (see the module doc); describes the whole task, also in
+            subsets.
+        min_positives, unknown_codes, length_policy, seed: the settings the task was built with.
+    """
+
+    task: str
+    dataset: str
+    split_preset: str
+    ecg_ids: np.ndarray
+    classes: list[str]
+    class_abbreviations: list[str]
+    y: np.ndarray
+    folds: np.ndarray
+    patient_ids: np.ndarray
+    meta: pd.DataFrame = field(repr=False)
+    summary: pd.DataFrame = field(repr=False)
+    min_positives: int = 10
+    unknown_codes: str = "keep"
+    length_policy: str = "crop_pad"
+    seed: int = 42
+
+    @property
+    def record_names(self) -> np.ndarray:
+        """The record names (same array as `ecg_ids`)."""
+        return self.ecg_ids
+
+    @property
+    def split_description(self) -> str:
+        """How `folds` were made, and that they are record-level (see `esi.data.splits.split_description`)."""
+        return split_description(self.split_preset)
+
+    def __len__(self) -> int:
+        return len(self.ecg_ids)
+
+    def mask(self, split: str) -> np.ndarray:
+        """Boolean (n,) mask of the records in `split` ("train": folds 1-8, "val": 9, "test": 10)."""
+        if split not in SPLIT_FOLDS:
+            raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLIT_FOLDS)}")
+        return np.isin(self.folds, SPLIT_FOLDS[split])
+
+    def subset(self, mask: np.ndarray) -> "ChallengeTask":
+        """The task restricted to the rows where `mask` (boolean, length n) is True; classes and summary unchanged."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self),):
+            raise ValueError(f"mask must be boolean of shape ({len(self)},), got {mask.shape}")
+        return ChallengeTask(task=self.task, dataset=self.dataset, split_preset=self.split_preset,
+                             ecg_ids=self.ecg_ids[mask], classes=list(self.classes),
+                             class_abbreviations=list(self.class_abbreviations), y=self.y[mask],
+                             folds=self.folds[mask], patient_ids=self.patient_ids[mask],
+                             meta=self.meta.loc[self.ecg_ids[mask]], summary=self.summary,
+                             min_positives=self.min_positives, unknown_codes=self.unknown_codes,
+                             length_policy=self.length_policy, seed=self.seed)
+
+    def split(self, split: str) -> "ChallengeTask":
+        """The records of one split: "train" (folds 1-8), "val" (fold 9) or "test" (fold 10)."""
+        return self.subset(self.mask(split))
+
+
+def _dataset_records(index: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    missing = [c for c in ("record_id", "dx") if c not in index.columns]
+    if missing:
+        raise ValueError(f"index lacks column(s) {', '.join(missing)}")
+    if "source" not in index.columns:
+        records = index
+    else:
+        sources = DATASET_SOURCES.get(dataset, (dataset,))
+        records = index[index["source"].astype(str).isin(sources)]
+        if records.empty:
+            present = sorted(index["source"].astype(str).unique())[:10]
+            raise ValueError(f"index has no records of {dataset} (sources {', '.join(sources)}); it has {present}")
+    records = records.copy()
+    records["record_id"] = records["record_id"].astype(str)
+    duplicated = records["record_id"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"duplicate record_id(s) {records.loc[duplicated, 'record_id'].tolist()[:5]}")
+    return records.set_index("record_id", drop=False)
+
+
+def _has_unknown(dx: pd.Series, known: set[str]) -> np.ndarray:
+    return np.array([any(code not in known for code in parse_dx(text)) for text in dx], dtype=bool)
+
+
+def _check_settings(dataset: str, split: str, min_positives: int, unknown_codes: str, length_policy: str) -> None:
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(f"dataset must be a non-empty name, got {dataset!r}")
+    if split not in PRESETS:
+        raise ValueError(f"unknown split preset {split!r}; expected one of: {', '.join(PRESETS)}")
+    if min_positives < 1:
+        raise ValueError(f"min_positives must be >= 1, got {min_positives}")
+    if unknown_codes not in UNKNOWN_CODE_POLICIES:
+        raise ValueError(f"unknown unknown_codes policy {unknown_codes!r}; expected one of: "
+                         f"{', '.join(UNKNOWN_CODE_POLICIES)}")
+    _check_length_policy(length_policy)
+
+
+def load_challenge_task(index: pd.DataFrame, dataset: str, split: str = "stratified", min_positives: int = 10,
+                        unknown_codes: str = "keep", seed: int = 42, length_policy: str = "crop_pad") -> ChallengeTask:
+    """Records, exact-code multi-hot labels and folds of one dataset (steps in the module doc).
+
+    Args:
+        index: record table with at least record_id and dx (`#Dx` codes joined by ";" or ","); a `source` column
+            selects the dataset's records; `drop_short` needs n_samples_source and fs_source.
+        dataset: "cpsc2018", "csn" or a source name (e.g. "georgia").
+        split: split preset, "stratified" (default), "folds10", "ecgfix" or "merl".
+        min_positives: least positive records for a class of csn / a source (not cpsc2018); default 10.
+        unknown_codes: "keep" (default), "drop_empty" or "drop_unknown" (see the module doc, step 4).
+        seed: seed of the random split presets; default 42.
+        length_policy: "crop_pad" (default, keeps all), "drop_short" (drops records < 10 s) or "merl" (keeps all).
+
+    Returns:
+        A `ChallengeTask`; use `.split("train" | "val" | "test")`.
+    """
+    _check_settings(dataset, split, min_positives, unknown_codes, length_policy)
+    records = _dataset_records(index, dataset)
+    total = len(records)
+    long_enough = length_mask(records, length_policy)
+    records = records[long_enough]
+    classes = select_classes(records["dx"], dataset, min_positives)
+    y = label_matrix(records["dx"], classes)
+
+    keep = np.ones(len(records), dtype=bool)
+    unknown = np.zeros(len(records), dtype=bool)
+    if unknown_codes == "drop_unknown":
+        unknown = _has_unknown(records["dx"], known_codes(dataset))
+        keep &= ~unknown
+    empty = y.sum(axis=1) == 0
+    if unknown_codes in ("drop_empty", "drop_unknown"):
+        keep &= ~empty
+    kept_records, y = records[keep], y[keep]
+    names = kept_records["record_id"].to_numpy(dtype=object)
+    folds = make_folds(split, y, names, dataset, seed=seed)
+
+    rows = _class_rows(records["dx"], kept_records["dx"], dataset, classes, min_positives)
+    rows += _record_summary(total, int((~long_enough).sum()), unknown, empty & ~unknown, keep, unknown_codes,
+                            y, folds, split)
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    # Record rows have no count_kept; nullable ints keep the class counts integral.
+    summary["count_kept"] = summary["count_kept"].astype("Int64")
+    return ChallengeTask(task=dataset, dataset=dataset, split_preset=split, ecg_ids=names, classes=classes,
+                         class_abbreviations=[describe_code(c)[0] for c in classes], y=y, folds=folds,
+                         patient_ids=names.copy(), meta=kept_records, summary=summary, min_positives=min_positives,
+                         unknown_codes=unknown_codes, length_policy=length_policy, seed=seed)
+
+
+def _record_summary(total: int, short: int, unknown: np.ndarray, empty: np.ndarray, keep: np.ndarray,
+                    unknown_codes: str, y: np.ndarray, folds: np.ndarray, split: str) -> list[dict]:
+    dropping_empty = unknown_codes in ("drop_empty", "drop_unknown")
+    rows = [_record_row("total", total, reason="records of the dataset in the index"),
+            _record_row("shorter than 10 s", short, "dropped" if short else "",
+                        "length policy drop_short" if short else "")]
+    rows.append(_record_row("unknown or excluded code", int(unknown.sum()), "dropped" if unknown.any() else "",
+                            "unknown_codes=drop_unknown" if unknown.any() else ""))
+    rows.append(_record_row("no kept class", int(empty.sum()), "dropped" if dropping_empty else "kept",
+                            f"unknown_codes={unknown_codes}" + ("" if dropping_empty else ": all-zero label rows")))
+    rows.append(_record_row("kept", int(keep.sum()), "kept"))
+    for name, codes in SPLIT_FOLDS.items():
+        rows.append(_record_row(name, int(np.isin(folds, codes).sum()), "kept", f"split preset {split}"))
+    no_split = int((folds == NO_FOLD).sum())
+    rows.append(_record_row("in no split", no_split, "kept" if no_split else "",
+                            "not in MERL's split tables: report them" if no_split else ""))
+    return rows
