@@ -62,7 +62,7 @@ def extraction(args, workspace) -> list[dict]:
         again = workspace.features(encoder)
         cached = time.perf_counter() - start
         assert not features.from_cache and again.from_cache
-        base = baseline_throughput(encoder, workspace.ptbxl_root, args.baseline_records, args.device)
+        base = baseline_throughput(encoder, workspace.root, args.baseline_records, args.device)
         ours = len(store) / first
         rows.append({"encoder": architecture, "records": len(store), "ours_ecg_per_s": ours,
                      "baseline_ecg_per_s": base, "ratio": ours / base, "cached_s": cached,

@@ -187,13 +187,16 @@ def _cpsc_signal(val: np.ndarray, name: str) -> np.ndarray:
     return val
 
 
-def write_challenge_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+def write_challenge_tree(ptbxl_dir: str | Path, out_dir: str | Path, n_cpsc: int = N_CPSC,
+                         n_chapman: int = N_CHAPMAN) -> pd.DataFrame:
     """A challenge-2021 training tree: `training/cpsc_2018/g1|g2/A0001..A0040`, `training/chapman_shaoxing/
     g1|g2/JS00001..JS00030`, from PTB-XL records 1-70 at 500 Hz.
 
     Args:
         ptbxl_dir: the PTB-XL folder (records500/, ptbxl_database.csv).
         out_dir: where to write (created); the tree's root, holding `training/`.
+        n_cpsc, n_chapman: records of each source (PTB-XL records 1..n_cpsc, then the next n_chapman); the
+            defaults are what the counts in the data tests assume, larger trees serve end-to-end protocol runs.
 
     Returns:
         The truth table: record_id, path (absolute, no extension), source, dx (";"-joined as written),
@@ -203,7 +206,7 @@ def write_challenge_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.DataF
     ptbxl_dir, training = Path(ptbxl_dir), Path(out_dir) / "training"
     people = _demographics(ptbxl_dir)
     rows = []
-    for k in range(N_CPSC):
+    for k in range(n_cpsc):
         ecg_id, name = k + 1, f"A{k + 1:04d}"
         val = _cpsc_signal(ptbxl_digital(ptbxl_dir, ecg_id), name)
         age = math.nan if name == NO_AGE_RECORD else float(people.age[ecg_id])
@@ -212,11 +215,11 @@ def write_challenge_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.DataF
         comments = {"Age": _age_text(age), "Sex": {"M": "Male", "F": "Female", "": "Unknown"}[sex],
                     "Dx": ",".join(dx), "Rx": "Unknown", "Hx": "Unknown", "Sx": "Unknown"}
         leads = [lead.lower() for lead in CHALLENGE_LEADS] if name == LOWER_CASE_RECORD else CHALLENGE_LEADS
-        folder = training / "cpsc_2018" / ("g1" if k < N_CPSC // 2 else "g2")
+        folder = training / "cpsc_2018" / ("g1" if k < n_cpsc // 2 else "g2")
         path = write_challenge_record(folder, name, val, comments, leads)
         rows.append(_truth_row(path, "cpsc_2018", dx, age, sex, val, ptbxl_record(ptbxl_dir, ecg_id)))
-    for k in range(N_CHAPMAN):
-        ecg_id, name = N_CPSC + k + 1, f"JS{k + 1:05d}"
+    for k in range(n_chapman):
+        ecg_id, name = n_cpsc + k + 1, f"JS{k + 1:05d}"
         val = ptbxl_digital(ptbxl_dir, ecg_id)
         age = float(people.age[ecg_id])
         sex = "F" if people.sex[ecg_id] == 1 else "M"
@@ -230,13 +233,14 @@ def write_challenge_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.DataF
         if dx:
             comments["Dx"] = ",".join(dx)
         comments.update({"Rx": "Unknown", "Hx": "Unknown", "Sx": "Unknown"})
-        folder = training / "chapman_shaoxing" / ("g1" if k < N_CHAPMAN // 2 else "g2")
+        folder = training / "chapman_shaoxing" / ("g1" if k < n_chapman // 2 else "g2")
         path = write_challenge_record(folder, name, val, comments)
         rows.append(_truth_row(path, "chapman_shaoxing", dx, age, sex, val, ptbxl_record(ptbxl_dir, ecg_id)))
     return pd.DataFrame(rows).sort_values("record_id").reset_index(drop=True)
 
 
-def write_ecg_arrhythmia_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+def write_ecg_arrhythmia_tree(ptbxl_dir: str | Path, out_dir: str | Path, n: int = N_CSN,
+                              first_ecg_id: int = N_CPSC + N_CHAPMAN + 1) -> pd.DataFrame:
     """An ecg-arrhythmia 1.0.0 tree: `WFDBRecords/01/010/JS00001..JS00020`, `WFDBRecords/01/011/JS00021..
     JS00040` from PTB-XL records 71-110 at 500 Hz, and `ConditionNames_SNOMED-CT.csv` for the codes used
     (all but UNKNOWN_CODE, which CSN_UNKNOWN_CODE_RECORD carries).
@@ -244,6 +248,8 @@ def write_ecg_arrhythmia_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.
     Args:
         ptbxl_dir: the PTB-XL folder (records500/, ptbxl_database.csv).
         out_dir: where to write (created).
+        n: records (the default is what the data tests' counts assume).
+        first_ecg_id: the PTB-XL record the first one is made from (then the next ones, up to record 500).
 
     Returns:
         The truth table, as `write_challenge_tree` describes it, with source "ecg_arrhythmia".
@@ -251,8 +257,8 @@ def write_ecg_arrhythmia_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.
     ptbxl_dir, out_dir = Path(ptbxl_dir), Path(out_dir)
     people = _demographics(ptbxl_dir)
     rows, used = [], set()
-    for k in range(N_CSN):
-        ecg_id, name = N_CPSC + N_CHAPMAN + k + 1, f"JS{k + 1:05d}"
+    for k in range(n):
+        ecg_id, name = first_ecg_id + k, f"JS{k + 1:05d}"
         val = ptbxl_digital(ptbxl_dir, ecg_id)
         age, sex = float(people.age[ecg_id]), "F" if people.sex[ecg_id] == 1 else "M"
         dx = csn_dx(k, more=True)
@@ -261,7 +267,7 @@ def write_ecg_arrhythmia_tree(ptbxl_dir: str | Path, out_dir: str | Path) -> pd.
             dx.append(UNKNOWN_CODE)
         comments = {"Age": _age_text(age), "Sex": {"M": "Male", "F": "Female"}[sex], "Dx": ",".join(dx),
                     "Rx": "Unknown", "Hx": "Unknown", "Sx": "Unknown"}
-        folder = out_dir / "WFDBRecords" / "01" / ("010" if k < N_CSN // 2 else "011")
+        folder = out_dir / "WFDBRecords" / "01" / ("010" if k < n // 2 else "011")
         path = write_challenge_record(folder, name, val, comments)
         rows.append(_truth_row(path, "ecg_arrhythmia", dx, age, sex, val, ptbxl_record(ptbxl_dir, ecg_id)))
     names = pd.DataFrame([(CSN_CODES[c][0], CSN_CODES[c][1], c) for c in CSN_CODES if c in used],

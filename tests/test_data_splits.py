@@ -181,3 +181,14 @@ def test_challenge_task_interface_parity_with_ptbxl():
             bad()
     with pytest.raises(ValueError, match="mask must be boolean"):
         task.subset(mask[:-1])
+
+
+def test_the_ecgfix_preset_uses_ecgfix_seed_per_dataset_unless_given_one():
+    from esi.data.splits import ECGFIX_SEEDS, ecgfix_folds, make_folds
+
+    y = np.zeros((50, 1), dtype=np.uint8)
+    names = [f"JS{k:05d}" for k in range(50)]
+    assert ECGFIX_SEEDS["csn"] == 774635088
+    np.testing.assert_array_equal(make_folds("ecgfix", y, names, "csn"), ecgfix_folds(50, 774635088))
+    np.testing.assert_array_equal(make_folds("ecgfix", y, names, "cpsc2018"), ecgfix_folds(50, 42))
+    np.testing.assert_array_equal(make_folds("ecgfix", y, names, "csn", seed=3), ecgfix_folds(50, 3))

@@ -14,7 +14,7 @@ from esi.data.ptbxl import load_statements
 from esi.data.statements import load_waveform_dict
 from esi.evaluate.encoders import EncoderSpec, load_encoder, random_twin
 from esi.evaluate.results import RESULT_COLUMNS
-from esi.evaluate.workspace import Workspace, class_names
+from esi.evaluate.workspace import Workspace, class_names, statement_aliases
 from esi.evaluate.zero_shot import (NO_DESCRIPTION_TEMPLATE, class_descriptions, class_prompts, run_zero_shot,
                                     zero_shot_scores)
 from esi.models.esi_model import ESIConfig, ESIModel
@@ -53,7 +53,7 @@ def test_prompts_carry_the_class_name_and_its_waveform_description(statements, e
     names = class_names(classes, statements)
     assert names == {"SR": "sinus rhythm", "AFIB": "atrial fibrillation",
                      "PACE": "normal functioning artificial pacemaker", "MI": "myocardial infarction"}
-    found = class_descriptions(classes, names, statements, waveform_dict)
+    found = class_descriptions(classes, names, statement_aliases(classes, statements), waveform_dict)
     prompts = class_prompts(classes, names, found, TEMPLATES)
     sinus = " ".join(waveform_dict.lookup("sinus rhythm").split())
     assert prompts["SR"] == [f"ECG showing sinus rhythm. {sinus}"]

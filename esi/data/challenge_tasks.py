@@ -37,7 +37,7 @@ import pandas as pd
 from esi.data.ptbxl import SPLIT_FOLDS
 from esi.data.snomed import (EQUIVALENT_CODES, canonical_code, code_counts, describe_code, label_matrix, parse_dx,
                              snomed_table)
-from esi.data.splits import NO_FOLD, PRESETS, make_folds, split_description
+from esi.data.splits import NO_FOLD, PRESETS, SPLIT_LABELS, make_folds, split_description
 
 DATASETS: tuple[str, ...] = ("cpsc2018", "csn")
 
@@ -281,12 +281,17 @@ class ChallengeTask:
     min_positives: int = 10
     unknown_codes: str = "keep"
     length_policy: str = "crop_pad"
-    seed: int = 42
+    seed: int | None = None
 
     @property
     def record_names(self) -> np.ndarray:
         """The record names (same array as `ecg_ids`)."""
         return self.ecg_ids
+
+    @property
+    def split_label(self) -> str:
+        """The results' `split` column for this task, e.g. "stratified_70/10/20_records"."""
+        return SPLIT_LABELS[self.split_preset]
 
     @property
     def split_description(self) -> str:
@@ -358,7 +363,8 @@ def _check_settings(dataset: str, split: str, min_positives: int, unknown_codes:
 
 
 def load_challenge_task(index: pd.DataFrame, dataset: str, split: str = "stratified", min_positives: int = 10,
-                        unknown_codes: str = "keep", seed: int = 42, length_policy: str = "crop_pad") -> ChallengeTask:
+                        unknown_codes: str = "keep", seed: int | None = None,
+                        length_policy: str = "crop_pad") -> ChallengeTask:
     """Records, exact-code multi-hot labels and folds of one dataset (steps in the module doc).
 
     Args:
@@ -368,7 +374,7 @@ def load_challenge_task(index: pd.DataFrame, dataset: str, split: str = "stratif
         split: split preset, "stratified" (default), "folds10", "ecgfix" or "merl".
         min_positives: least positive records for a class of csn / a source (not cpsc2018); default 10.
         unknown_codes: "keep" (default), "drop_empty" or "drop_unknown" (see the module doc, step 4).
-        seed: seed of the random split presets; default 42.
+        seed: seed of the random split presets; None: 42, or ecg-fix's own for `ecgfix` (see `make_folds`).
         length_policy: "crop_pad" (default, keeps all), "drop_short" (drops records < 10 s) or "merl" (keeps all).
 
     Returns:

@@ -58,7 +58,8 @@ class ECGDataset(Dataset):
     def __init__(self, store: ECGStore | str | os.PathLike, indices=None, *, targets=None,
                  leads: Sequence[str] | None = None, normalize: str | None = None, scaler: Scaler | None = None,
                  crop: int | None = None, crop_mode: str = "random", windows: tuple[int, int] | None = None,
-                 augment: bool | Augment | None = None, seed: int = 0, threads: int | None = None):
+                 augment: bool | Augment | None = None, seed: int = 0, threads: int | None = None,
+                 valid_samples: int | None = None):
         """
         Args:
             store: an `ECGStore` or the path of one.
@@ -75,6 +76,9 @@ class ECGDataset(Dataset):
                 (n_windows, n_leads, length) (evaluation with max aggregation). Excludes `crop`.
             augment: None/False (default), True for `Augment()`'s defaults, or an `Augment`.
             seed: seed of the crop positions and augmentation.
+            valid_samples: treat only each record's first this many samples as signal: the rest is zeroed before
+                normalising, as a shorter record's padding is (MERL's CPSC2018 input: 5 s of a 10 s frame). None:
+                the whole record.
             threads: threads that fill one batch together; default 1 inside DataLoader worker processes and
                 up to 4 (the CPU count) in the main process, so that num_workers=0 still uses several cores.
         """
@@ -118,6 +122,9 @@ class ECGDataset(Dataset):
             self._window_starts = window_starts(length, window_length, stride)
             self.windows = (window_length, stride)
 
+        if valid_samples is not None and not 0 < int(valid_samples) <= length:
+            raise ValueError(f"valid_samples must be in 1..{length} samples (the store's length), got {valid_samples}")
+        self.valid_samples = None if valid_samples is None else int(valid_samples)
         self.augment = Augment() if augment is True else (augment or None)
         self.seed = int(seed)
         self.epoch = 0
@@ -200,9 +207,13 @@ class ECGDataset(Dataset):
         for k, row in enumerate(block_rows):
             view = store._view(row)  # the record inside the memory map, no copy
             np.divide(view if self._all_leads else view[self._lead_pos], store.gains[row], out=x[k])
+        n_valid = store.n_valid[block_rows]
+        if self.valid_samples is not None:
+            x[..., self.valid_samples:] = 0
+            n_valid = np.minimum(n_valid, self.valid_samples)
         if self.normalize is not None:
             mask = store.masks[block_rows][:, self._lead_pos]
-            normalize(x, self.normalize, self.scaler, n_valid=store.n_valid[block_rows], mask=mask, out=x)
+            normalize(x, self.normalize, self.scaler, n_valid=n_valid, mask=mask, out=x)
         if self.windows is not None:
             win = self.windows[0]
             for w, s in enumerate(self._window_starts):
@@ -241,6 +252,8 @@ class ECGDataset(Dataset):
         if self.crop is None:
             return None
         n_valid = self.store.n_valid[rows]
+        if self.valid_samples is not None:      # crops come from the signal, not the zeroed rest
+            n_valid = np.minimum(n_valid, self.valid_samples)
         if self.crop_mode == "random":
             return random_crop_offsets(n_valid, self.crop, rng)
         if self.crop_mode == "center":

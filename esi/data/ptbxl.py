@@ -187,6 +187,9 @@ class PTBXLTask:
     meta: pd.DataFrame = field(repr=False)
     min_samples: int = 0
 
+    # The results' `split` column: the benchmark's stratified, patient-disjoint folds 1-8 / 9 / 10.
+    split_label = "ptbxl_folds_1-8/9/10"
+
     def __len__(self) -> int:
         return len(self.ecg_ids)
 

@@ -57,6 +57,11 @@ _DESCRIPTIONS = {
 }
 
 
+# The results' `split` column: the preset, its proportions, and that it is record-level.
+SPLIT_LABELS = {"stratified": "stratified_70/10/20_records", "folds10": "folds10_1-8/9/10_records",
+                "ecgfix": "ecgfix_70/10/20_records", "merl": "merl_tables_records"}
+
+
 def _check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ValueError(f"unknown split preset {preset!r}; expected one of: {', '.join(PRESETS)}")
@@ -181,6 +186,11 @@ def kfold_folds(y: np.ndarray, seed: int = 42, n_splits: int = 10) -> np.ndarray
     return folds
 
 
+# The seeds ecg-fix's format_dataset.py splits with (the CSN one found by a search for a split with a positive of
+# every label in every part); the `ecgfix` preset's default for these datasets.
+ECGFIX_SEEDS = {"cpsc2018": 42, "csn": 774635088}
+
+
 def ecgfix_folds(n: int, seed: int = 42) -> np.ndarray:
     """The `ecgfix` preset: ecg-fix's seeded permutation, first int(0.7 n) train, up to int(0.8 n) val, rest test.
 
@@ -227,7 +237,8 @@ def merl_folds(dataset: str, record_names: Sequence[str]) -> np.ndarray:
     return np.array([fold_of.get(str(name), NO_FOLD) for name in record_names], dtype=np.int64)
 
 
-def make_folds(preset: str, y: np.ndarray, record_names: Sequence[str], dataset: str, seed: int = 42) -> np.ndarray:
+def make_folds(preset: str, y: np.ndarray, record_names: Sequence[str], dataset: str,
+               seed: int | None = None) -> np.ndarray:
     """Fold codes of one preset (see the module doc), one per record.
 
     Args:
@@ -235,12 +246,15 @@ def make_folds(preset: str, y: np.ndarray, record_names: Sequence[str], dataset:
         y: (records, classes) multi-hot labels (not used by `ecgfix` and `merl`).
         record_names: the record names, same order as `y` (used by `merl`).
         dataset: "cpsc2018", "csn" or a source name (used by `merl`).
-        seed: seed of the random presets; default 42.
+        seed: seed of the random presets; None: 42, or for `ecgfix` the seed ecg-fix used for the dataset
+            (`ECGFIX_SEEDS`: 774635088 for CSN).
 
     Returns:
         int64 fold codes in the PTB-XL convention (0: in no split, `merl` only).
     """
     _check_preset(preset)
+    if seed is None:
+        seed = ECGFIX_SEEDS.get(dataset, 42) if preset == "ecgfix" else 42
     if len(record_names) != len(y):
         raise ValueError(f"{len(record_names)} record names for {len(y)} label rows")
     if preset == "stratified":

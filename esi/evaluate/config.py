@@ -23,7 +23,25 @@ class EvaluateConfig:
     """Everything one evaluation run does (params keys `evaluate_<field>`).
 
     General
+      datasets: the benchmarks: "ptbxl", "cpsc2018", "csn", or any PhysioNet/CinC Challenge source folder name
+        ("georgia", "cpsc_2018_extra", "ningbo", ...). Every protocol runs on each (identification: PTB-XL only,
+        the others have no patient ids); rows carry a `dataset` column.
       ptbxl_root: the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/, records500/).
+      challenge_root: the PhysioNet/CinC Challenge 2020/2021 tree (training/<source>/gN/*.hea|.mat, or the folder
+        above training/) for cpsc2018 and the other Challenge sources.
+      csn_root: PhysioNet ecg-arrhythmia 1.0.0 (the folder holding WFDBRecords/) for csn; "" = take CSN from
+        challenge_root's chapman_shaoxing + ningbo folders instead.
+      challenge_split: the split preset of the non-PTB-XL datasets: "stratified" (multilabel-stratified 70/10/20,
+        seed 42: the ecg-fix recipe as its paper describes it), "ecgfix" (ecg-fix's code: a seeded 70/10/20
+        permutation), "folds10" (10 stratified folds, 8 = val, 9 = test: the Reality Check's), "merl" (MERL's
+        released record -> split tables); all record-level (no patient ids exist), see esi.data.splits.
+      challenge_length_policy: records not 10 s long: "crop_pad" (centre-crop long ones, zero-pad short ones),
+        "drop_short" (drop those under 10 s: ecg-fix, Reality Check), "merl" (the first 10 s; CPSC2018: the first
+        5 s, zeros after, as MERL). A column of every row.
+      challenge_min_positives: a class of CSN or a Challenge source needs this many positive records (CPSC2018 has
+        its 9 classes).
+      challenge_unknown_codes: records none of whose codes is a class: "keep" (all-zero labels), "drop_empty", or
+        "drop_unknown" (ecg-fix's CSN rule: drop records with a code outside the dataset's list).
       out_dir: the run folder; "" = outputs/<run_name> (params key `run_name`), or outputs/evaluate.
       store_dir: converted PTB-XL stores (one per rate); "" = <out_dir>/evaluate/stores.
       cache_dir: cached features; "" = <out_dir>/evaluate/features (share it to reuse features across runs).
@@ -42,7 +60,8 @@ class EvaluateConfig:
         select_data, every task but `diagnostic` applies it.
       progress: show progress bars.
     Protocol B: linear probe
-      probe_tasks, probe_fractions, probe_seeds: tasks, label fractions of folds 1-8, one probe per seed.
+      probe_tasks, probe_fractions, probe_seeds: PTB-XL tasks (another dataset has one task, itself), label
+        fractions of the training split, one probe per seed.
       probe_epochs, probe_lr, probe_weight_decays: the head's training; epoch and decay chosen on fold 9.
       probe_subset_draw: how the 1 %/10 % subsets are drawn: "merl" (MERL's exact records: train_test_split with
         random_state 42 of folds 1-8 in ecg_id order) or "every_class" (plus a positive of every missing class).
@@ -83,7 +102,14 @@ class EvaluateConfig:
       tsne_iterations: t-SNE optimisation steps (>= 250).
     """
 
+    datasets: list[str] = field(default_factory=lambda: ["ptbxl"])
     ptbxl_root: str = "data/ptbxl"
+    challenge_root: str = "data/challenge-2021"
+    csn_root: str = "data/ecg-arrhythmia"
+    challenge_split: Literal["stratified", "ecgfix", "folds10", "merl"] = "stratified"
+    challenge_length_policy: Literal["crop_pad", "drop_short", "merl"] = "crop_pad"
+    challenge_min_positives: int = 10
+    challenge_unknown_codes: Literal["keep", "drop_empty", "drop_unknown"] = "keep"
     out_dir: str = ""
     store_dir: str = ""
     cache_dir: str = ""

@@ -1,4 +1,4 @@
-"""Frozen features of PTB-XL records, extracted once per (encoder, data, rate, normalisation) and cached.
+"""Frozen features of a benchmark's records, extracted once per (encoder, data, rate, normalisation) and cached.
 
     store = ptbxl_store("data/ptbxl", fs=500, store_dir="outputs/run/evaluate/stores")
     cache = FeatureCache("outputs/run/evaluate/features")
@@ -65,9 +65,15 @@ def ptbxl_store(ptbxl_root: str | os.PathLike, fs: float, store_dir: str | os.Pa
     return store
 
 
+def record_keys(ids) -> list[str]:
+    """The store's record_id strings of record ids: PTB-XL ecg_ids (ints) or record names ("A0001")."""
+    return [i if isinstance(i, str) else str(int(i)) for i in ids]
+
+
 def store_rows(store: ECGStore, ecg_ids) -> np.ndarray:
-    """Store rows of PTB-XL `ecg_ids` in a PTB-XL `store`, in the same order (KeyError naming missing ids)."""
-    return store.locate([str(int(i)) for i in ecg_ids])
+    """Store rows of record ids (PTB-XL ecg_ids or record names) in `store`, in the same order (KeyError naming
+    missing ids)."""
+    return store.locate(record_keys(ecg_ids))
 
 
 def train_rows(store: ECGStore, folds=TRAIN_FOLDS) -> np.ndarray:
@@ -93,7 +99,7 @@ def fit_train_scaler(store: ECGStore, rows, per_lead: bool = True, progress: boo
 @torch.inference_mode()
 def extract(encode: Callable[[torch.Tensor], torch.Tensor], store: ECGStore, rows=None, *, normalize: str | None,
             scaler=None, leads=STANDARD_LEADS, batch_size: int = 32, device: str | torch.device = "cpu",
-            progress: bool = True, desc: str = "features") -> np.ndarray:
+            progress: bool = True, desc: str = "features", valid_samples: int | None = None) -> np.ndarray:
     """Run `encode` over whole records of a store, in batches, without gradients.
 
     Args:
@@ -107,6 +113,7 @@ def extract(encode: Callable[[torch.Tensor], torch.Tensor], store: ECGStore, row
         device: where the encoder runs.
         progress: show a tqdm bar.
         desc: the bar's label.
+        valid_samples: only each record's first this many samples are signal (see `ECGDataset`); None: all.
 
     Returns:
         float32 (len(rows), dim).
@@ -115,7 +122,7 @@ def extract(encode: Callable[[torch.Tensor], torch.Tensor], store: ECGStore, row
 
     from esi.data.datasets import ECGDataset
 
-    dataset = ECGDataset(store, rows, leads=leads, normalize=normalize, scaler=scaler)
+    dataset = ECGDataset(store, rows, leads=leads, normalize=normalize, scaler=scaler, valid_samples=valid_samples)
     chunks = []
     with tqdm(total=len(dataset), desc=desc, unit="ecg", disable=not progress, dynamic_ncols=True) as bar:
         for batch in dataset.loader(batch_size=batch_size):
@@ -138,9 +145,9 @@ class FeatureSet:
     from_cache: bool
 
     def take(self, ids) -> np.ndarray:
-        """Rows of the features for record ids (PTB-XL ecg_ids), in the order given."""
+        """Rows of the features for record ids (PTB-XL ecg_ids or record names), in the order given."""
         position = {rid: i for i, rid in enumerate(self.record_ids)}
-        wanted = [str(int(i)) if not isinstance(i, str) else i for i in ids]
+        wanted = record_keys(ids)
         missing = [w for w in wanted if w not in position]
         if missing:
             raise KeyError(f"{self.path}: no features for record(s) {', '.join(missing[:5])}")
@@ -209,27 +216,31 @@ def store_identity(store: ECGStore) -> dict:
     digest.update("\n".join(store.index["record_id"].astype(str)).encode())
     digest.update(np.ascontiguousarray(store.gains).tobytes())
     settings = store.settings
-    return {"input": settings.input, "fs": settings.fs, "length": settings.length, "dtype": settings.dtype,
-            "n_records": len(store), "records": digest.hexdigest()[:16]}
+    identity = {"input": settings.input, "fs": settings.fs, "length": settings.length, "dtype": settings.dtype,
+                "n_records": len(store), "records": digest.hexdigest()[:16]}
+    if settings.crop != "start":    # only then: the keys of stores written before `crop` existed stay the same
+        identity["crop"] = settings.crop
+    return identity
 
 
-def input_scaler(encoder, store: ECGStore):
-    """The scaler to normalise the encoder's input with: its own if it has one, else fitted on PTB-XL folds 1-8.
+def input_scaler(encoder, store: ECGStore, rows=None):
+    """The scaler to normalise the encoder's input with: its own if it has one, else fitted on the training rows.
 
     Args:
         encoder: a `LoadedEncoder`; None is returned unless its normalisation is "scaler".
-        store: the PTB-XL store at the encoder's rate (the training folds are read from it).
+        store: the store at the encoder's rate.
+        rows: the training rows to fit on; None: PTB-XL folds 1-8 of a PTB-XL store.
     """
     if encoder.normalize != "scaler":
         return None
     if encoder.scaler is not None:
         return encoder.scaler
-    return fit_train_scaler(store, train_rows(store), per_lead=True)
+    return fit_train_scaler(store, train_rows(store) if rows is None else rows, per_lead=True)
 
 
 def encoder_features(encoder, store: ECGStore, cache: FeatureCache, *, what: str = "pooled", ecg_ids=None,
                      scaler=None, batch_size: int = 32, device: str | torch.device = "cpu",
-                     progress: bool = True) -> FeatureSet:
+                     progress: bool = True, valid_samples: int | None = None) -> FeatureSet:
     """Features `encoder.module.encode(x)` of the records of `store`, cached.
 
     Args:
@@ -243,6 +254,7 @@ def encoder_features(encoder, store: ECGStore, cache: FeatureCache, *, what: str
         batch_size: records per forward pass.
         device: where the encoder runs.
         progress: show a progress bar while extracting.
+        valid_samples: only each record's first this many samples are signal (MERL's CPSC2018 input); None: all.
     """
     from esi.evaluate.encoders import slug
 
@@ -257,13 +269,14 @@ def encoder_features(encoder, store: ECGStore, cache: FeatureCache, *, what: str
     key = cache.key(encoder=encoder.identity, what=what, store=store_identity(store),
                     records=None if rows is None else hashlib.sha1(",".join(record_ids).encode()).hexdigest(),
                     normalize=encoder.normalize, leads=list(encoder.leads),
+                    **({} if valid_samples is None else {"valid_samples": int(valid_samples)}),
                     scaler=None if scaler is None else [np.round(scaler.mean, 8).tolist(),
                                                         np.round(scaler.std, 8).tolist()])
 
     def compute():
         x = extract(encoder.module.encode, store, rows, normalize=encoder.normalize, scaler=scaler,
                     leads=encoder.leads, batch_size=batch_size, device=device, progress=progress,
-                    desc=f"{what} features: {encoder.label}")
+                    desc=f"{what} features: {encoder.label}", valid_samples=valid_samples)
         return x, record_ids
 
     meta = {"encoder": encoder.label, "what": what, "fs": store.fs, "normalize": encoder.normalize,

@@ -227,7 +227,7 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
     """
     from esi.data.ptbxl import load_database
 
-    split = identification_split(load_database(workspace.ptbxl_root), folds)
+    split = identification_split(load_database(workspace.root), folds)
     loaded = load_encoders(encoders, workspace.device, random_baselines)
     rows, ranks = {}, {}
     for encoder in loaded:

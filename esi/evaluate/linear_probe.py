@@ -31,7 +31,7 @@ import torch
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
 from esi.evaluate.features import FeatureSet
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.results import (PTBXL_SPLIT, ProtocolResults, attach_p_values, classification_rows, join_notes,
+from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, join_notes,
                                   save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
 
@@ -196,7 +196,7 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
     notes = join_notes(notes, f"selected on fold 9: weight decay {probe.weight_decay:g}, epoch {probe.epoch} "
                               f"(val AUROC {probe.val_auroc:.3f})")
     scored_rows = classification_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
-                                      split=PTBXL_SPLIT, recipe=RECIPE, selection=SELECTION,
+                                      split=task.split_label, recipe=RECIPE, selection=SELECTION,
                                       subset_draw=draw if fraction < 1 else "all",
                                       label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=n_boot,
                                       ci_level=ci_level, notes=notes, names=names)
@@ -252,4 +252,4 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
                                      label_fraction=fraction, seed=seed, pretrained=encoder.pretrained,
                                      train_ids=out["train_ids"])
     attach_p_values(outputs, twin_labels(loaded), n_resamples=significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.context)

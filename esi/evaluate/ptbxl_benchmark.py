@@ -47,7 +47,7 @@ from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_e
 from esi.evaluate.features import fit_train_scaler, store_rows
 from esi.evaluate.linear_probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.results import (PTBXL_SPLIT, ProtocolResults, attach_p_values, classification_rows, join_notes,
+from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, join_notes,
                                   save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
 
@@ -618,19 +618,21 @@ def build_classifier(encoder: LoadedEncoder, n_classes: int, settings: Benchmark
 
 
 def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSettings, *, protocol: str,
-                   device: str | torch.device = "cpu", progress: bool = True, names: dict | None = None) -> dict:
+                   device: str | torch.device = "cpu", progress: bool = True, names: dict | None = None,
+                   valid_samples: int | None = None) -> dict:
     """Train and score one model (a fresh copy of `encoder` plus a new head) on one task.
 
     Args:
         encoder: the encoder to train from (copied; the loaded one is left untouched).
-        task: a `PTBXLTask` (all folds).
-        store: the PTB-XL store at the encoder's rate.
+        task: a `PTBXLTask` or `ChallengeTask` (all folds).
+        store: the dataset's store at the encoder's rate.
         settings: the recipe.
         protocol: PROTOCOL_SUPERVISED (whole model initialised per `settings.init`, trained from scratch) or
             PROTOCOL_FINETUNE (the encoder's weights kept, a new head, `settings.finetune`).
         device: torch device.
         progress: show progress bars.
         names: class label -> English name for the per-class rows.
+        valid_samples: only each record's first this many samples are signal (MERL's CPSC2018 input); None: all.
 
     Returns:
         {"rows" (macro AUROC and AUPRC), "per_class", "y_true", "y_score", "classes", "ecg_ids", "model", "scaler",
@@ -663,7 +665,7 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     scaler = fit_train_scaler(store, rows_train, per_lead=False) if encoder.normalize == "scaler" else None
     window = int(round(settings.window_s * store.fs))
     stride = int(round(settings.stride_s * store.fs))
-    common = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler)
+    common = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler, valid_samples=valid_samples)
     train_set = ECGDataset(store, rows_train, targets=targets, crop=window, crop_mode="random", seed=settings.seed,
                            **common)
     val_set = ECGDataset(store, rows_val, windows=(window, stride), **common)
@@ -682,7 +684,7 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     scores = predict_records(model, test_set, settings.batch_size, device)
     recipe = recipe_label(settings, protocol)
     scored_rows = classification_rows(
-        task.task, protocol, encoder.label, classes, y_test, scores, split=PTBXL_SPLIT, recipe=recipe,
+        task.task, protocol, encoder.label, classes, y_test, scores, split=task.split_label, recipe=recipe,
         selection=settings.selection,
         subset_draw=settings.subset_draw if settings.train_fraction < 1 else "all",
         label_fraction=settings.train_fraction, n_train=len(subset), seed=settings.seed, n_boot=settings.n_boot,
@@ -747,7 +749,8 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspa
         for task_name in tasks:
             task = workspace.task(task_name, min_samples)
             out = benchmark_task(encoder, task, store, settings, protocol=protocol, device=workspace.device,
-                                 progress=workspace.progress, names=workspace.class_names(task.classes))
+                                 progress=workspace.progress, names=workspace.class_names(task.classes),
+                                 valid_samples=workspace.valid_samples(encoder.fs))
             outputs.append({"encoder": encoder.label, "rows": out["rows"], "y_true": out["y_true"],
                             "y_score": out["y_score"],
                             "key": (task_name, protocol, out["recipe"], settings.train_fraction, settings.seed)})
@@ -764,4 +767,4 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspa
     # Twins only among the fine-tuned encoders: a supervised architecture is not the baseline of a pretrained one.
     attach_p_values(outputs, twin_labels(to_finetune), n_resamples=settings.significance_resamples,
                     seed=settings.seed)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.context)

@@ -22,18 +22,23 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from esi.data.ptbxl import PTBXLTask
+
 from esi.evaluate.metrics import (bootstrap_metrics, paired_bootstrap_test, per_class_auroc,
                                  per_class_average_precision, scorable)
 
-RESULT_COLUMNS = ("task", "protocol", "split", "recipe", "selection", "subset_draw", "label_fraction", "encoder",
-                  "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test", "n_train", "seed", "notes")
-PER_CLASS_COLUMNS = ("task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class", "class_name", "auroc",
-                     "auprc", "n_positive_test")
+RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "recipe", "selection", "subset_draw",
+                  "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test",
+                  "n_train", "seed", "notes")
+PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
+                     "class_name", "auroc", "auprc", "n_positive_test")
+# What a row of a PTB-XL protocol says in the dataset and length_policy columns (every record is 10 s).
+PTBXL_CONTEXT = {"dataset": "ptbxl", "length_policy": "ptbxl_10s"}
 # The macro metrics every classification protocol reports (AUPRC beside AUROC: the field's practice for
 # imbalanced labels).
 CLASSIFICATION_METRICS = ("macro_auroc", "macro_auprc")
 # The PTB-XL benchmark's split: stratified folds 1-8 train, 9 validates, 10 is scored (patient-disjoint).
-PTBXL_SPLIT = "ptbxl_folds_1-8/9/10"
+PTBXL_SPLIT = PTBXLTask.split_label
 
 
 def fold_split(folds) -> str:
@@ -64,7 +69,7 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
                subset_draw: str = "",
                ci_level: float = float("nan"), p_value: float = float("nan"), label_fraction: float = float("nan"),
                n_test: int = 0, n_train: int = 0, seed: int | None = None, notes: str = "",
-               size_note: bool = True) -> dict:
+               size_note: bool = True, dataset: str = "", length_policy: str = "") -> dict:
     """One row of the tidy results table (RESULT_COLUMNS).
 
     Args:
@@ -82,8 +87,11 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         notes: facts a reader needs (model selection, coverage, ...).
         size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
             size, such as identification's probes, write their own).
+        dataset, length_policy: which benchmark and how its records were brought to 10 s; "" lets
+            `ProtocolResults.from_rows` fill in the workspace's.
     """
-    return {"task": task, "protocol": protocol, "split": split, "recipe": recipe, "selection": selection,
+    return {"dataset": dataset, "task": task, "protocol": protocol, "split": split, "length_policy": length_policy,
+            "recipe": recipe, "selection": selection,
             "subset_draw": subset_draw, "label_fraction": label_fraction, "encoder": encoder, "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
             "p_value": float(p_value), "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
@@ -153,9 +161,17 @@ def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, classe
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         np.savez(handle, y_true=np.asarray(y_true, dtype=np.uint8), y_score=np.asarray(y_score, dtype=np.float32),
-                 classes=np.asarray(list(classes)).astype(str), ecg_ids=np.asarray(ecg_ids, dtype=np.int64),
-                 **{k: np.asarray(v) for k, v in extra.items()})
+                 classes=np.asarray(list(classes)).astype(str), ecg_ids=_plain_array(ecg_ids),
+                 **{k: _plain_array(v) for k, v in extra.items()})
     return path
+
+
+def _plain_array(values) -> np.ndarray:
+    """An array npz stores without pickling: record names (object arrays) as strings, PTB-XL ecg_ids as int64."""
+    array = np.asarray(values)
+    if array.dtype == object:
+        return array.astype(str)
+    return array.astype(np.int64) if array.dtype.kind in "iu" else array
 
 
 def load_predictions(path: Path) -> dict:
@@ -203,8 +219,19 @@ class ProtocolResults:
     per_class: pd.DataFrame
 
     @classmethod
-    def from_rows(cls, rows: list[dict], per_class_rows: list[dict]) -> ProtocolResults:
-        """Both tables from lists of row dicts (`result_row` and `per_class_rows` output)."""
+    def from_rows(cls, rows: list[dict], per_class_rows: list[dict], dataset: str = "ptbxl",
+                  length_policy: str = PTBXL_CONTEXT["length_policy"]) -> ProtocolResults:
+        """Both tables from lists of row dicts (`result_row` and `per_class_rows` output).
+
+        Args:
+            rows, per_class_rows: the rows.
+            dataset: the `dataset` column of rows that do not set it ("ptbxl", "cpsc2018", "csn", ...).
+            length_policy: the `length_policy` column of rows that do not set it (how records were brought to
+                the 10 s frame; PTB-XL's are all 10 s).
+        """
+        context = {"dataset": dataset, "length_policy": length_policy}
+        rows = [{**row, **{k: v for k, v in context.items() if not row.get(k)}} for row in rows]
+        per_class_rows = [{**row, "dataset": row.get("dataset") or dataset} for row in per_class_rows]
         return cls(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)),
                    pd.DataFrame(per_class_rows, columns=list(PER_CLASS_COLUMNS)))
 
@@ -249,11 +276,13 @@ def summary(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no results)"
     shown = table.assign(fraction=table["label_fraction"].map(_fraction_text), result=_interval_texts(table))
-    return shown[["protocol", "task", "fraction", "encoder", "metric", "result", "n_test"]].to_string(index=False)
+    columns = ["dataset", "protocol", "task", "fraction", "encoder", "metric", "result", "n_test"]
+    return shown[[c for c in columns if c in shown]].to_string(index=False)
 
 
 def results_pivot(table: pd.DataFrame) -> pd.DataFrame:
-    """The tidy results as one row per (protocol, recipe, task, label fraction, metric) and one column per encoder.
+    """The tidy results as one row per (protocol, recipe, task, label fraction, metric; and dataset when the table
+    holds several) and one column per encoder.
 
     Cells read "value [ci_low, ci_high]", followed by "p=..." (paired test against the random-init twin) where the
     row has one.
@@ -266,6 +295,8 @@ def results_pivot(table: pd.DataFrame) -> pd.DataFrame:
                          fraction=table["label_fraction"].map(_fraction_text),
                          recipe=table["recipe"].fillna("") if "recipe" in table else "")
     keys = ["protocol", "recipe", "task", "fraction", "metric"]
+    if "dataset" in shown and shown["dataset"].nunique() > 1:    # several benchmarks: which one is a row's
+        keys = ["dataset", *keys]
     pivot = shown.pivot_table(index=keys, columns="encoder", values="result", aggfunc="first", sort=False)
     pivot.columns.name = None
     return pivot.fillna("")       # an encoder a protocol does not run (e.g. the supervised baseline) shows blank

@@ -4,8 +4,10 @@
 What one run does:
   1. resolve the config (params keys `evaluate_*`) and write it to <run_dir>/evaluate_config.yaml;
   2. load every encoder once (plus the random-init twin of each pretrained one);
-  3. run the chosen protocols: linear probe (B), PTB-XL benchmark (A), zero-shot, identification; PTB-XL is
-     converted into a store per sampling rate on first use and features are cached under <run_dir>/evaluate/;
+  3. on each dataset of `evaluate_datasets` (PTB-XL, CPSC2018, CSN, a Challenge source; one `Workspace` each) run
+     the chosen protocols: linear probe (B), the PTB-XL benchmark recipe (A), zero-shot, identification (PTB-XL
+     only); each dataset is converted into a store per sampling rate on first use and features are cached under
+     <run_dir>/evaluate/; a Challenge dataset's class and record counts go to evaluate/<dataset>_summary.csv;
   4. write the tidy table as <run_dir>/results.csv and results.json, per-class AUROCs as per_class.csv
      (esi.evaluate.results), and the figures the results allow under <run_dir>/figures/ (`make_figures`, drawn
      with esi.plots).
@@ -37,7 +39,7 @@ from esi.evaluate.linear_probe import run_linear_probe
 from esi.evaluate.ptbxl_benchmark import recipe_settings, run_ptbxl_benchmark
 from esi.evaluate.results import (RESULTS_CSV, SMOKE_TEST_RECORDS, ProtocolResults, load_predictions, summary,
                                  write_results)
-from esi.evaluate.workspace import Workspace
+from esi.evaluate.workspace import ChallengeWorkspace, Workspace
 from esi.evaluate.zero_shot import run_zero_shot
 from esi.paths import outputs_dir, resolve
 
@@ -59,6 +61,41 @@ def run_directory(config: EvaluateConfig, run_name: str = "") -> Path:
     return resolve(config.out_dir) if config.out_dir else outputs_dir() / (run_name or "evaluate")
 
 
+def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 500.0) -> list:
+    """One `Workspace` per entry of `config.datasets` (checked before anything runs), sharing the run's folders.
+
+    Args:
+        config: the settings.
+        run_dir: the run folder.
+        fs_hint: the rate of the store a Challenge dataset's task is built from (the first encoder's).
+    """
+    common = dict(store_dir=resolve(config.store_dir), cache_dir=resolve(config.cache_dir), device=config.device,
+                  batch_size=config.batch_size, workers=config.convert_workers or None, progress=config.progress)
+    if not config.datasets:
+        raise ValueError("evaluate_datasets is empty: name at least one of ptbxl, cpsc2018, csn or a Challenge source")
+    workspaces = []
+    for dataset in dict.fromkeys(config.datasets):
+        if dataset == "ptbxl":
+            root = resolve(config.ptbxl_root)
+            if root is None or not (root / "ptbxl_database.csv").is_file():
+                raise FileNotFoundError(f"evaluate_ptbxl_root: {root} holds no ptbxl_database.csv; point it at the "
+                                        "PTB-XL download (the folder with ptbxl_database.csv, records100/, "
+                                        "records500/)")
+            workspaces.append(Workspace(run_dir, root, **common))
+            continue
+        key = "csn_root" if dataset == "csn" and config.csn_root else "challenge_root"
+        root = resolve(getattr(config, key))
+        if root is None or not root.is_dir():
+            raise FileNotFoundError(f"evaluate_{key}: {root} does not exist; point it at the "
+                                    + ("ecg-arrhythmia 1.0.0 download (the folder with WFDBRecords/)" if key == "csn_root"
+                                       else "PhysioNet/CinC Challenge 2020/2021 tree (training/<source>/...)"))
+        workspaces.append(ChallengeWorkspace(
+            run_dir, root, dataset=dataset, split=config.challenge_split, length_policy=config.challenge_length_policy,
+            min_positives=config.challenge_min_positives, unknown_codes=config.challenge_unknown_codes,
+            task_fs=fs_hint, **common))
+    return workspaces
+
+
 def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     """Run the evaluation `config` describes and write its results; see the module docstring.
 
@@ -67,17 +104,13 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
         run_name: names the run folder outputs/<run_name> when config.out_dir is empty.
     """
     started = time.perf_counter()
-    ptbxl_root = resolve(config.ptbxl_root)
-    if ptbxl_root is None or not (ptbxl_root / "ptbxl_database.csv").is_file():
-        raise FileNotFoundError(f"evaluate_ptbxl_root: {ptbxl_root} holds no ptbxl_database.csv; point it at the "
-                                "PTB-XL download (the folder with ptbxl_database.csv, records100/, records500/)")
     run_dir = run_directory(config, run_name)
-    save_config(config, run_dir / CONFIG_FILE)
-    workspace = Workspace(run_dir, ptbxl_root, store_dir=resolve(config.store_dir),
-                          cache_dir=resolve(config.cache_dir), device=config.device,
-                          batch_size=config.batch_size, workers=config.convert_workers or None,
-                          progress=config.progress)
+    workspaces = dataset_workspaces(config, run_dir)      # a missing dataset folder stops here, before any work
     encoders = load_encoders(config.encoders, config.device, config.random_baselines)
+    for workspace in workspaces:
+        if isinstance(workspace, ChallengeWorkspace) and encoders:
+            workspace.task_fs = encoders[0].fs          # the task is read from a store this run converts anyway
+    save_config(config, run_dir / CONFIG_FILE)
     parts = []
 
     def finished(part) -> None:
@@ -86,40 +119,44 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
         merged = ProtocolResults.concat(parts)
         write_results(run_dir, merged.table, merged.per_class)
 
-    if "linear_probe" in config.protocols:
-        finished(run_linear_probe(
-            encoders, workspace, config.probe_tasks, config.probe_fractions, seeds=config.probe_seeds,
-            epochs=config.probe_epochs, lr=config.probe_lr, weight_decays=config.probe_weight_decays,
-            draw=config.probe_subset_draw, n_boot=config.n_boot, ci_level=config.ci_level,
-            significance_resamples=config.significance_resamples, min_samples=config.min_samples,
-            random_baselines=False))
-    if "benchmark" in config.protocols:
-        overrides = {"selection": config.benchmark_selection, "lr": config.benchmark_lr,
-                     "finetune_lr": config.benchmark_finetune_lr, "weight_decay": config.benchmark_weight_decay}
-        settings = recipe_settings(
-            config.benchmark_recipe, **{k: v for k, v in overrides.items() if v is not None},
-            epochs=config.benchmark_epochs, finetune_epochs=config.benchmark_finetune_epochs,
-            batch_size=config.benchmark_batch_size, window_s=config.benchmark_window_s,
-            stride_s=config.benchmark_stride_s, dropout=config.benchmark_dropout,
-            train_fraction=config.benchmark_train_fraction, subset_draw=config.probe_subset_draw, seed=config.seed,
-            n_boot=config.n_boot, ci_level=config.ci_level, significance_resamples=config.significance_resamples,
-            num_workers=config.benchmark_loader_workers)
-        finished(run_ptbxl_benchmark(
-            encoders if config.benchmark_finetune else [], workspace, config.benchmark_tasks,
-            supervised=config.benchmark_supervised, supervised_fs=config.benchmark_supervised_fs, settings=settings,
-            min_samples=config.min_samples, random_baselines=False, save_models=config.benchmark_save_models))
-    if "zero_shot" in config.protocols:
-        finished(run_zero_shot(
-            config.encoders, workspace, config.zero_shot_tasks, waveform_dict=config.zero_shot_waveform_dict or None,
-            templates=config.zero_shot_templates, no_description_template=config.zero_shot_no_description_template,
-            names=config.zero_shot_class_names, folds=config.zero_shot_folds, n_boot=config.n_boot,
-            ci_level=config.ci_level, significance_resamples=config.significance_resamples, seed=config.seed,
-            min_samples=config.min_samples, random_baselines=config.random_baselines))
-    if "identification" in config.protocols:
-        finished(run_identification(
-            encoders, workspace, folds=config.identification_folds or None, max_rank=config.identification_max_rank,
-            n_boot=config.n_boot, seed=config.seed, random_baselines=False, level=config.ci_level,
-            significance_resamples=config.significance_resamples))
+    for workspace in workspaces:
+        ptbxl = workspace.dataset == "ptbxl"
+        if "linear_probe" in config.protocols:
+            finished(run_linear_probe(
+                encoders, workspace, config.probe_tasks if ptbxl else [workspace.dataset], config.probe_fractions,
+                seeds=config.probe_seeds, epochs=config.probe_epochs, lr=config.probe_lr,
+                weight_decays=config.probe_weight_decays, draw=config.probe_subset_draw, n_boot=config.n_boot,
+                ci_level=config.ci_level, significance_resamples=config.significance_resamples,
+                min_samples=config.min_samples, random_baselines=False))
+        if "benchmark" in config.protocols:
+            overrides = {"selection": config.benchmark_selection, "lr": config.benchmark_lr,
+                         "finetune_lr": config.benchmark_finetune_lr, "weight_decay": config.benchmark_weight_decay}
+            settings = recipe_settings(
+                config.benchmark_recipe, **{k: v for k, v in overrides.items() if v is not None},
+                epochs=config.benchmark_epochs, finetune_epochs=config.benchmark_finetune_epochs,
+                batch_size=config.benchmark_batch_size, window_s=config.benchmark_window_s,
+                stride_s=config.benchmark_stride_s, dropout=config.benchmark_dropout,
+                train_fraction=config.benchmark_train_fraction, subset_draw=config.probe_subset_draw,
+                seed=config.seed, n_boot=config.n_boot, ci_level=config.ci_level,
+                significance_resamples=config.significance_resamples, num_workers=config.benchmark_loader_workers)
+            finished(run_ptbxl_benchmark(
+                encoders if config.benchmark_finetune else [], workspace,
+                config.benchmark_tasks if ptbxl else [workspace.dataset], supervised=config.benchmark_supervised,
+                supervised_fs=config.benchmark_supervised_fs, settings=settings, min_samples=config.min_samples,
+                random_baselines=False, save_models=config.benchmark_save_models))
+        if "zero_shot" in config.protocols:
+            finished(run_zero_shot(
+                config.encoders, workspace, config.zero_shot_tasks if ptbxl else [workspace.dataset],
+                waveform_dict=config.zero_shot_waveform_dict or None, templates=config.zero_shot_templates,
+                no_description_template=config.zero_shot_no_description_template, names=config.zero_shot_class_names,
+                folds=config.zero_shot_folds, n_boot=config.n_boot, ci_level=config.ci_level,
+                significance_resamples=config.significance_resamples, seed=config.seed,
+                min_samples=config.min_samples, random_baselines=config.random_baselines))
+        if "identification" in config.protocols and ptbxl:    # the only benchmark with patient ids
+            finished(run_identification(
+                encoders, workspace, folds=config.identification_folds or None,
+                max_rank=config.identification_max_rank, n_boot=config.n_boot, seed=config.seed,
+                random_baselines=False, level=config.ci_level, significance_resamples=config.significance_resamples))
 
     merged = ProtocolResults.concat(parts)
     table, per_class = merged.table, merged.per_class
@@ -130,9 +167,13 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
                       "smoke test of the pipeline, not numbers to compare with the literature", stacklevel=2)
     figures = []
     if config.figures and len(table):
-        figures = make_figures(run_dir, table, per_class, task=config.figure_task, encoders=encoders,
-                               workspace=workspace, tsne_max_points=config.tsne_max_points,
-                               tsne_iterations=config.tsne_iterations, seed=config.seed)
+        for workspace in workspaces:
+            ptbxl = workspace.dataset == "ptbxl"
+            figures += make_figures(run_dir, table, per_class, task=config.figure_task if ptbxl else workspace.dataset,
+                                    encoders=encoders if ptbxl else (), workspace=workspace if ptbxl else None,
+                                    tsne_max_points=config.tsne_max_points, tsne_iterations=config.tsne_iterations,
+                                    seed=config.seed)
+        figures = list(dict.fromkeys(figures))
     print(f"[esi.evaluate] {len(table)} results in {time.perf_counter() - started:.0f} s -> {run_dir / RESULTS_CSV}",
           flush=True)
     return EvaluationResult(table=table, per_class=per_class, run_dir=run_dir, figures=figures)
@@ -258,7 +299,8 @@ def tsne_map(features: np.ndarray, seed: int = 0, iterations: int = 1000) -> np.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m esi.evaluate",
-        description="Evaluate ECG encoders on PTB-XL: linear probes (1/10/100 % labels), the PTB-XL benchmark "
+        description="Evaluate ECG encoders on PTB-XL, CPSC2018, CSN or any PhysioNet/CinC Challenge source "
+                    "(evaluate_datasets): linear probes (1/10/100 % labels), the PTB-XL benchmark recipe "
                     "(supervised and fine-tuned), zero-shot with text prompts, and patient identification. Writes "
                     "results.csv/json, per_class.csv and figures/ into the run folder.",
         epilog="example: python -m esi.evaluate --config params/ptbxl_benchmark.yaml "

@@ -1,8 +1,14 @@
-"""What every protocol shares in one evaluation run: the `Workspace` (folders, converted stores, cached features,
-tasks, device), the English names of PTB-XL classes, and the official fold split.
+"""What every protocol shares in one evaluation run on one dataset: the `Workspace` (folders, converted stores,
+cached features, tasks, device), the English names of classes, and the dataset's train/val/test split.
 
-    workspace = Workspace("outputs/run", "data/ptbxl", device="cuda")
+    workspace = Workspace("outputs/run", "data/ptbxl", device="cuda")                         # PTB-XL
+    workspace = ChallengeWorkspace("outputs/run", "data/challenge-2021/training", dataset="cpsc2018",
+                                   split="stratified", length_policy="drop_short")          # CPSC2018, CSN, ...
     results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace)
+
+Every protocol takes either: a task has the same interface on every dataset (`esi.data.ptbxl.PTBXLTask`,
+`esi.data.challenge_tasks.ChallengeTask`: folds 1-8 train, 9 validate, 10 test), and the rows say which dataset,
+split preset and length policy produced them.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from esi.data.store import ECGStore
-from esi.evaluate.features import FeatureCache, FeatureSet, encoder_features, input_scaler, ptbxl_store
+from esi.evaluate.features import (FeatureCache, FeatureSet, encoder_features, input_scaler, ptbxl_store,
+                                   store_rows)
 
 # English names of the benchmark's label groups that are not SCP statement codes themselves: the five
 # superclasses and the merged subclasses (diagnostic_class / diagnostic_subclass values of scp_statements.csv).
@@ -45,12 +54,31 @@ def class_names(classes: Sequence[str], statements, overrides: Mapping[str, str]
     return names
 
 
+def statement_aliases(classes: Sequence[str], statements) -> dict[str, list[str]]:
+    """class -> the texts scp_statements.csv gives its SCP code (description, SCP-ECG statement description).
+
+    Args:
+        classes: class labels (SCP codes or group names; a group name has none).
+        statements: `esi.data.ptbxl.load_statements` output.
+    """
+    out = {}
+    for c in classes:
+        texts = []
+        if c in statements.index:
+            for column in ("description", "SCP-ECG Statement Description"):
+                value = statements[column].get(c) if column in statements.columns else None
+                if isinstance(value, str):
+                    texts.append(value)
+        out[c] = texts
+    return out
+
+
 @dataclass
 class Workspace:
     """Where an evaluation keeps what it makes, and how it runs encoders.
 
     run_dir: the run's output folder (results.csv, figures/ and evaluate/ below it); None: outputs/evaluate.
-    ptbxl_root: the PTB-XL folder.
+    root: the PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records100/, records500/).
     store_dir: converted PTB-XL stores, one per rate (default <run_dir>/evaluate/stores).
     cache_dir: cached features (default <run_dir>/evaluate/features); share it between runs to reuse features.
     device: torch device of the encoders.
@@ -60,7 +88,7 @@ class Workspace:
     """
 
     run_dir: Path | None
-    ptbxl_root: Path
+    root: Path
     store_dir: Path | None = None
     cache_dir: Path | None = None
     device: str = "cpu"
@@ -74,7 +102,7 @@ class Workspace:
 
             self.run_dir = outputs_dir() / "evaluate"
         self.run_dir = Path(self.run_dir)
-        self.ptbxl_root = Path(self.ptbxl_root).expanduser().resolve()
+        self.root = Path(self.root).expanduser().resolve()
         self.store_dir = Path(self.store_dir) if self.store_dir else self.run_dir / "evaluate" / "stores"
         self.cache = FeatureCache(Path(self.cache_dir) if self.cache_dir else self.run_dir / "evaluate" / "features")
         self._stores: dict[float, ECGStore] = {}
@@ -94,7 +122,7 @@ class Workspace:
         """The PTB-XL store at `fs` Hz (converted on first use)."""
         fs = float(fs)
         if fs not in self._stores:
-            self._stores[fs] = ptbxl_store(self.ptbxl_root, fs, self.store_dir, workers=self.workers,
+            self._stores[fs] = ptbxl_store(self.root, fs, self.store_dir, workers=self.workers,
                                            progress=self.progress)
         return self._stores[fs]
 
@@ -105,7 +133,7 @@ class Workspace:
 
         key = (name, int(min_samples))
         if key not in self._tasks:
-            self._tasks[key] = load_task(self.ptbxl_root, name, min_samples=min_samples)
+            self._tasks[key] = load_task(self.root, name, min_samples=min_samples)
         return self._tasks[key]
 
     def class_names(self, classes: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -113,8 +141,34 @@ class Workspace:
         from esi.data.ptbxl import load_statements
 
         if self._statements is None:
-            self._statements = load_statements(self.ptbxl_root)
+            self._statements = load_statements(self.root)
         return class_names(classes, self._statements, overrides)
+
+    # What this workspace's rows say in the results' dataset and length_policy columns.
+    dataset = "ptbxl"
+    length_policy = "ptbxl_10s"
+
+    @property
+    def context(self) -> dict:
+        """{"dataset", "length_policy"}: the columns every row of this workspace carries (`ProtocolResults.from_rows`)."""
+        return {"dataset": self.dataset, "length_policy": self.length_policy}
+
+    def class_aliases(self, classes: Sequence[str]) -> dict[str, list[str]]:
+        """Other texts a class is known by, to look its description up under: the SCP statement's texts."""
+        from esi.data.ptbxl import load_statements
+
+        if self._statements is None:
+            self._statements = load_statements(self.root)
+        return statement_aliases(classes, self._statements)
+
+    def scored_records(self, fs: float, folds: Sequence[int]) -> np.ndarray:
+        """Every record of the store at `fs` in `folds` (the records a zero-shot run encodes once for all tasks)."""
+        index = self.store(fs).index
+        return index.loc[index["strat_fold"].isin(list(folds)), "record_id"].astype(int).to_numpy()
+
+    def valid_samples(self, fs: float) -> int | None:
+        """Samples of each record the encoders see as signal (None: the whole 10 s; see ChallengeWorkspace)."""
+        return None
 
     def input_scaler(self, encoder):
         """`input_scaler(encoder, store)`, fitted on folds 1-8 once per rate and kept for the run."""
@@ -130,8 +184,177 @@ class Workspace:
         """Cached features from a `LoadedEncoder` of the records `ecg_ids` (default: all), `what` naming them
         (see `encoder_features`)."""
         return encoder_features(encoder, self.store(encoder.fs), self.cache, what=what, ecg_ids=ecg_ids,
-                                scaler=self.input_scaler(encoder),
+                                scaler=self.input_scaler(encoder), valid_samples=self.valid_samples(encoder.fs),
                                 batch_size=self.batch_size, device=self.device, progress=self.progress)
+
+
+# Crop of the store each length policy reads (`esi.data.challenge_tasks.length_mask` then drops what it drops).
+POLICY_CROP = {"crop_pad": "centre", "drop_short": "centre", "merl": "start"}
+
+
+@dataclass
+class ChallengeWorkspace(Workspace):
+    """A `Workspace` on CPSC2018, CSN or any PhysioNet/CinC Challenge source, read as downloaded.
+
+    root: the Challenge 2020/2021 tree (`training/`, or the folder above it) for cpsc2018 and other sources, or
+        PhysioNet ecg-arrhythmia 1.0.0 (the folder holding WFDBRecords/) for csn.
+    dataset: "cpsc2018", "csn", or a Challenge source folder name ("georgia", "cpsc_2018_extra", ...).
+    split: the split preset (`esi.data.splits`: stratified, folds10, ecgfix, merl).
+    length_policy: crop_pad (centre-crop long records, zero-pad short ones), drop_short (drop records under 10 s,
+        centre-crop long ones), merl (the first 10 s; for cpsc2018 only the first 5 s, zeros after, as MERL).
+    min_positives: a class of csn or a source needs this many positive records (cpsc2018: its 9 classes).
+    unknown_codes: keep | drop_empty | drop_unknown (see `esi.data.challenge_tasks`).
+    split_seed: seed of the stratified / folds10 / ecgfix presets; None: 42, and for ecgfix the seed ecg-fix used
+        for the dataset (774635088 for CSN).
+    task_fs: the rate of the store whose index the task is built from (records the reader rejected there are
+        not in the task; they are listed in the store's rejected.csv and counted in the summary).
+    The other fields are `Workspace`'s. The task is named after the dataset; its class/record summary is written
+    to <run_dir>/evaluate/<dataset>_summary.csv.
+    """
+
+    dataset: str = "cpsc2018"
+    split: str = "stratified"
+    length_policy: str = "crop_pad"
+    min_positives: int = 10
+    unknown_codes: str = "keep"
+    split_seed: int | None = None
+    task_fs: float = 500.0
+
+    def __post_init__(self):
+        from esi.data.challenge_tasks import LENGTH_POLICIES
+        from esi.data.splits import PRESETS
+
+        super().__post_init__()
+        if self.split not in PRESETS:
+            raise ValueError(f"unknown split preset {self.split!r}; expected one of: {', '.join(PRESETS)}")
+        if self.length_policy not in LENGTH_POLICIES:
+            raise ValueError(f"unknown length policy {self.length_policy!r}; expected one of: "
+                             f"{', '.join(LENGTH_POLICIES)}")
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.dataset}: dataset folder {self.root} does not exist")
+        self._records = None
+        self._task = None
+
+    @property
+    def source(self) -> str:
+        """The record source this folder is read as: "ecg_arrhythmia" (WFDBRecords/ inside) or "challenge"."""
+        return "ecg_arrhythmia" if any(self.root.glob("**/WFDBRecords")) or self.root.name == "WFDBRecords" \
+            else "challenge"
+
+    def records(self):
+        """The dataset's record table (record_id, path, source, dx, age, sex), read from the headers once."""
+        if self._records is None:
+            from esi.data.challenge import challenge_records, ecg_arrhythmia_records
+            from esi.data.challenge_tasks import DATASET_SOURCES
+
+            table = (ecg_arrhythmia_records if self.source == "ecg_arrhythmia" else challenge_records)(self.root)
+            sources = DATASET_SOURCES.get(self.dataset, (self.dataset,))
+            chosen = table[table["source"].astype(str).isin(sources)]
+            if chosen.empty:
+                found = ", ".join(sorted(table["source"].astype(str).unique())[:10])
+                raise ValueError(f"{self.root}: no records of {self.dataset} (source folder(s) {', '.join(sources)}); "
+                                 f"found {found}")
+            self._records = chosen.reset_index(drop=True)
+        return self._records
+
+    def store(self, fs: float) -> ECGStore:
+        """The dataset at `fs` Hz as an `ECGStore` (10 s, cropped as the length policy says), converted on first use.
+        Records the reader rejects are recorded in the store's rejected.csv and left out of the task."""
+        import os
+
+        from esi.data.convert import convert_records, default_chunk_size
+        from esi.data.store import StoreSettings, read_manifest
+
+        fs = float(fs)
+        if fs not in self._stores:
+            crop = POLICY_CROP[self.length_policy]
+            out = self.store_dir / f"{self.dataset}_{fs:g}hz_{crop}"
+            try:
+                manifest = read_manifest(out)
+                ready = manifest.get("complete") and manifest["settings"]["input"] == str(self.root)
+            except FileNotFoundError:
+                ready = False
+            if not ready:
+                records = self.records()
+                workers = max(1, int(self.workers or os.cpu_count() or 1))
+                try:    # resuming: the chunking the store was started with
+                    chunk_size = int(read_manifest(out)["settings"]["chunk_size"])
+                except FileNotFoundError:
+                    chunk_size = default_chunk_size(len(records), workers)
+                settings = StoreSettings(fs=fs, length=int(round(10.0 * fs)), source=self.source,
+                                         input=str(self.root), crop=crop, chunk_size=chunk_size)
+                convert_records(records, out, settings, workers=workers, progress=self.progress,
+                                source_info={"dataset": self.dataset, "seconds": 10.0})
+            self._stores[fs] = ECGStore(out)
+        return self._stores[fs]
+
+    def task(self, name: str | None = None, min_samples: int = 0):
+        """The dataset's one task (`ChallengeTask`, named after the dataset); `min_samples` does not apply (classes
+        follow `min_positives` and the dataset's vocabulary)."""
+        from esi.data.challenge_tasks import load_challenge_task, write_summary
+
+        if name not in (None, self.dataset):
+            raise ValueError(f"{self.dataset} has one task, {self.dataset!r}; got {name!r}")
+        if self._task is None:
+            index = self.store(self.task_fs).index
+            self._task = load_challenge_task(index, self.dataset, split=self.split, min_positives=self.min_positives,
+                                             unknown_codes=self.unknown_codes, seed=self.split_seed,
+                                             length_policy=self.length_policy)
+            if len(self._task) == 0:
+                raise ValueError(f"{self.dataset}: no records left after the length policy and label rules; see "
+                                 f"{self.run_dir / 'evaluate' / f'{self.dataset}_summary.csv'}")
+            write_summary(self._task.summary, self.run_dir / "evaluate" / f"{self.dataset}_summary.csv")
+        return self._task
+
+    def class_names(self, classes: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """English names of SNOMED-CT classes (the shipped table), `overrides` (by code or abbreviation) first."""
+        from esi.data.snomed import describe_code
+
+        overrides = overrides or {}
+        names = {}
+        for c in classes:
+            abbreviation, name = describe_code(c)
+            names[c] = overrides.get(c) or overrides.get(abbreviation) or (name.lower() if name else c)
+        return names
+
+    def class_aliases(self, classes: Sequence[str]) -> dict[str, list[str]]:
+        """Other texts a class is known by: its Challenge abbreviation, CSN acronym and name, and the code."""
+        from esi.data.snomed import snomed_table
+
+        table = snomed_table().set_index("code")
+        out = {}
+        for c in classes:
+            texts = []
+            if c in table.index:
+                row = table.loc[c]
+                texts = [str(row[k]) for k in ("name", "csn_name", "abbreviation", "csn_acronym")
+                         if k in row and isinstance(row[k], str) and row[k]]
+            out[c] = texts + [c]
+        return out
+
+    def scored_records(self, fs: float, folds: Sequence[int]) -> np.ndarray:
+        task = self.task()
+        return task.ecg_ids[np.isin(task.folds, list(folds))]
+
+    def valid_samples(self, fs: float) -> int | None:
+        """MERL reads only the first 5 s of CPSC2018 records; the rest of the 10 s frame is zeros."""
+        from esi.data.challenge_tasks import MERL_CPSC_SECONDS
+
+        if self.length_policy == "merl" and self.dataset == "cpsc2018":
+            return int(round(MERL_CPSC_SECONDS * float(fs)))
+        return None
+
+    def input_scaler(self, encoder):
+        """The encoder's scaler, else one fitted on this dataset's training split at the encoder's rate."""
+        if encoder.normalize != "scaler":
+            return None
+        if encoder.scaler is not None:
+            return encoder.scaler
+        if encoder.fs not in self._scalers:
+            store = self.store(encoder.fs)
+            rows = store_rows(store, self.task().split("train").ecg_ids)
+            self._scalers[encoder.fs] = input_scaler(encoder, store, rows)
+        return self._scalers[encoder.fs]
 
 
 def official_splits(task):

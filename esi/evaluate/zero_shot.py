@@ -1,12 +1,14 @@
 """Zero-shot classification with an ESI model: no training, text prompts as the classifier.
 
-For each class of a PTB-XL task:
+For each class of a task (PTB-XL's, or CPSC2018's / CSN's SNOMED-CT classes):
   class name    the English name of the label (`esi.evaluate.workspace.class_names`): scp_statements.csv's
                 `description` for SCP codes ("IMI" -> "inferior myocardial infarction"), a fixed name for the
-                benchmark's label groups ("MI" -> "myocardial infarction"), or a name from the params;
+                benchmark's label groups ("MI" -> "myocardial infarction"), the SNOMED-CT name of a Challenge
+                class ("164889003" -> "atrial fibrillation"), or a name from the params;
   description   the waveform description of that finding from a statement -> description dictionary (the Cardio
                 Query Assistant's output, or the original paper's file), looked up with esi.data.statements'
-                spelling-tolerant matching under the class name, the SCP statement text, or the code;
+                spelling-tolerant matching under the class name, then the class's other texts
+                (`Workspace.class_aliases`: the SCP statement text; the abbreviation and CSN acronym), or the code;
   prompts       each template filled in ("ECG showing {class_name}. {description}"); a class without a
                 description uses `no_description_template`.
 The class's text embedding is the normalised mean of its prompts' embeddings; an ECG's score for the class is
@@ -43,27 +45,23 @@ DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
 DEFAULT_TEMPLATES = ("ECG showing {class_name}. {description}",)
 NO_DESCRIPTION_TEMPLATE = "ECG showing {class_name}."
 
-def class_descriptions(classes: Sequence[str], names: Mapping[str, str], statements, waveform_dict) -> dict:
+def class_descriptions(classes: Sequence[str], names: Mapping[str, str], aliases: Mapping[str, Sequence[str]],
+                       waveform_dict) -> dict:
     """Each class's waveform description from `waveform_dict` (a `StatementDict`), or None when it has none.
 
     Args:
         classes: class labels; names: label -> English name (`class_names`).
-        statements: `esi.data.ptbxl.load_statements` output.
+        aliases: label -> other texts of the class (`Workspace.class_aliases`: PTB-XL's SCP statement texts, a
+            Challenge class's abbreviation and CSN acronym).
         waveform_dict: the dictionary (None: no descriptions).
 
-    Looked up under the class name, then the SCP statement texts of scp_statements.csv, then the code itself.
+    Looked up under the class name, then its aliases, then the label itself.
     """
     if waveform_dict is None:
         return {c: None for c in classes}
     out = {}
     for c in classes:
-        candidates = [names[c]]
-        if c in statements.index:
-            for column in ("description", "SCP-ECG Statement Description"):
-                value = statements[column].get(c) if column in statements.columns else None
-                if isinstance(value, str):
-                    candidates.append(value)
-        candidates.append(c)
+        candidates = [names[c], *aliases.get(c, ()), c]
         out[c] = next((d for d in (waveform_dict.lookup(t) for t in candidates) if d), None)
     return out
 
@@ -173,12 +171,12 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
     Args:
         encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
         workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
-        tasks: PTB-XL tasks.
+        tasks: the workspace's tasks (PTB-XL's; a Challenge workspace has one, named after its dataset).
         waveform_dict: statement -> description JSON (CQA output); None: prompts from class names only.
         templates: prompt templates with {class_name} and {description}; embeddings averaged over them.
         no_description_template: the prompt of a class without a description ({class_name}).
         names: class label -> English name, overriding the defaults (see `class_names`).
-        folds: the PTB-XL folds scored (default the test fold 10).
+        folds: the folds scored (default 10: PTB-XL's test fold, the test split of the other datasets).
         n_boot: bootstrap resamples.
         ci_level: coverage of the interval (0.90, the PTB-XL benchmark's).
         significance_resamples: resamples of the paired test against the random-init twin.
@@ -190,10 +188,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
         `ProtocolResults`. The prompts used are written to <run_dir>/evaluate/zero_shot_prompts.json, test-set
         scores to <run_dir>/evaluate/predictions/zero_shot/<task>/.
     """
-    from esi.data.ptbxl import load_statements
     from esi.data.statements import load_waveform_dict
 
-    statements = load_statements(workspace.ptbxl_root)  # its statement texts are looked up in the dictionary
     descriptions_dict = load_waveform_dict(resolve(waveform_dict)) if waveform_dict else None
     models = []
     for spec in encoders:
@@ -212,20 +208,20 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
         if len(test) == 0:
             raise ValueError(f"{task_name}: no records in fold(s) {list(folds)}")
         labels = workspace.class_names(task.classes, names)
-        found = class_descriptions(task.classes, labels, statements, descriptions_dict)
+        found = class_descriptions(task.classes, labels, workspace.class_aliases(task.classes), descriptions_dict)
         prompts = class_prompts(task.classes, labels, found, templates, no_description_template)
         used_prompts[task_name] = prompts
         n_found = sum(d is not None for d in found.values())
         coverage = f"descriptions found for {n_found}/{len(task.classes)} classes"
         for model in models:
             # Every record of the scored folds, encoded once per model (cached) and shared by the tasks.
-            index = workspace.store(model.fs).index
-            fold_ids = index.loc[index["strat_fold"].isin(list(folds)), "record_id"].astype(int).to_numpy()
+            fold_ids = workspace.scored_records(model.fs, folds)
             latents = workspace.features(model, what="latent", ecg_ids=fold_ids).take(test.ecg_ids)
             text = class_embeddings(model.module.model, prompts)
             scores = zero_shot_scores(latents, text)
             out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
-                                      split=fold_split(folds), recipe=PROMPT_RECIPES[descriptions_dict is not None],
+                                      split=fold_split(folds) if workspace.dataset == "ptbxl" else
+                                      f"{task.split_label}:test", recipe=PROMPT_RECIPES[descriptions_dict is not None],
                                       selection="none",
                                       seed=seed, n_boot=n_boot, ci_level=ci_level,
                                       notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
@@ -237,4 +233,4 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
     attach_p_values(outputs, twin_labels(models), n_resamples=significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.context)

@@ -1,0 +1,180 @@
+"""The evaluation protocols on CPSC2018 and CSN as downloaded (Challenge tree, ecg-arrhythmia tree): fixtures made
+from real PTB-XL records (tests/challenge_fixtures.py), a small ESI model, linear probe + fine-tuning + zero-shot,
+every row naming its dataset, split preset and length policy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from challenge_fixtures import LONG_RECORD, SHORT_RECORD, write_challenge_tree, write_ecg_arrhythmia_tree
+from esi.data.challenge_tasks import CPSC2018_CLASSES, load_challenge_task
+from esi.data.datasets import ECGDataset
+from esi.data.leads import STANDARD_LEADS
+from esi.evaluate.config import EvaluateConfig
+from esi.evaluate.encoders import EncoderSpec
+from esi.evaluate.results import RESULT_COLUMNS
+from esi.evaluate.run import evaluate
+from esi.evaluate.workspace import ChallengeWorkspace
+from esi.models.esi_model import ESIConfig, ESIModel
+
+
+@pytest.fixture(scope="module")
+def trees(ptbxl_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("challenge_trees")
+    # 150 records each (PTB-XL records 1-150 and 151-300): ~30 test records, a few positives of every class in them.
+    challenge = write_challenge_tree(ptbxl_dir, base / "challenge-2021", n_cpsc=150, n_chapman=0)
+    csn = write_ecg_arrhythmia_tree(ptbxl_dir, base / "ecg-arrhythmia", n=150, first_ecg_id=151)
+    return {"challenge": base / "challenge-2021", "csn": base / "ecg-arrhythmia", "challenge_truth": challenge,
+            "csn_truth": csn}
+
+
+@pytest.fixture(scope="module")
+def esi_dir(tmp_path_factory):
+    """A small ESI model with seeded random weights (seed 1; its random-init twin is seed 0), fed at 100 Hz."""
+    torch.manual_seed(1)
+    config = ESIConfig(ecg_encoder="convnextv2_atto", text_encoder="minilm", max_text_length=128, latent_dim=64,
+                       n_queries=8, decoder_depth=1, decoder_heads=4)
+    directory = ESIModel(config).save_pretrained(tmp_path_factory.mktemp("esi") / "model")
+    preprocessing = {"fs": 100.0, "seconds": 10.0, "normalize": "per_lead", "leads": list(STANDARD_LEADS)}
+    (directory / "preprocessing.json").write_text(json.dumps(preprocessing))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def run(trees, esi_dir, esi_dict_path, tmp_path_factory):
+    """Probe, fine-tuning (1 + 1 epochs) and zero-shot on CPSC2018 (drop_short) and CSN, one evaluate() call."""
+    out = tmp_path_factory.mktemp("challenge_run")
+    config = EvaluateConfig(
+        datasets=["cpsc2018", "csn"], challenge_root=str(trees["challenge"]), csn_root=str(trees["csn"]),
+        challenge_split="stratified", challenge_length_policy="drop_short", challenge_min_positives=5,
+        out_dir=str(out), encoders=[EncoderSpec(kind="esi", path=str(esi_dir), name="ESI (small)")],
+        protocols=["linear_probe", "benchmark", "zero_shot"], convert_workers=1, n_boot=20,
+        significance_resamples=50, progress=False, probe_fractions=[0.5, 1.0], probe_epochs=5,
+        benchmark_supervised=[], benchmark_epochs=1, benchmark_finetune_epochs=1, benchmark_batch_size=8,
+        benchmark_save_models=False, zero_shot_waveform_dict=str(esi_dict_path), tsne_iterations=250)
+    with pytest.warns(UserWarning, match="small test sets"):
+        result = evaluate(config, "challenge")
+    return result, out
+
+
+def test_every_protocol_runs_on_both_datasets_and_each_row_names_dataset_split_and_length(run):
+    result, out = run
+    table = result.table
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert set(table["dataset"]) == {"cpsc2018", "csn"}
+    assert (table["task"] == table["dataset"]).all()         # one task per dataset, named after it
+    for dataset in ("cpsc2018", "csn"):
+        protocols = set(table.loc[table["dataset"] == dataset, "protocol"])
+        assert protocols == {"linear_probe", "benchmark_finetune", "zero_shot"}, (dataset, protocols)
+    assert set(table["length_policy"]) == {"drop_short"}
+    trained = table[table["protocol"] != "zero_shot"]
+    assert set(trained["split"]) == {"stratified_70/10/20_records"}
+    assert set(table.loc[table["protocol"] == "zero_shot", "split"]) == {"stratified_70/10/20_records:test"}
+    assert set(table["metric"]) == {"macro_auroc", "macro_auprc"}
+    assert table["value"].between(0, 1).all()
+    # The random-init twin beside every pretrained row; the pretrained rows carry the paired p-value.
+    assert {"ESI (small)"} < set(table["encoder"])
+    assert any(e.startswith("random init") for e in table["encoder"])
+    pretrained = table[table["encoder"] == "ESI (small)"]
+    assert pretrained["p_value"].between(0, 1).all()
+    # results.csv is what the table says
+    written = pd.read_csv(out / "results.csv")
+    assert written["dataset"].tolist() == table["dataset"].tolist()
+
+
+def test_cpsc_rows_score_the_nine_challenge_classes_on_records_of_10_s_or_more(run, trees):
+    result, out = run
+    summary = pd.read_csv(out / "evaluate" / "cpsc2018_summary.csv", dtype={"code": str})
+    classes = summary[(summary["kind"] == "class") & (summary["status"] == "kept")]["code"].tolist()
+    assert classes == list(CPSC2018_CLASSES)
+    short = summary[(summary["kind"] == "records") & (summary["name"] == "shorter than 10 s")]
+    assert int(short["count"].iloc[0]) == 1                   # the 6 s record, dropped and counted
+    per_class = result.per_class[result.per_class["dataset"] == "cpsc2018"]
+    names = dict(zip(per_class["class"].astype(str), per_class["class_name"]))
+    assert names["164889003"] == "atrial fibrillation"         # names from the shipped SNOMED-CT table
+    predictions = np.load(next((out / "evaluate" / "predictions" / "linear_probe" / "cpsc2018").glob("*.npz")))
+    ids = set(predictions["ecg_ids"].astype(str))
+    assert SHORT_RECORD not in ids and ids <= set(trees["challenge_truth"]["record_id"])
+
+
+def test_the_csn_task_uses_exact_codes_with_min_positives_and_writes_its_summary(run, trees):
+    _, out = run
+    summary = pd.read_csv(out / "evaluate" / "csn_summary.csv", dtype={"code": str})
+    kept = summary[(summary["kind"] == "class") & (summary["status"] == "kept")]
+    assert (kept["count_kept"] >= 5).all() and len(kept) >= 3
+    truth = trees["csn_truth"]
+    # Positives counted by exact code against the headers as written (equivalents merged by the task).
+    for code, count in zip(kept["code"], kept["count_kept"]):
+        exact = sum(code in str(dx).split(";") for dx in truth["dx"])
+        assert count >= exact
+
+
+def test_figures_are_drawn_for_each_dataset(run):
+    result, out = run
+    names = {p.name for p in result.figures}
+    assert {"per_class_auroc_linear_probe_cpsc2018.png", "per_class_auroc_linear_probe_csn.png",
+            "auroc_vs_label_fraction_cpsc2018.png"} <= names
+
+
+def test_length_policies_crop_the_long_record_at_its_centre_or_keep_its_start(trees, tmp_path):
+    truth = trees["challenge_truth"].set_index("record_id")
+    for policy, crop in (("crop_pad", "centre"), ("merl", "start")):
+        workspace = ChallengeWorkspace(tmp_path / policy, trees["challenge"], dataset="cpsc2018",
+                                       length_policy=policy, workers=1, progress=False)
+        store = workspace.store(500)
+        assert store.settings.crop == crop
+        row = store.locate([LONG_RECORD])[0]
+        signal = store.read([row])[0]
+        import wfdb
+
+        raw = wfdb.rdsamp(str(truth.loc[LONG_RECORD, "path"]))[0].T.astype(np.float32)
+        start = (raw.shape[1] - 5000) // 2 if crop == "centre" else 0
+        np.testing.assert_allclose(signal, raw[:, start:start + 5000], atol=1e-3)
+        assert len(workspace.task()) == len(truth[truth["source"] == "cpsc_2018"])    # nothing dropped by these
+
+
+def test_merl_policy_feeds_cpsc_records_5_s_of_signal_in_a_10_s_frame(trees, tmp_path):
+    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", length_policy="merl", workers=1,
+                                   progress=False)
+    assert workspace.valid_samples(100) == 500 and workspace.valid_samples(500) == 2500
+    store = workspace.store(100)
+    ecg = ECGDataset(store, [0, 1], valid_samples=500).fetch([0, 1])["ecg"].numpy()
+    assert ecg.shape == (2, 12, 1000)
+    assert np.all(ecg[..., 500:] == 0) and np.any(ecg[..., :500] != 0)
+    other = ChallengeWorkspace(tmp_path / "csn", trees["csn"], dataset="csn", length_policy="merl", workers=1,
+                               progress=False)
+    assert other.valid_samples(100) is None                   # MERL reads CSN's first 10 s whole
+
+
+def test_merl_split_on_the_fixture_names_follows_merls_tables(trees, tmp_path):
+    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", split="merl", workers=1,
+                                   progress=False)
+    task = workspace.task()
+    table = pd.read_csv(workspace.run_dir / "evaluate" / "cpsc2018_summary.csv")
+    assert len(table)
+    from esi.data.splits import merl_table
+
+    merl = merl_table()
+    merl = merl[merl["dataset"] == "cpsc2018"].set_index("record")["split"]
+    fold_of = {"train": 1, "val": 9, "test": 10}
+    assert [fold_of[merl[name]] for name in task.record_names] == task.folds.tolist()
+
+
+def test_a_missing_dataset_folder_stops_before_any_work(tmp_path):
+    config = EvaluateConfig(datasets=["cpsc2018"], challenge_root=str(tmp_path / "nowhere"), out_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="evaluate_challenge_root"):
+        evaluate(config)
+
+
+def test_a_task_from_the_store_index_equals_one_from_the_headers(trees, tmp_path):
+    workspace = ChallengeWorkspace(tmp_path, trees["csn"], dataset="csn", min_positives=5, workers=1, progress=False)
+    from_store = workspace.task()
+    from_headers = load_challenge_task(workspace.records(), "csn", min_positives=5)
+    assert from_store.classes == from_headers.classes
+    np.testing.assert_array_equal(from_store.y, from_headers.y)
+    np.testing.assert_array_equal(from_store.folds, from_headers.folds)
