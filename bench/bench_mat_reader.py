@@ -20,11 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from anywhere
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the fixture writer
 
-import wfdb  # noqa: E402
-from bench_reader import best_pass_seconds  # noqa: E402
+from bench_reader import READERS, best_pass_seconds  # noqa: E402
 from challenge_fixtures import ptbxl_digital, write_challenge_record  # noqa: E402
 
-from esi.data.reader import read_ecg, uses_fast_path  # noqa: E402
+from esi.data.reader import uses_fast_path  # noqa: E402
 
 
 def build_tree(ptbxl_dir: Path, out: Path, n_records: int) -> list[str]:
@@ -50,11 +49,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed passes per reader; the best one counts")
     args = parser.parse_args()
 
-    readers = {
-        "wfdb.rdsamp": lambda path: wfdb.rdsamp(path),
-        "read_ecg(fast=False)": lambda path: read_ecg(path, fast=False),
-        "read_ecg": lambda path: read_ecg(path),
-    }
+    readers = READERS
     with tempfile.TemporaryDirectory(prefix="bench-mat-") as tmp:
         paths = build_tree(args.shared / "data" / "ptbxl", Path(tmp), args.records)
         if not uses_fast_path(paths[0]):

@@ -39,3 +39,25 @@ def ptbxl_dir(shared_dir) -> Path:
 def esi_dict_path(shared_dir) -> Path:
     """The statement -> description dictionary released with the original ESI paper."""
     return shared_dir / "data" / "esi_mimic_waveform_dict.json"
+
+
+@pytest.fixture(scope="session")
+def esi_dir(tmp_path_factory) -> Path:
+    """A small ESI model (convnextv2_atto + the bundled MiniLM) with seeded random weights, saved as esi.train saves
+    one (save_pretrained + preprocessing.json: 100 Hz, per-lead normalisation).
+
+    Seeded 1, so that its weights differ from the random-init twin's (seed 0)."""
+    import json
+
+    import torch
+
+    from esi.data.leads import STANDARD_LEADS
+    from esi.models.esi_model import ESIConfig, ESIModel
+
+    torch.manual_seed(1)
+    config = ESIConfig(ecg_encoder="convnextv2_atto", text_encoder="minilm", max_text_length=128, latent_dim=64,
+                       n_queries=8, decoder_depth=1, decoder_heads=4)
+    directory = ESIModel(config).save_pretrained(tmp_path_factory.mktemp("esi") / "model")
+    preprocessing = {"fs": 100.0, "seconds": 10.0, "normalize": "per_lead", "leads": list(STANDARD_LEADS)}
+    (directory / "preprocessing.json").write_text(json.dumps(preprocessing))
+    return directory

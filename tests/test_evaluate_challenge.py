@@ -4,23 +4,19 @@ every row naming its dataset, split preset and length policy."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from challenge_fixtures import LONG_RECORD, SHORT_RECORD, write_challenge_tree, write_ecg_arrhythmia_tree
 from esi.data.challenge_tasks import CPSC2018_CLASSES, load_challenge_task
 from esi.data.datasets import ECGDataset
-from esi.data.leads import STANDARD_LEADS
 from esi.evaluate.config import EvaluateConfig
 from esi.evaluate.encoders import EncoderSpec
 from esi.evaluate.results import RESULT_COLUMNS
 from esi.evaluate.run import evaluate
 from esi.evaluate.workspace import ChallengeWorkspace
-from esi.models.esi_model import ESIConfig, ESIModel
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +28,6 @@ def trees(ptbxl_dir, tmp_path_factory):
     return {"challenge": base / "challenge-2021", "csn": base / "ecg-arrhythmia", "challenge_truth": challenge,
             "csn_truth": csn}
 
-
-@pytest.fixture(scope="module")
-def esi_dir(tmp_path_factory):
-    """A small ESI model with seeded random weights (seed 1; its random-init twin is seed 0), fed at 100 Hz."""
-    torch.manual_seed(1)
-    config = ESIConfig(ecg_encoder="convnextv2_atto", text_encoder="minilm", max_text_length=128, latent_dim=64,
-                       n_queries=8, decoder_depth=1, decoder_heads=4)
-    directory = ESIModel(config).save_pretrained(tmp_path_factory.mktemp("esi") / "model")
-    preprocessing = {"fs": 100.0, "seconds": 10.0, "normalize": "per_lead", "leads": list(STANDARD_LEADS)}
-    (directory / "preprocessing.json").write_text(json.dumps(preprocessing))
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +163,12 @@ def test_a_task_from_the_store_index_equals_one_from_the_headers(trees, tmp_path
     assert from_store.classes == from_headers.classes
     np.testing.assert_array_equal(from_store.y, from_headers.y)
     np.testing.assert_array_equal(from_store.folds, from_headers.folds)
+
+
+def test_an_input_scaler_is_fitted_on_the_training_split_only(trees, tmp_path):
+    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", workers=1, progress=False)
+    store = workspace.store(100)
+    rows = workspace.training_rows(store)
+    train = workspace.task().split("train")
+    assert sorted(store.index["record_id"].iloc[rows]) == sorted(train.ecg_ids)
+    assert len(rows) < len(store)

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from esi.data.leads import STANDARD_LEADS
 from esi.data.ptbxl import load_statements
@@ -17,7 +16,6 @@ from esi.evaluate.results import RESULT_COLUMNS
 from esi.evaluate.workspace import Workspace, class_names, statement_aliases
 from esi.evaluate.zero_shot import (NO_DESCRIPTION_TEMPLATE, class_descriptions, class_prompts, run_zero_shot,
                                     zero_shot_scores)
-from esi.models.esi_model import ESIConfig, ESIModel
 
 TEMPLATES = ["ECG showing {class_name}. {description}"]
 
@@ -27,19 +25,6 @@ def shared(tmp_path_factory) -> dict:
     base = tmp_path_factory.getbasetemp() / "evaluate_shared"
     return {"store_dir": base / "stores", "cache_dir": base / "features"}
 
-
-@pytest.fixture(scope="module")
-def esi_dir(tmp_path_factory):
-    """A random small ESI model saved with save_pretrained plus the preprocessing.json esi.train writes.
-
-    Seeded 1, so that its weights differ from the random-init twin's (seed 0)."""
-    torch.manual_seed(1)
-    config = ESIConfig(ecg_encoder="convnextv2_atto", text_encoder="minilm", max_text_length=128, latent_dim=64,
-                       n_queries=8, decoder_depth=1, decoder_heads=4)
-    directory = ESIModel(config).save_pretrained(tmp_path_factory.mktemp("esi") / "model")
-    preprocessing = {"fs": 100.0, "seconds": 10.0, "normalize": "per_lead", "leads": list(STANDARD_LEADS)}
-    (directory / "preprocessing.json").write_text(json.dumps(preprocessing))
-    return directory
 
 
 @pytest.fixture(scope="module")

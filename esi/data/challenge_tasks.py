@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from esi.data.ptbxl import SPLIT_FOLDS
+from esi.data.ptbxl import SPLIT_FOLDS, FoldedTask
 from esi.data.snomed import (EQUIVALENT_CODES, canonical_code, code_counts, describe_code, label_matrix, parse_dx,
                              snomed_table)
 from esi.data.splits import NO_FOLD, PRESETS, SPLIT_LABELS, make_folds, split_description
@@ -243,11 +243,12 @@ def write_summary(summary: pd.DataFrame, path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------------------- task
 
 @dataclass
-class ChallengeTask:
+class ChallengeTask(FoldedTask):
     """The records, labels and folds of one CPSC2018 / CSN / Challenge-source task (rows aligned across arrays).
 
-    Same interface as `esi.data.ptbxl.PTBXLTask` (task, ecg_ids, classes, y, folds, patient_ids, meta, len, mask,
-    subset, split), so the evaluation protocols can take either.
+    Same interface as `esi.data.ptbxl.PTBXLTask` (task, ecg_ids, classes, y, folds, patient_ids, meta; len, mask,
+    subset and split from their shared `FoldedTask`), so the evaluation protocols can take either. A subset keeps
+    the whole task's summary.
 
     Attributes:
         task: the task name, equal to `dataset`.
@@ -298,31 +299,6 @@ class ChallengeTask:
         """How `folds` were made, and that they are record-level (see `esi.data.splits.split_description`)."""
         return split_description(self.split_preset)
 
-    def __len__(self) -> int:
-        return len(self.ecg_ids)
-
-    def mask(self, split: str) -> np.ndarray:
-        """Boolean (n,) mask of the records in `split` ("train": folds 1-8, "val": 9, "test": 10)."""
-        if split not in SPLIT_FOLDS:
-            raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLIT_FOLDS)}")
-        return np.isin(self.folds, SPLIT_FOLDS[split])
-
-    def subset(self, mask: np.ndarray) -> "ChallengeTask":
-        """The task restricted to the rows where `mask` (boolean, length n) is True; classes and summary unchanged."""
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (len(self),):
-            raise ValueError(f"mask must be boolean of shape ({len(self)},), got {mask.shape}")
-        return ChallengeTask(task=self.task, dataset=self.dataset, split_preset=self.split_preset,
-                             ecg_ids=self.ecg_ids[mask], classes=list(self.classes),
-                             class_abbreviations=list(self.class_abbreviations), y=self.y[mask],
-                             folds=self.folds[mask], patient_ids=self.patient_ids[mask],
-                             meta=self.meta.loc[self.ecg_ids[mask]], summary=self.summary,
-                             min_positives=self.min_positives, unknown_codes=self.unknown_codes,
-                             length_policy=self.length_policy, seed=self.seed)
-
-    def split(self, split: str) -> "ChallengeTask":
-        """The records of one split: "train" (folds 1-8), "val" (fold 9) or "test" (fold 10)."""
-        return self.subset(self.mask(split))
 
 
 def _dataset_records(index: pd.DataFrame, dataset: str) -> pd.DataFrame:

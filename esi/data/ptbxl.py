@@ -26,6 +26,7 @@ Typical use:
 
 from __future__ import annotations
 
+import dataclasses
 import ast
 import os
 from collections.abc import Iterable
@@ -158,8 +159,37 @@ def task_labels(database: pd.DataFrame, statements: pd.DataFrame, task: str) -> 
     return pd.Series(labels, index=database.index, dtype=object)
 
 
+class FoldedTask:
+    """What every benchmark task shares (a dataclass with per-record arrays ecg_ids, y, folds, patient_ids and a
+    `meta` table indexed by ecg_id): its records by split, in the benchmark's fold convention `SPLIT_FOLDS`."""
+
+    # The dataclass fields with one entry per record, cut together by `subset`.
+    row_fields = ("ecg_ids", "y", "folds", "patient_ids")
+
+    def __len__(self) -> int:
+        return len(self.ecg_ids)
+
+    def mask(self, split: str) -> np.ndarray:
+        """Boolean (n,) mask of the records in `split` ("train": folds 1-8, "val": 9, "test": 10)."""
+        if split not in SPLIT_FOLDS:
+            raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLIT_FOLDS)}")
+        return np.isin(self.folds, SPLIT_FOLDS[split])
+
+    def subset(self, mask: np.ndarray):
+        """The task restricted to the rows where `mask` (boolean, length n) is True; classes unchanged."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self),):
+            raise ValueError(f"mask must be boolean of shape ({len(self)},), got {mask.shape}")
+        rows = {name: getattr(self, name)[mask] for name in self.row_fields}
+        return dataclasses.replace(self, **rows, classes=list(self.classes), meta=self.meta.loc[self.ecg_ids[mask]])
+
+    def split(self, split: str):
+        """The records of one split: "train" (folds 1-8), "val" (fold 9) or "test" (fold 10)."""
+        return self.subset(self.mask(split))
+
+
 @dataclass
-class PTBXLTask:
+class PTBXLTask(FoldedTask):
     """The records, labels and folds of one PTB-XL benchmark task (rows aligned across all arrays).
 
     Attributes:
@@ -189,29 +219,7 @@ class PTBXLTask:
 
     # The results' `split` column: the benchmark's stratified, patient-disjoint folds 1-8 / 9 / 10.
     split_label = "ptbxl_folds_1-8/9/10"
-
-    def __len__(self) -> int:
-        return len(self.ecg_ids)
-
-    def mask(self, split: str) -> np.ndarray:
-        """Boolean (n,) mask of the records in `split` ("train": folds 1-8, "val": 9, "test": 10)."""
-        if split not in SPLIT_FOLDS:
-            raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLIT_FOLDS)}")
-        return np.isin(self.folds, SPLIT_FOLDS[split])
-
-    def subset(self, mask: np.ndarray) -> "PTBXLTask":
-        """The task restricted to the rows where `mask` (boolean, length n) is True; classes unchanged."""
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (len(self),):
-            raise ValueError(f"mask must be boolean of shape ({len(self)},), got {mask.shape}")
-        return PTBXLTask(task=self.task, root=self.root, ecg_ids=self.ecg_ids[mask], classes=list(self.classes),
-                         y=self.y[mask], folds=self.folds[mask], patient_ids=self.patient_ids[mask],
-                         reports=self.reports[mask], meta=self.meta.loc[self.ecg_ids[mask]],
-                         min_samples=self.min_samples)
-
-    def split(self, split: str) -> "PTBXLTask":
-        """The records of one official split: "train" (folds 1-8), "val" (fold 9) or "test" (fold 10)."""
-        return self.subset(self.mask(split))
+    row_fields = (*FoldedTask.row_fields, "reports")
 
     def paths(self, fs: int = 100) -> list[str]:
         """Absolute WFDB record paths without extension (records100/... for fs=100, records500/... for fs=500).

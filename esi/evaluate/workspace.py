@@ -170,14 +170,19 @@ class Workspace:
         """Samples of each record the encoders see as signal (None: the whole 10 s; see ChallengeWorkspace)."""
         return None
 
+    def training_rows(self, store: ECGStore) -> np.ndarray | None:
+        """Rows of `store` in the training split (None: PTB-XL's folds 1-8, which `input_scaler` finds itself)."""
+        return None
+
     def input_scaler(self, encoder):
-        """`input_scaler(encoder, store)`, fitted on folds 1-8 once per rate and kept for the run."""
+        """`input_scaler(encoder, store)`: the encoder's own, else fitted on the training split once per rate."""
         if encoder.normalize != "scaler":
             return None
         if encoder.scaler is not None:
             return encoder.scaler
         if encoder.fs not in self._scalers:
-            self._scalers[encoder.fs] = input_scaler(encoder, self.store(encoder.fs))
+            store = self.store(encoder.fs)
+            self._scalers[encoder.fs] = input_scaler(encoder, store, self.training_rows(store))
         return self._scalers[encoder.fs]
 
     def features(self, encoder, what: str = "pooled", ecg_ids=None) -> FeatureSet:
@@ -344,17 +349,9 @@ class ChallengeWorkspace(Workspace):
             return int(round(MERL_CPSC_SECONDS * float(fs)))
         return None
 
-    def input_scaler(self, encoder):
-        """The encoder's scaler, else one fitted on this dataset's training split at the encoder's rate."""
-        if encoder.normalize != "scaler":
-            return None
-        if encoder.scaler is not None:
-            return encoder.scaler
-        if encoder.fs not in self._scalers:
-            store = self.store(encoder.fs)
-            rows = store_rows(store, self.task().split("train").ecg_ids)
-            self._scalers[encoder.fs] = input_scaler(encoder, store, rows)
-        return self._scalers[encoder.fs]
+    def training_rows(self, store: ECGStore) -> np.ndarray:
+        """Rows of `store` in this dataset's training split (a scaler is fitted on them)."""
+        return store_rows(store, self.task().split("train").ecg_ids)
 
 
 def official_splits(task):
