@@ -172,3 +172,17 @@ def test_an_input_scaler_is_fitted_on_the_training_split_only(trees, tmp_path):
     train = workspace.task().split("train")
     assert sorted(store.index["record_id"].iloc[rows]) == sorted(train.ecg_ids)
     assert len(rows) < len(store)
+
+
+def test_an_unknown_dataset_name_says_which_sources_the_tree_holds(trees, tmp_path, capsys):
+    from esi.evaluate.run import main
+
+    code = None
+    try:
+        main(["--set", "evaluate_datasets=[cpsc]", "--set", f"evaluate_challenge_root={trees['challenge']}",
+              "--set", f"evaluate_out_dir={tmp_path}", "--set", "evaluate_encoders=[]"])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "no records of cpsc" in err[0] and "cpsc_2018" in err[0]

@@ -1,9 +1,11 @@
-"""Downstream evaluation: the PTB-XL benchmark (Protocol A), linear probes (Protocol B), zero-shot and
-ECG-based identification. Entry point: `python -m esi.evaluate --config params/....yaml`.
+"""Downstream evaluation on PTB-XL, CPSC2018, CSN and other PhysioNet/CinC Challenge sources: the PTB-XL benchmark
+recipe (Protocol A), linear probes (Protocol B), zero-shot and ECG-based identification.
+Entry point: `python -m esi.evaluate --config params/....yaml`.
 
     from esi.evaluate import EncoderSpec, Workspace, run_linear_probe
 
     workspace = Workspace("outputs/run", "data/ptbxl")          # folders, PTB-XL stores, feature cache, device
+    # or ChallengeWorkspace("outputs/run", "data/challenge-2021", dataset="cpsc2018") for CPSC2018, CSN, ...
     results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace)
     results.table                                               # the tidy results (RESULT_COLUMNS)
 
@@ -21,11 +23,11 @@ from esi.evaluate.metrics import macro_auprc, macro_auroc, paired_bootstrap_test
 from esi.evaluate.ptbxl_benchmark import BenchmarkSettings, recipe_settings, run_ptbxl_benchmark
 from esi.evaluate.results import ProtocolResults, results_pivot
 from esi.evaluate.run import EvaluationResult, evaluate
-from esi.evaluate.workspace import Workspace
+from esi.evaluate.workspace import ChallengeWorkspace, Workspace
 from esi.evaluate.zero_shot import run_zero_shot
 
 __all__ = [
-    "BenchmarkSettings", "EncoderSpec", "EvaluationResult", "ProtocolResults", "Workspace", "evaluate",
+    "BenchmarkSettings", "ChallengeWorkspace", "EncoderSpec", "EvaluationResult", "ProtocolResults", "Workspace", "evaluate",
     "label_fraction_subset", "load_encoder", "load_evaluate_config", "macro_auprc", "macro_auroc",
     "paired_bootstrap_test", "recipe_settings", "results_pivot", "run_identification", "run_linear_probe",
     "run_ptbxl_benchmark", "run_zero_shot",

@@ -89,10 +89,12 @@ def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 5
             raise FileNotFoundError(f"evaluate_{key}: {root} does not exist; point it at the "
                                     + ("ecg-arrhythmia 1.0.0 download (the folder with WFDBRecords/)" if key == "csn_root"
                                        else "PhysioNet/CinC Challenge 2020/2021 tree (training/<source>/...)"))
-        workspaces.append(ChallengeWorkspace(
+        workspace = ChallengeWorkspace(
             run_dir, root, dataset=dataset, split=config.challenge_split, length_policy=config.challenge_length_policy,
             min_positives=config.challenge_min_positives, unknown_codes=config.challenge_unknown_codes,
-            task_fs=fs_hint, **common))
+            task_fs=fs_hint, **common)
+        workspace.records()     # reads the headers: a dataset the folder does not hold stops here
+        workspaces.append(workspace)
     return workspaces
 
 
