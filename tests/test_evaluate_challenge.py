@@ -186,3 +186,12 @@ def test_an_unknown_dataset_name_says_which_sources_the_tree_holds(trees, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "no records of cpsc" in err[0] and "cpsc_2018" in err[0]
+
+
+def test_a_dataset_reads_only_its_own_source_folders_of_the_tree(ptbxl_dir, tmp_path):
+    truth = write_challenge_tree(ptbxl_dir, tmp_path / "tree")          # cpsc_2018 (40) + chapman_shaoxing (30)
+    for dataset, source in (("cpsc2018", "cpsc_2018"), ("csn", "chapman_shaoxing")):
+        records = ChallengeWorkspace(tmp_path / dataset, tmp_path / "tree", dataset=dataset).records()
+        expected = truth[truth["source"] == source]
+        assert records["record_id"].tolist() == expected["record_id"].tolist()
+        assert records["dx"].tolist() == expected["dx"].tolist()

@@ -248,12 +248,20 @@ class ChallengeWorkspace(Workspace):
 
     def records(self):
         """The dataset's record table (record_id, path, source, dx, age, sex), read from the headers once."""
+        import pandas as pd
+
         if self._records is None:
             from esi.data.challenge import challenge_records, ecg_arrhythmia_records
             from esi.data.challenge_tasks import DATASET_SOURCES
 
-            table = (ecg_arrhythmia_records if self.source == "ecg_arrhythmia" else challenge_records)(self.root)
             sources = DATASET_SOURCES.get(self.dataset, (self.dataset,))
+            if self.source == "ecg_arrhythmia":
+                table = ecg_arrhythmia_records(self.root)
+            else:
+                # Only the dataset's source folders when the tree has them (CPSC2018 is 6,877 of ~88,000 headers).
+                folders = [f for s in sources for f in (self.root / "training" / s, self.root / s) if f.is_dir()]
+                table = (pd.concat([challenge_records(f) for f in folders], ignore_index=True) if folders
+                         else challenge_records(self.root))
             chosen = table[table["source"].astype(str).isin(sources)]
             if chosen.empty:
                 found = ", ".join(sorted(table["source"].astype(str).unique())[:10])
