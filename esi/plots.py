@@ -489,7 +489,10 @@ def plot_results_summary(table: pd.DataFrame):
     interval = f"{levels[0]:.0%} CI" if len(levels) == 1 else "bootstrap CI"
     ax.set_xlabel(f"macro AUROC / AUPRC (probes, benchmark, zero-shot) or accuracy (identification); line: {interval}; "
                   "p: vs random-init twin", fontsize=8)
-    ax.set_title("PTB-XL results (test fold 10)")
+    datasets = list(dict.fromkeys(table["dataset"])) if "dataset" in table else ["ptbxl"]
+    names = {"ptbxl": "PTB-XL", "cpsc2018": "CPSC2018", "csn": "CSN"}
+    ax.set_title("PTB-XL results (test fold 10)" if datasets == ["ptbxl"] else
+                 f"Results on {', '.join(names.get(d, d) for d in datasets)} (each one's test split)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

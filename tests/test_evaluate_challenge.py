@@ -104,6 +104,9 @@ def test_figures_are_drawn_for_each_dataset(run):
     names = {p.name for p in result.figures}
     assert {"per_class_auroc_linear_probe_cpsc2018.png", "per_class_auroc_linear_probe_csn.png",
             "auroc_vs_label_fraction_cpsc2018.png"} <= names
+    from esi.plots import plot_results_summary
+
+    assert plot_results_summary(result.table).axes[0].get_title() == "Results on CPSC2018, CSN (each one's test split)"
 
 
 def test_length_policies_crop_the_long_record_at_its_centre_or_keep_its_start(trees, tmp_path):
