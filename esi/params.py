@@ -50,23 +50,18 @@ Task = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", 
 
 @dataclass
 class RunConfig:
-    """Settings of the run as a whole (params keys `run_<field>`).
+    """Settings of the run as a whole (params keys `run_<field>`); each field's comment says what it sets."""
 
-    params_files: params files this run's own values are layered on (read first, later wins; each may name
-        its own). [] = the defaults alone. A notebook's parameters cell sets ["params/demo.yaml"].
-    name: the run's name (evaluate_out_dir "" writes to outputs/<name>).
-    dir: the folder of everything the notebooks write (figures/, the executed notebooks, index.html);
-        "" = outputs/<name>. Relative paths are taken from the repository root.
-    nproc_per_node: training processes: 1 trains inside the notebook; more start torchrun as a subprocess
-        (one process per GPU) and plot the curves live while it runs.
-    refresh_s: seconds between live re-plots of the training curves (torchrun mode).
-    """
-
+    # params files this run's own values are layered on (read first, later wins; each may name its own); []: the
+    # defaults alone. A notebook's parameters cell sets ["params/demo.yaml"]
     params_files: list[str] = field(default_factory=list)
-    name: str = "demo"
+    name: str = "demo"                    # the run's name (evaluate_out_dir "" writes to outputs/<name>)
+    # the folder of everything the notebooks write (figures/, the executed notebooks, index.html); "": outputs/<name>
     dir: str = ""
+    # training processes: 1 trains inside the notebook; more start torchrun (one process per GPU) as a subprocess
+    # and plot the curves live while it runs
     nproc_per_node: int = 1
-    refresh_s: float = 15.0
+    refresh_s: float = 15.0               # seconds between live re-plots of the training curves (torchrun mode)
 
     def __post_init__(self):
         if self.nproc_per_node < 1:
@@ -75,46 +70,30 @@ class RunConfig:
 
 @dataclass
 class DemoConfig:
-    """The offline demo corpus (params keys `demo_<field>`; see esi.data.demo_corpus.generate_demo).
+    """The offline demo corpus (params keys `demo_<field>`; see esi.data.demo_corpus.generate_demo)."""
 
-    corpus_dir: where to generate it; "" = no demo corpus (real data: the paths of the other stages point at it).
-    n_mimic: records in the MIMIC-IV-ECG layout (the ECG-text pairs).
-    n_ptbxl: records in the PTB-XL layout (the evaluation set).
-    seed: everything in the corpus follows from it.
-    """
-
-    corpus_dir: str = ""
-    n_mimic: int = 600
-    n_ptbxl: int = 300
-    seed: int = 0
+    corpus_dir: str = ""                  # where to generate it; "": no demo corpus (real data)
+    n_mimic: int = 600                    # records in the MIMIC-IV-ECG layout (the ECG-text pairs)
+    n_ptbxl: int = 300                    # records in the PTB-XL layout (the evaluation set)
+    seed: int = 0                         # everything in the corpus follows from it
 
 
 @dataclass
 class DataConfig:
-    """What the notebooks read and show (params keys `data_<field>`).
+    """What the notebooks read and show (params keys `data_<field>`)."""
 
-    statements: the statement vocabulary the assistant describes (01): MIMIC-IV-ECG machine_measurements.csv,
-        PTB-XL scp_statements.csv, a statement -> description JSON, or a text file with one statement per line.
-    reference_dict: a statement -> description JSON to compare the generated descriptions with (e.g. the one
-        released with the ESI paper); "" = no comparison.
-    queries: free-text queries whose retrieved knowledge entries 01 shows.
-    examples: ECGs of the pretraining corpus drawn on ECG paper (02).
-    text_sample: texts tokenised for the text-length statistics (02); None = all.
-    beat_task: the PTB-XL task whose classes get an average beat (02).
-    beat_leads: the leads shown in the average-beat figure.
-    beat_records: at most this many records per class are averaged.
-    seed: which records are drawn and sampled.
-    """
-
+    # the statement vocabulary the assistant describes (01): MIMIC-IV-ECG machine_measurements.csv, PTB-XL
+    # scp_statements.csv, a statement -> description JSON, or a text file with one statement per line
     statements: str = ""
+    # a statement -> description JSON to compare the generated descriptions with (e.g. the ESI paper's); "": none
     reference_dict: str = ""
-    queries: list[str] = field(default_factory=list)
-    examples: int = 4
-    text_sample: int | None = 2000
-    beat_task: Task = "superdiagnostic"
-    beat_leads: list[str] = field(default_factory=lambda: ["II", "V1", "V5"])
-    beat_records: int = 40
-    seed: int = 0
+    queries: list[str] = field(default_factory=list)   # free-text queries whose retrieved entries 01 shows
+    examples: int = 4                     # ECGs of the pretraining corpus drawn on ECG paper (02)
+    text_sample: int | None = 2000        # texts tokenised for the text-length statistics (02); None: all
+    beat_task: Task = "superdiagnostic"   # the PTB-XL task whose classes get an average beat (02)
+    beat_leads: list[str] = field(default_factory=lambda: ["II", "V1", "V5"])   # leads of the average-beat figure
+    beat_records: int = 40                # records averaged per class at most
+    seed: int = 0                         # which records are drawn and sampled
 
 
 def stage_classes() -> dict[str, type]:
@@ -215,7 +194,8 @@ def load_params(namespace: dict, where: str = "the notebook's parameters") -> Pa
     """Validate a notebook's parameters (its globals after the parameters and injected cells) into `Params`.
 
     The files named by `run_params_files` are read first (see `esi.config.read_params`); the notebook's own
-    values win over them. Every global that holds a plain value (str, number, bool, None, list, dict) and is not IPython's own must be
+    values win over them. Every global that holds a plain value (str, number, bool, None, list, dict) and is not
+    IPython's own must be
     a known params key: a key papermill injected with a typo fails here, naming it, instead of being ignored.
 
     Args:

@@ -27,8 +27,8 @@ from esi.evaluate.workspace import ChallengeWorkspace, Workspace
 from esi.evaluate.zero_shot import run_zero_shot
 
 __all__ = [
-    "BenchmarkSettings", "ChallengeWorkspace", "EncoderSpec", "EvaluationResult", "ProtocolResults", "Workspace", "evaluate",
-    "label_fraction_subset", "load_encoder", "load_evaluate_config", "macro_auprc", "macro_auroc",
+    "BenchmarkSettings", "ChallengeWorkspace", "EncoderSpec", "EvaluationResult", "ProtocolResults", "Workspace",
+    "evaluate", "label_fraction_subset", "load_encoder", "load_evaluate_config", "macro_auprc", "macro_auroc",
     "paired_bootstrap_test", "recipe_settings", "results_pivot", "run_identification", "run_linear_probe",
     "run_ptbxl_benchmark", "run_zero_shot",
 ]

@@ -86,9 +86,9 @@ def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 5
         key = "csn_root" if dataset == "csn" and config.csn_root else "challenge_root"
         root = resolve(getattr(config, key))
         if root is None or not root.is_dir():
-            raise FileNotFoundError(f"evaluate_{key}: {root} does not exist; point it at the "
-                                    + ("ecg-arrhythmia 1.0.0 download (the folder with WFDBRecords/)" if key == "csn_root"
-                                       else "PhysioNet/CinC Challenge 2020/2021 tree (training/<source>/...)"))
+            what = ("ecg-arrhythmia 1.0.0 download (the folder with WFDBRecords/)" if key == "csn_root"
+                    else "PhysioNet/CinC Challenge 2020/2021 tree (training/<source>/...)")
+            raise FileNotFoundError(f"evaluate_{key}: {root} does not exist; point it at the {what}")
         workspace = ChallengeWorkspace(
             run_dir, root, dataset=dataset, split=config.challenge_split, length_policy=config.challenge_length_policy,
             min_positives=config.challenge_min_positives, unknown_codes=config.challenge_unknown_codes,

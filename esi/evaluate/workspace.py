@@ -150,7 +150,7 @@ class Workspace:
 
     @property
     def context(self) -> dict:
-        """{"dataset", "length_policy"}: the columns every row of this workspace carries (`ProtocolResults.from_rows`)."""
+        """{"dataset", "length_policy"}: the columns every row of this workspace carries (see ProtocolResults)."""
         return {"dataset": self.dataset, "length_policy": self.length_policy}
 
     def class_aliases(self, classes: Sequence[str]) -> dict[str, list[str]]:
