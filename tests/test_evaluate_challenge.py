@@ -79,6 +79,8 @@ def test_cpsc_rows_score_the_nine_challenge_classes_on_records_of_10_s_or_more(r
     assert classes == list(CPSC2018_CLASSES)
     short = summary[(summary["kind"] == "records") & (summary["name"] == "shorter than 10 s")]
     assert int(short["count"].iloc[0]) == 1                   # the 6 s record, dropped and counted
+    rejected = summary[(summary["kind"] == "records") & (summary["name"] == "rejected by the reader")]
+    assert int(rejected["count"].iloc[0]) == 0
     per_class = result.per_class[result.per_class["dataset"] == "cpsc2018"]
     names = dict(zip(per_class["class"].astype(str), per_class["class_name"]))
     assert names["164889003"] == "atrial fibrillation"         # names from the shipped SNOMED-CT table
@@ -198,3 +200,17 @@ def test_a_dataset_reads_only_its_own_source_folders_of_the_tree(ptbxl_dir, tmp_
         expected = truth[truth["source"] == source]
         assert records["record_id"].tolist() == expected["record_id"].tolist()
         assert records["dx"].tolist() == expected["dx"].tolist()
+
+
+def test_a_record_the_reader_rejects_is_counted_in_the_summary_not_silently_dropped(ptbxl_dir, tmp_path):
+    truth = write_challenge_tree(ptbxl_dir, tmp_path / "tree", n_cpsc=40, n_chapman=0)
+    broken = truth.loc[truth["record_id"] == "A0020", "path"].iloc[0] + ".mat"
+    with open(broken, "r+b") as handle:       # truncated, as an interrupted download leaves it
+        handle.truncate(1000)
+    workspace = ChallengeWorkspace(tmp_path / "run", tmp_path / "tree", dataset="cpsc2018", workers=1,
+                                   progress=False)
+    task = workspace.task()
+    assert "A0020" not in set(task.ecg_ids) and len(task) == 39
+    summary = pd.read_csv(tmp_path / "run" / "evaluate" / "cpsc2018_summary.csv")
+    row = summary[summary["name"] == "rejected by the reader"].iloc[0]
+    assert (row["count"], row["status"]) == (1, "dropped") and "rejected.csv" in row["reason"]

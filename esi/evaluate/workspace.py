@@ -309,14 +309,20 @@ class ChallengeWorkspace(Workspace):
         if name not in (None, self.dataset):
             raise ValueError(f"{self.dataset} has one task, {self.dataset!r}; got {name!r}")
         if self._task is None:
-            index = self.store(self.task_fs).index
-            self._task = load_challenge_task(index, self.dataset, split=self.split, min_positives=self.min_positives,
-                                             unknown_codes=self.unknown_codes, seed=self.split_seed,
-                                             length_policy=self.length_policy)
+            import pandas as pd
+
+            store = self.store(self.task_fs)
+            self._task = load_challenge_task(store.index, self.dataset, split=self.split,
+                                             min_positives=self.min_positives, unknown_codes=self.unknown_codes,
+                                             seed=self.split_seed, length_policy=self.length_policy)
+            # Records the reader could not convert never reach the index: count them here too.
+            rejected = {"kind": "records", "name": "rejected by the reader", "count": len(store.rejected),
+                        "status": "dropped" if len(store.rejected) else "",
+                        "reason": f"listed in {store.path / 'rejected.csv'}" if len(store.rejected) else ""}
+            self._task.summary = pd.concat([self._task.summary, pd.DataFrame([rejected])], ignore_index=True)
+            path = write_summary(self._task.summary, self.run_dir / "evaluate" / f"{self.dataset}_summary.csv")
             if len(self._task) == 0:
-                raise ValueError(f"{self.dataset}: no records left after the length policy and label rules; see "
-                                 f"{self.run_dir / 'evaluate' / f'{self.dataset}_summary.csv'}")
-            write_summary(self._task.summary, self.run_dir / "evaluate" / f"{self.dataset}_summary.csv")
+                raise ValueError(f"{self.dataset}: no records left after the length policy and label rules; see {path}")
         return self._task
 
     def class_names(self, classes: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
