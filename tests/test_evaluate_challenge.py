@@ -153,6 +153,9 @@ def test_merl_split_on_the_fixture_names_follows_merls_tables(trees, tmp_path):
     merl = merl[merl["dataset"] == "cpsc2018"].set_index("record")["split"]
     fold_of = {"train": 1, "val": 9, "test": 10}
     assert [fold_of[merl[name]] for name in task.record_names] == task.folds.tolist()
+    # rows scored without training name the split preset and the folds they scored
+    assert workspace.scored_split(task, [10]) == "merl_tables_records:test"
+    assert workspace.scored_split(task, [9, 10]) == "merl_tables_records:folds_9,10"
 
 
 def test_a_missing_dataset_folder_stops_before_any_work(tmp_path):

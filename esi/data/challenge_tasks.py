@@ -38,6 +38,7 @@ from esi.data.ptbxl import SPLIT_FOLDS, FoldedTask
 from esi.data.snomed import (EQUIVALENT_CODES, canonical_code, code_counts, describe_code, label_matrix, parse_dx,
                              snomed_table)
 from esi.data.splits import NO_FOLD, PRESETS, SPLIT_LABELS, make_folds, split_description
+from esi.data.store import fit_length
 
 DATASETS: tuple[str, ...] = ("cpsc2018", "csn")
 
@@ -79,6 +80,9 @@ EXCLUDED_CODES: dict[str, dict[str, str]] = {"csn": CSN_EXCLUDED_CODES}
 
 UNKNOWN_CODE_POLICIES: tuple[str, ...] = ("keep", "drop_empty", "drop_unknown")
 LENGTH_POLICIES: tuple[str, ...] = ("crop_pad", "drop_short", "merl")
+# The store crop each length policy reads: centre-crop long records, or keep their start (MERL reads the first
+# samples); `length_mask` then drops what `drop_short` drops.
+POLICY_CROP: dict[str, str] = {"crop_pad": "centre", "drop_short": "centre", "merl": "start"}
 
 MERL_CPSC_SECONDS = 5.0  # MERL keeps the first 2,500 samples (5 s at 500 Hz) of CPSC2018 records.
 SUMMARY_COLUMNS = ("kind", "code", "abbreviation", "name", "count", "count_kept", "status", "reason")
@@ -119,49 +123,39 @@ def length_mask(index: pd.DataFrame, policy: str, seconds: float = 10.0) -> np.n
     return samples >= seconds * fs - 1e-6
 
 
-def _fit_end(signal: np.ndarray, length: int) -> np.ndarray:
-    # First `length` samples, zero-padded at the end when the record is shorter.
-    out = np.zeros(signal.shape[:-1] + (length,), dtype=signal.dtype)
-    kept = min(length, signal.shape[-1])
-    out[..., :kept] = signal[..., :kept]
-    return out
-
-
-def _centre_crop(signal: np.ndarray, length: int) -> np.ndarray:
-    start = (signal.shape[-1] - length) // 2
-    return signal[..., start:start + length]
+def valid_seconds(policy: str, dataset: str) -> float | None:
+    """Seconds of each record a length policy feeds as signal, the rest of the frame being zeros: MERL's 5 s of
+    CPSC2018 records under `merl`; None (the whole frame) otherwise."""
+    _check_length_policy(policy)
+    return MERL_CPSC_SECONDS if policy == "merl" and dataset == "cpsc2018" else None
 
 
 def apply_length_policy(signal: np.ndarray, fs: float, policy: str, dataset: str, seconds: float = 10.0) -> np.ndarray:
-    """Bring one record to the `seconds` frame as a length policy does (a pure function; input left unchanged).
+    """Bring one record to the `seconds` frame as a length policy does: the store's crop (`POLICY_CROP`,
+    `esi.data.store.fit_length`) and then zeros after `valid_seconds` (a pure function; input left unchanged).
 
     Args:
         signal: (..., n) samples, time last.
         fs: sampling rate in Hz.
         policy: `crop_pad`: centre-crop (start (n - T) // 2) if longer, zero-pad at the end if shorter;
             `drop_short`: centre-crop, and a record shorter than the frame is an error (`length_mask` removes it);
-            `merl`: for cpsc2018 the first 5 s, zeros after them up to the frame; for other datasets the first
-            T samples, zero-padded at the end if shorter.
+            `merl`: the first T samples, zero-padded at the end if shorter; for cpsc2018 zeros after 5 s.
         dataset: "cpsc2018", "csn" or a source name (only `merl` looks at it).
         seconds: frame length; default 10.0 (T = round(seconds * fs) samples).
 
     Returns:
         (..., T) array of the input's dtype.
     """
-    _check_length_policy(policy)
+    keep = valid_seconds(policy, dataset)
     signal = np.asarray(signal)
     length = int(round(seconds * fs))
-    n = signal.shape[-1]
-    if policy == "merl":
-        if dataset == "cpsc2018":
-            head = _fit_end(signal, min(n, int(round(MERL_CPSC_SECONDS * fs))))
-            return _fit_end(head, length)
-        return _fit_end(signal, length)
-    if n >= length:
-        return _centre_crop(signal, length).copy()
-    if policy == "drop_short":
-        raise ValueError(f"record of {n} samples is shorter than {seconds} s at {fs} Hz (drop_short removes it)")
-    return _fit_end(signal, length)
+    if policy == "drop_short" and signal.shape[-1] < length:
+        raise ValueError(f"record of {signal.shape[-1]} samples is shorter than {seconds} s at {fs} Hz "
+                         "(drop_short removes it)")
+    out = np.array(fit_length(signal, length, POLICY_CROP[policy])[0])    # a copy, never a view of the input
+    if keep is not None:
+        out[..., int(round(keep * fs)):] = 0
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- vocabularies

@@ -383,17 +383,35 @@ def convert(source: str, input: str | os.PathLike, out: str | os.PathLike, fs: f
     from esi.data.sources import load_records
 
     records = load_records(source, input, record_list=record_list, fs=fs, limit=limit)
+    return convert_table(records, out, source=source, input=input, fs=fs, seconds=seconds, dtype=dtype,
+                         workers=workers, allow_missing=allow_missing, chunk_size=chunk_size, leads=leads,
+                         progress=progress, crop=crop,
+                         source_info={"record_list": str(Path(record_list).resolve()) if record_list else None})
+
+
+def convert_table(records, out: str | os.PathLike, *, source: str, input: str | os.PathLike, fs: float = 500,
+                  seconds: float = 10, dtype: str = "int16", workers: int | None = None, allow_missing: bool = False,
+                  chunk_size: int | None = None, leads: Sequence[str] = STANDARD_LEADS, progress: bool = True,
+                  crop: str = "start", source_info: dict | None = None) -> ConvertSummary:
+    """Convert the records of a record table (`esi.data.sources`: e.g. one dataset's part of a larger download)
+    with the settings `convert` takes; `source` and `input` are recorded in the store's settings.
+
+    Args:
+        records: the record table (record_id, path, passthrough columns).
+        source_info: extra facts recorded in the manifest (the seconds are added).
+        The others: as `convert`.
+    """
     workers = max(1, int(workers or os.cpu_count() or 1))
     if chunk_size is None:
-        try:
+        try:    # resuming: the chunking the store was started with
             chunk_size = int(read_manifest(out)["settings"]["chunk_size"])
         except FileNotFoundError:
             chunk_size = default_chunk_size(len(records), workers)
     settings = StoreSettings(fs=float(fs), length=int(round(fs * seconds)), dtype=dtype, leads=tuple(leads),
                              source=source, input=str(Path(input).resolve()), allow_missing=bool(allow_missing),
                              chunk_size=int(chunk_size), crop=crop)
-    source_info = {"record_list": str(Path(record_list).resolve()) if record_list else None, "seconds": seconds}
-    return convert_records(records, out, settings, workers=workers, progress=progress, source_info=source_info)
+    return convert_records(records, out, settings, workers=workers, progress=progress,
+                           source_info={**(source_info or {}), "seconds": seconds})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -207,10 +207,9 @@ class ECGDataset(Dataset):
         for k, row in enumerate(block_rows):
             view = store._view(row)  # the record inside the memory map, no copy
             np.divide(view if self._all_leads else view[self._lead_pos], store.gains[row], out=x[k])
-        n_valid = store.n_valid[block_rows]
+        n_valid = self._n_valid(block_rows)
         if self.valid_samples is not None:
             x[..., self.valid_samples:] = 0
-            n_valid = np.minimum(n_valid, self.valid_samples)
         if self.normalize is not None:
             mask = store.masks[block_rows][:, self._lead_pos]
             normalize(x, self.normalize, self.scaler, n_valid=n_valid, mask=mask, out=x)
@@ -221,6 +220,11 @@ class ECGDataset(Dataset):
         elif not direct:
             for k in range(b):
                 x_out[start + k] = x[k, :, offsets[start + k]:offsets[start + k] + self.crop]
+
+    def _n_valid(self, rows: np.ndarray) -> np.ndarray:
+        """Samples of signal in each of the store rows: the record's own, capped at `valid_samples`."""
+        n_valid = self.store.n_valid[rows]
+        return n_valid if self.valid_samples is None else np.minimum(n_valid, self.valid_samples)
 
     def _scratch(self, b: int) -> np.ndarray:
         """A per-thread float32 buffer for b whole records (reused: no fresh pages per block)."""
@@ -251,9 +255,7 @@ class ECGDataset(Dataset):
     def _crop_offsets(self, rows: np.ndarray, rng) -> np.ndarray | None:
         if self.crop is None:
             return None
-        n_valid = self.store.n_valid[rows]
-        if self.valid_samples is not None:      # crops come from the signal, not the zeroed rest
-            n_valid = np.minimum(n_valid, self.valid_samples)
+        n_valid = self._n_valid(rows)           # crops come from the signal, not a zeroed rest
         if self.crop_mode == "random":
             return random_crop_offsets(n_valid, self.crop, rng)
         if self.crop_mode == "center":

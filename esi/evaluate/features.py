@@ -30,6 +30,15 @@ from esi.data.store import ECGStore, read_manifest
 TRAIN_FOLDS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
+def is_converted(out: Path, root: Path) -> bool:
+    """Whether `out` holds a finished store of the dataset folder `root` (then it is reused, not converted again)."""
+    try:
+        manifest = read_manifest(out)
+    except FileNotFoundError:
+        return False
+    return bool(manifest.get("complete")) and manifest["settings"]["input"] == str(root)
+
+
 def ptbxl_store(ptbxl_root: str | os.PathLike, fs: float, store_dir: str | os.PathLike, seconds: float = 10.0,
                 workers: int | None = None, progress: bool = True) -> ECGStore:
     """The PTB-XL records at `fs` Hz as an `ECGStore`, converted on first use and reused afterwards.
@@ -49,12 +58,7 @@ def ptbxl_store(ptbxl_root: str | os.PathLike, fs: float, store_dir: str | os.Pa
 
     root = Path(ptbxl_root).expanduser().resolve()
     out = Path(store_dir) / f"ptbxl_{fs:g}hz"
-    try:
-        manifest = read_manifest(out)
-        ready = manifest.get("complete") and manifest["settings"]["input"] == str(root)
-    except FileNotFoundError:
-        ready = False
-    if not ready:
+    if not is_converted(out, root):
         convert("ptbxl", root, out, fs=fs, seconds=seconds, workers=workers, progress=progress)
     store = ECGStore(out)
     if store.manifest.get("n_rejected"):

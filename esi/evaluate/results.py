@@ -219,7 +219,7 @@ class ProtocolResults:
     per_class: pd.DataFrame
 
     @classmethod
-    def from_rows(cls, rows: list[dict], per_class_rows: list[dict], dataset: str = "ptbxl",
+    def from_rows(cls, rows: list[dict], per_class_rows: list[dict], dataset: str = PTBXL_CONTEXT["dataset"],
                   length_policy: str = PTBXL_CONTEXT["length_policy"]) -> ProtocolResults:
         """Both tables from lists of row dicts (`result_row` and `per_class_rows` output).
 

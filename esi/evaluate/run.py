@@ -122,10 +122,9 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
         write_results(run_dir, merged.table, merged.per_class)
 
     for workspace in workspaces:
-        ptbxl = workspace.dataset == "ptbxl"
         if "linear_probe" in config.protocols:
             finished(run_linear_probe(
-                encoders, workspace, config.probe_tasks if ptbxl else [workspace.dataset], config.probe_fractions,
+                encoders, workspace, workspace.task_names(config.probe_tasks), config.probe_fractions,
                 seeds=config.probe_seeds, epochs=config.probe_epochs, lr=config.probe_lr,
                 weight_decays=config.probe_weight_decays, draw=config.probe_subset_draw, n_boot=config.n_boot,
                 ci_level=config.ci_level, significance_resamples=config.significance_resamples,
@@ -143,18 +142,18 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
                 significance_resamples=config.significance_resamples, num_workers=config.benchmark_loader_workers)
             finished(run_ptbxl_benchmark(
                 encoders if config.benchmark_finetune else [], workspace,
-                config.benchmark_tasks if ptbxl else [workspace.dataset], supervised=config.benchmark_supervised,
+                workspace.task_names(config.benchmark_tasks), supervised=config.benchmark_supervised,
                 supervised_fs=config.benchmark_supervised_fs, settings=settings, min_samples=config.min_samples,
                 random_baselines=False, save_models=config.benchmark_save_models))
         if "zero_shot" in config.protocols:
             finished(run_zero_shot(
-                config.encoders, workspace, config.zero_shot_tasks if ptbxl else [workspace.dataset],
+                config.encoders, workspace, workspace.task_names(config.zero_shot_tasks),
                 waveform_dict=config.zero_shot_waveform_dict or None, templates=config.zero_shot_templates,
                 no_description_template=config.zero_shot_no_description_template, names=config.zero_shot_class_names,
                 folds=config.zero_shot_folds, n_boot=config.n_boot, ci_level=config.ci_level,
                 significance_resamples=config.significance_resamples, seed=config.seed,
                 min_samples=config.min_samples, random_baselines=config.random_baselines))
-        if "identification" in config.protocols and ptbxl:    # the only benchmark with patient ids
+        if "identification" in config.protocols and workspace.has_patient_ids:
             finished(run_identification(
                 encoders, workspace, folds=config.identification_folds or None,
                 max_rank=config.identification_max_rank, n_boot=config.n_boot, seed=config.seed,
@@ -170,8 +169,8 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     figures = []
     if config.figures and len(table):
         for workspace in workspaces:
-            ptbxl = workspace.dataset == "ptbxl"
-            figures += make_figures(run_dir, table, per_class, task=config.figure_task if ptbxl else workspace.dataset,
+            ptbxl = workspace.dataset == "ptbxl"     # the embedding map colours PTB-XL's superclasses
+            figures += make_figures(run_dir, table, per_class, task=workspace.task_names([config.figure_task])[0],
                                     encoders=encoders if ptbxl else (), workspace=workspace if ptbxl else None,
                                     tsne_max_points=config.tsne_max_points, tsne_iterations=config.tsne_iterations,
                                     seed=config.seed)

@@ -20,8 +20,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from esi.data.store import ECGStore
-from esi.evaluate.features import (FeatureCache, FeatureSet, encoder_features, input_scaler, ptbxl_store,
-                                   store_rows)
+from esi.evaluate.features import (FeatureCache, FeatureSet, encoder_features, input_scaler, is_converted,
+                                   ptbxl_store, store_rows)
+from esi.evaluate.results import PTBXL_CONTEXT, fold_split
 
 # English names of the benchmark's label groups that are not SCP statement codes themselves: the five
 # superclasses and the merged subclasses (diagnostic_class / diagnostic_subclass values of scp_statements.csv).
@@ -145,8 +146,18 @@ class Workspace:
         return class_names(classes, self._statements, overrides)
 
     # What this workspace's rows say in the results' dataset and length_policy columns.
-    dataset = "ptbxl"
-    length_policy = "ptbxl_10s"
+    dataset = PTBXL_CONTEXT["dataset"]
+    length_policy = PTBXL_CONTEXT["length_policy"]
+    # Identification needs several records per patient: PTB-XL has patient ids, the Challenge datasets none.
+    has_patient_ids = True
+
+    def task_names(self, requested: Sequence[str]) -> list[str]:
+        """The tasks a protocol runs here: the `requested` PTB-XL tasks."""
+        return list(requested)
+
+    def scored_split(self, task, folds: Sequence[int]) -> str:
+        """The results' `split` of rows scored on `folds` with nothing trained (zero-shot): "ptbxl_fold_10"."""
+        return fold_split(folds)
 
     @property
     def context(self) -> dict:
@@ -193,10 +204,6 @@ class Workspace:
                                 batch_size=self.batch_size, device=self.device, progress=self.progress)
 
 
-# Crop of the store each length policy reads (`esi.data.challenge_tasks.length_mask` then drops what it drops).
-POLICY_CROP = {"crop_pad": "centre", "drop_short": "centre", "merl": "start"}
-
-
 @dataclass
 class ChallengeWorkspace(Workspace):
     """A `Workspace` on CPSC2018, CSN or any PhysioNet/CinC Challenge source, read as downloaded.
@@ -224,6 +231,7 @@ class ChallengeWorkspace(Workspace):
     unknown_codes: str = "keep"
     split_seed: int | None = None
     task_fs: float = 500.0
+    has_patient_ids = False     # record-level datasets: no identification, splits not patient-disjoint
 
     def __post_init__(self):
         from esi.data.challenge_tasks import LENGTH_POLICIES
@@ -237,14 +245,12 @@ class ChallengeWorkspace(Workspace):
                              f"{', '.join(LENGTH_POLICIES)}")
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.dataset}: dataset folder {self.root} does not exist")
+        # The record source this folder is read as: ecg-arrhythmia (the folder holding WFDBRecords/, or one inside
+        # it, as esi.data.challenge.ecg_arrhythmia_records takes it) or a Challenge tree.
+        inside = (self.root / "WFDBRecords").is_dir() or "WFDBRecords" in self.root.parts
+        self.source = "ecg_arrhythmia" if inside else "challenge"
         self._records = None
         self._task = None
-
-    @property
-    def source(self) -> str:
-        """The record source this folder is read as: "ecg_arrhythmia" (WFDBRecords/ inside) or "challenge"."""
-        return "ecg_arrhythmia" if any(self.root.glob("**/WFDBRecords")) or self.root.name == "WFDBRecords" \
-            else "challenge"
 
     def records(self):
         """The dataset's record table (record_id, path, source, dx, age, sex), read from the headers once."""
@@ -273,31 +279,17 @@ class ChallengeWorkspace(Workspace):
     def store(self, fs: float) -> ECGStore:
         """The dataset at `fs` Hz as an `ECGStore` (10 s, cropped as the length policy says), converted on first use.
         Records the reader rejects are recorded in the store's rejected.csv and left out of the task."""
-        import os
-
-        from esi.data.convert import convert_records, default_chunk_size
-        from esi.data.store import StoreSettings, read_manifest
+        from esi.data.challenge_tasks import POLICY_CROP
+        from esi.data.convert import convert_table
 
         fs = float(fs)
         if fs not in self._stores:
             crop = POLICY_CROP[self.length_policy]
             out = self.store_dir / f"{self.dataset}_{fs:g}hz_{crop}"
-            try:
-                manifest = read_manifest(out)
-                ready = manifest.get("complete") and manifest["settings"]["input"] == str(self.root)
-            except FileNotFoundError:
-                ready = False
-            if not ready:
-                records = self.records()
-                workers = max(1, int(self.workers or os.cpu_count() or 1))
-                try:    # resuming: the chunking the store was started with
-                    chunk_size = int(read_manifest(out)["settings"]["chunk_size"])
-                except FileNotFoundError:
-                    chunk_size = default_chunk_size(len(records), workers)
-                settings = StoreSettings(fs=fs, length=int(round(10.0 * fs)), source=self.source,
-                                         input=str(self.root), crop=crop, chunk_size=chunk_size)
-                convert_records(records, out, settings, workers=workers, progress=self.progress,
-                                source_info={"dataset": self.dataset, "seconds": 10.0})
+            if not is_converted(out, self.root):
+                convert_table(self.records(), out, source=self.source, input=self.root, fs=fs, seconds=10.0,
+                              workers=self.workers, progress=self.progress, crop=crop,
+                              source_info={"dataset": self.dataset})
             self._stores[fs] = ECGStore(out)
         return self._stores[fs]
 
@@ -351,17 +343,25 @@ class ChallengeWorkspace(Workspace):
             out[c] = texts + [c]
         return out
 
+    def task_names(self, requested: Sequence[str]) -> list[str]:
+        """A Challenge dataset has one task, named after it, whatever PTB-XL tasks a protocol asks for."""
+        return [self.dataset]
+
+    def scored_split(self, task, folds: Sequence[int]) -> str:
+        """The results' `split` of rows scored on `folds` with nothing trained: "<split preset>:test"."""
+        scored = "test" if list(folds) == [10] else "folds_" + ",".join(str(int(f)) for f in folds)
+        return f"{task.split_label}:{scored}"
+
     def scored_records(self, fs: float, folds: Sequence[int]) -> np.ndarray:
         task = self.task()
         return task.ecg_ids[np.isin(task.folds, list(folds))]
 
     def valid_samples(self, fs: float) -> int | None:
         """MERL reads only the first 5 s of CPSC2018 records; the rest of the 10 s frame is zeros."""
-        from esi.data.challenge_tasks import MERL_CPSC_SECONDS
+        from esi.data.challenge_tasks import valid_seconds
 
-        if self.length_policy == "merl" and self.dataset == "cpsc2018":
-            return int(round(MERL_CPSC_SECONDS * float(fs)))
-        return None
+        seconds = valid_seconds(self.length_policy, self.dataset)
+        return None if seconds is None else int(round(seconds * float(fs)))
 
     def training_rows(self, store: ECGStore) -> np.ndarray:
         """Rows of `store` in this dataset's training split (a scaler is fitted on them)."""

@@ -33,7 +33,7 @@ from torch import nn
 
 from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, twin_labels,
                                    weights_identity)
-from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, fold_split, join_notes,
+from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, join_notes,
                                   save_predictions)
 from esi.evaluate.workspace import Workspace
 from esi.paths import resolve
@@ -220,8 +220,7 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
             text = class_embeddings(model.module.model, prompts)
             scores = zero_shot_scores(latents, text)
             out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
-                                      split=fold_split(folds) if workspace.dataset == "ptbxl" else
-                                      f"{task.split_label}:test", recipe=PROMPT_RECIPES[descriptions_dict is not None],
+                                      split=workspace.scored_split(task, folds), recipe=PROMPT_RECIPES[descriptions_dict is not None],
                                       selection="none",
                                       seed=seed, n_boot=n_boot, ci_level=ci_level,
                                       notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
