@@ -60,6 +60,10 @@ def test_every_protocol_runs_on_both_datasets_and_each_row_names_dataset_split_a
     trained = table[table["protocol"] != "zero_shot"]
     assert set(trained["split"]) == {"stratified_70/10/20_records"}
     assert set(table.loc[table["protocol"] == "zero_shot", "split"]) == {"stratified_70/10/20_records:test"}
+    # Trained rows say which split chose their epoch: the dataset's validation split, not PTB-XL's fold 9.
+    assert trained["notes"].str.contains("selected on the validation split (stratified_70/10/20_records)",
+                                         regex=False).all()
+    assert not trained["notes"].str.contains("fold 9").any()
     assert set(table["metric"]) == {"macro_auroc", "macro_auprc"}
     assert table["value"].between(0, 1).all()
     # The random-init twin beside every pretrained row; the pretrained rows carry the paired p-value.

@@ -289,6 +289,11 @@ class ChallengeTask(FoldedTask):
         return SPLIT_LABELS[self.split_preset]
 
     @property
+    def validation_name(self) -> str:
+        """How notes name the split that selects epochs and settings: "the validation split (merl_tables_records)"."""
+        return f"the validation split ({self.split_label})"
+
+    @property
     def split_description(self) -> str:
         """How `folds` were made, and that they are record-level (see `esi.data.splits.split_description`)."""
         return split_description(self.split_preset)

@@ -165,6 +165,8 @@ class FoldedTask:
 
     # The dataclass fields with one entry per record, cut together by `subset`.
     row_fields = ("ecg_ids", "y", "folds", "patient_ids")
+    # How notes name the split that selects epochs and settings (fold code 9; see ChallengeTask for others).
+    validation_name = "fold 9"
 
     def __len__(self) -> int:
         return len(self.ecg_ids)

@@ -192,9 +192,10 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
         notes = join_notes(notes, f"{len(unlearnable)} class(es) without a positive in the {fraction:g} subset "
                                   f"({', '.join(unlearnable[:5])}{', ...' if len(unlearnable) > 5 else ''})")
     if np.isnan(probe.val_auroc):
-        notes = join_notes(notes, "fold 9 has no class with both labels: epoch and weight decay not selected")
-    notes = join_notes(notes, f"selected on fold 9: weight decay {probe.weight_decay:g}, epoch {probe.epoch} "
-                              f"(val AUROC {probe.val_auroc:.3f})")
+        notes = join_notes(notes, f"{task.validation_name} has no class with both labels: epoch and weight decay "
+                                  "not selected")
+    notes = join_notes(notes, f"selected on {task.validation_name}: weight decay {probe.weight_decay:g}, "
+                              f"epoch {probe.epoch} (val AUROC {probe.val_auroc:.3f})")
     scored_rows = classification_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
                                       split=task.split_label, recipe=RECIPE, selection=SELECTION,
                                       subset_draw=draw if fraction < 1 else "all",

@@ -479,7 +479,7 @@ def _snapshot(model: nn.Module) -> dict:
 def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettings, *,
                           validate: Callable[[nn.Module], float], phases: Sequence[Phase] | None = None,
                           device: str | torch.device = "cpu", progress: bool = True,
-                          where: str = "") -> TrainOutcome:
+                          where: str = "", validation_name: str = "fold 9") -> TrainOutcome:
     """Train with BCE, AdamW (fastai v1's) and fastai v1's one-cycle schedule, one cycle per phase; the model
     holds the scored weights on return (`settings.selection`).
 
@@ -487,12 +487,13 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
         model: the classifier (moved to `device`); every parameter is trainable again on return.
         train_set: `ECGDataset` of random crops with targets ("ecg", "y").
         settings: the recipe.
-        validate: model -> fold-9 macro AUROC (NaN if no class has both labels). "fold9_best" calls it after every
-            epoch; "final_epoch" once, after training, for the notes.
+        validate: model -> macro AUROC on the validation split (NaN if no class has both labels). "fold9_best"
+            calls it after every epoch; "final_epoch" once, after training, for the notes.
         phases: what trains when (`training_phases`); None: all parameters for `settings.epochs` at `settings.lr`.
         device: torch device.
         progress: show a progress bar over epochs.
         where: "encoder / task" for the progress bar and error messages.
+        validation_name: how the notes name the validation split ("fold 9" on PTB-XL).
 
     Raises:
         FloatingPointError: a non-finite training loss, naming `where`, the phase, epoch and step.
@@ -562,8 +563,8 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
             model.load_state_dict(best_state)
             selected, val_auroc = best[1], best[0]
         elif settings.selection == "fold9_best":
-            notes = join_notes(notes, f"phase {phase_no}: fold 9 has no class with both labels, nothing selected; "
-                                      "the last epoch is kept")
+            notes = join_notes(notes, f"phase {phase_no}: {validation_name} has no class with both labels, "
+                                      "nothing selected; the last epoch is kept")
     bar.close()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -574,8 +575,9 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
                         val_auroc=val_auroc, history=history, phases=phase_info, notes=notes)
 
 
-def _training_notes(settings: BenchmarkSettings, protocol: str, outcome: TrainOutcome) -> str:
-    """What a reader needs to know about how the scored model was trained and chosen."""
+def _training_notes(settings: BenchmarkSettings, protocol: str, outcome: TrainOutcome,
+                    validation_name: str = "fold 9") -> str:
+    """What a reader needs to know about how the scored model was trained and chosen (on `validation_name`)."""
     notes = recipe_deviations(settings, protocol) if recipe_label(settings, protocol) == "custom" else ""
     if len(outcome.phases) > 1:
         lrs = ", ".join(f"{lr:.0e}" for lr in outcome.phases[-1]["max_lrs"])
@@ -585,12 +587,12 @@ def _training_notes(settings: BenchmarkSettings, protocol: str, outcome: TrainOu
     elif protocol == PROTOCOL_FINETUNE:
         notes = join_notes(notes, f"all layers fine-tuned at once at lr {outcome.phases[0]['max_lrs'][0]:g}")
     if outcome.selection == "final_epoch":
-        notes = join_notes(notes, f"scored after the last epoch, nothing selected on fold 9 (as the benchmark); "
-                                  f"fold-9 macro AUROC {outcome.val_auroc:.3f}")
+        notes = join_notes(notes, f"scored after the last epoch, nothing selected on {validation_name} (as the "
+                                  f"benchmark); its macro AUROC {outcome.val_auroc:.3f}")
     else:
         phase = " of the last phase" if len(outcome.phases) > 1 else ""
-        notes = join_notes(notes, f"selected on fold 9: epoch {outcome.selected_epoch}/{outcome.last_epoch}{phase} "
-                                  f"(val AUROC {outcome.val_auroc:.3f})")
+        notes = join_notes(notes, f"selected on {validation_name}: epoch {outcome.selected_epoch}/"
+                                  f"{outcome.last_epoch}{phase} (val AUROC {outcome.val_auroc:.3f})")
     if len(outcome.phases) > 1 and settings.finetune_epochs < BENCHMARK_FINETUNE_EPOCHS:
         notes = join_notes(notes, f"{settings.finetune_epochs} epoch(s) per phase, the benchmark fine-tunes "
                                   f"{BENCHMARK_FINETUNE_EPOCHS} + {BENCHMARK_FINETUNE_EPOCHS}")
@@ -674,12 +676,12 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
 
     def validate(model: nn.Module) -> float:
         return macro_auroc(y_val, predict_records(model, val_set, settings.batch_size, device), classes=classes,
-                           where=f"{where} / fold 9")
+                           where=f"{where} / {task.validation_name}")
 
     model = build_classifier(encoder, len(classes), settings, protocol)
     outcome = train_benchmark_model(model, train_set, settings, validate=validate,
                                     phases=training_phases(model, settings, protocol), device=device,
-                                    progress=progress, where=where)
+                                    progress=progress, where=where, validation_name=task.validation_name)
     y_test = test.y[:, scored]
     scores = predict_records(model, test_set, settings.batch_size, device)
     recipe = recipe_label(settings, protocol)
@@ -688,7 +690,8 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
         selection=settings.selection,
         subset_draw=settings.subset_draw if settings.train_fraction < 1 else "all",
         label_fraction=settings.train_fraction, n_train=len(subset), seed=settings.seed, n_boot=settings.n_boot,
-        ci_level=settings.ci_level, notes=join_notes(notes, _training_notes(settings, protocol, outcome)),
+        ci_level=settings.ci_level,
+        notes=join_notes(notes, _training_notes(settings, protocol, outcome, task.validation_name)),
         names=names)
     checkpoint = {"architecture": encoder.architecture, "encoder_kwargs": encoder.encoder_kwargs,
                   "encoder_state": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
