@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from esi.data.sources import check_unique
+
 CHALLENGE_PASSTHROUGH = ("source", "dx", "age", "sex")
 ECG_ARRHYTHMIA_SOURCE = "ecg_arrhythmia"
 ECG_ARRHYTHMIA_FOLDER = "WFDBRecords"
@@ -134,7 +136,7 @@ def _record_table(headers: list[Path], sources: list[str], where: Path) -> pd.Da
                      "dx": comments["dx"], "age": comments["age"], "sex": comments["sex"]})
     table = pd.DataFrame(rows, columns=["record_id", "path", "source", "dx", "age", "sex"])
     table = table.sort_values(["record_id", "path"], kind="stable").reset_index(drop=True)
-    _check_unique_names(table, where)
+    table = check_unique(table, where)
     n = len(table)
     table.insert(2, "subject_id", pd.array([pd.NA] * n, dtype="Int64"))
     table.insert(3, "study_id", pd.array([pd.NA] * n, dtype="Int64"))
@@ -142,15 +144,6 @@ def _record_table(headers: list[Path], sources: list[str], where: Path) -> pd.Da
     for column in ("record_id", "path", "source", "dx", "sex"):
         table[column] = table[column].astype(str)
     return table
-
-
-def _check_unique_names(table: pd.DataFrame, where: Path) -> None:
-    """Raise naming the first two files of a record name that occurs twice (the table is sorted by name)."""
-    duplicated = table["record_id"].duplicated(keep=False)
-    if duplicated.any():
-        first = table[duplicated].iloc[:2]
-        raise ValueError(f"{where}: record {first.record_id.iloc[0]} appears twice ({first.path.iloc[0]}.hea and "
-                         f"{first.path.iloc[1]}.hea); remove one copy or convert the sources separately")
 
 
 def _headers(root: Path, what: str) -> list[Path]:

@@ -46,12 +46,18 @@ def _absolute(root: Path, relative: pd.Series) -> pd.Series:
     return prefix + rel.str.lstrip("/")
 
 
-def _check_unique(table: pd.DataFrame, where: Path) -> pd.DataFrame:
+def check_unique(table: pd.DataFrame, where: Path) -> pd.DataFrame:
+    """The table with a fresh index; ValueError if a record id occurs twice (naming the first one's two files
+    when the table has a `path` column: a record in two source folders of one download)."""
     duplicated = table["record_id"][table["record_id"].duplicated()]
     if len(duplicated):
         examples = ", ".join(duplicated.astype(str).head(5))
-        raise ValueError(f"{where}: {len(duplicated)} duplicate record id(s), e.g. {examples}; "
-                         "every record must appear once")
+        files = ""
+        if "path" in table.columns:
+            first = table.loc[table["record_id"] == duplicated.iloc[0], "path"].astype(str).head(2).tolist()
+            files = f"; {duplicated.iloc[0]} is both {first[0]} and {first[1]}"
+        raise ValueError(f"{where}: {len(duplicated)} duplicate record id(s), e.g. {examples}{files}; "
+                         "every record must appear once (remove a copy, or convert the sources separately)")
     return table.reset_index(drop=True)
 
 
@@ -83,7 +89,7 @@ def mimic_records(root: str | os.PathLike, record_list: str | os.PathLike | None
     for column in MIMIC_PASSTHROUGH:
         if column in raw.columns:
             table[column] = raw[column].to_numpy()
-    return _check_unique(table, list_path)
+    return check_unique(table, list_path)
 
 
 def ptbxl_records(root: str | os.PathLike, record_list: str | os.PathLike | None = None,
@@ -116,7 +122,7 @@ def ptbxl_records(root: str | os.PathLike, record_list: str | os.PathLike | None
     for column in PTBXL_PASSTHROUGH:
         if column in raw.columns:
             table[column] = ecg_id if column == "ecg_id" else raw[column].to_numpy()
-    return _check_unique(table, list_path)
+    return check_unique(table, list_path)
 
 
 def folder_records(root: str | os.PathLike) -> pd.DataFrame:
@@ -141,7 +147,7 @@ def folder_records(root: str | os.PathLike) -> pd.DataFrame:
         "subject_id": pd.array([pd.NA] * len(headers), dtype="Int64"),
         "study_id": pd.array([pd.NA] * len(headers), dtype="Int64"),
     })
-    return _check_unique(table, root)
+    return check_unique(table, root)
 
 
 def _header_records(source: str, root: str | os.PathLike) -> pd.DataFrame:
