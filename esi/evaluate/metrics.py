@@ -376,20 +376,6 @@ def bootstrap_metrics(y_true: np.ndarray, y_score: np.ndarray, metrics: Sequence
     return out
 
 
-def bootstrap_macro_auroc(y_true: np.ndarray, y_score: np.ndarray, n_boot: int = 100, level: float = 0.90,
-                          seed: int = 0) -> BootstrapResult:
-    """Macro AUROC on all test records with a bootstrap interval (bootstrap_metrics for macro_auroc alone).
-
-    Args:
-        y_true: (records, classes) 0/1 labels.
-        y_score: (records, classes) scores; a NaN or inf score raises ValueError.
-        n_boot: number of resamples; 0 gives a NaN interval.
-        level: coverage of the interval (0.90: the benchmark's 5th to 95th percentile).
-        seed: seed of the resampling.
-    """
-    return bootstrap_metrics(y_true, y_score, ("macro_auroc",), n_boot=n_boot, level=level, seed=seed)["macro_auroc"]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Paired significance against a baseline
 # --------------------------------------------------------------------------------------------------------------
