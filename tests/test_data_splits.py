@@ -126,6 +126,47 @@ def test_merl_matches_excerpt():
         splits.merl_folds("georgia", ["E00001"])
 
 
+def test_merl_order_is_the_tables_row_order_with_absent_records_last():
+    rows = [name for split in ("train", "val", "test") for name in MERL_EXCERPT["csn"][split]]  # the CSVs' order
+    given = ["JS99999", *reversed(rows), "JS00000"]
+    order = splits.merl_order("csn", given)
+    assert [given[i] for i in order] == [*rows, "JS99999", "JS00000"]
+    assert splits.merl_split_sizes("cpsc2018") == {"train": 4950, "val": 551, "test": 1376}
+
+
+def cpsc_index(names) -> pd.DataFrame:
+    codes = ["426783006", "164889003", "59118001", "270492004", "284470004", "164884008"]
+    dx = [codes[i % len(codes)] + (";164909002" if i % 7 == 0 else "") for i in range(len(names))]
+    return pd.DataFrame({"record_id": list(names), "dx": dx, "source": "cpsc_2018"})
+
+
+def test_merl_fraction_draw_picks_merls_own_records():
+    """MERL's 1 % / 10 % runs: train_test_split(<its train CSV>, train_size=f, random_state=42), rows in file order."""
+    from sklearn.model_selection import train_test_split
+
+    from esi.evaluate.linear_probe import label_fraction_subset
+
+    table = splits.merl_table()
+    table = table[table["dataset"] == "cpsc2018"]
+    merl_train = table[table["split"] == "train"].reset_index(drop=True)
+    names = sorted(table["record"], reverse=True)  # any order in: the task puts MERL's order back
+    task = load_challenge_task(cpsc_index(names), "cpsc2018", split="merl", length_policy="merl")
+    train = task.split("train")
+    assert train.ecg_ids.tolist() == merl_train["record"].tolist()
+    for fraction in (0.01, 0.1):
+        theirs, _ = train_test_split(merl_train, train_size=fraction, random_state=42)
+        ours = train.ecg_ids[label_fraction_subset(train.y, fraction, seed=42, draw="merl")]
+        assert ours.tolist() == theirs["record"].tolist()
+    row = task.summary.set_index("name").loc["of MERL's training table"]
+    assert row["count"] == 4950 and "pick MERL's own records" in row["reason"]
+
+    # One training record missing: the same draw picks other records, and the summary says so.
+    fewer = load_challenge_task(cpsc_index([n for n in names if n != merl_train["record"][0]]), "cpsc2018",
+                                split="merl", length_policy="merl")
+    row = fewer.summary.set_index("name").loc["of MERL's training table"]
+    assert row["count"] == 4949 and "other records than MERL's" in row["reason"]
+
+
 def test_descriptions_say_record_level():
     for preset in splits.PRESETS:
         assert "not patient-disjoint" in splits.split_description(preset)

@@ -19,7 +19,9 @@ source, n_samples_source, fs_source) in this order:
      in the dataset's code list (`known_codes`: for CSN the codes of ecg-arrhythmia's ConditionNames_SNOMED-CT.csv,
      otherwise the codes of the Challenge tables) or on the exclusion list, compared as written (before merging);
      then records left with no class are dropped too (ecg-fix drops all-zero rows);
-5. folds: the split preset (`esi.data.splits`) over the records kept, PTB-XL fold codes.
+5. folds: the split preset (`esi.data.splits`) over the records kept, PTB-XL fold codes. Records are in name
+   order, except under `merl`: MERL's table row order (`merl_order`), so that `label_fraction_subset`'s `merl` draw
+   picks the records MERL's 1 % and 10 % runs used (when every record of its training table is here).
 
 `ChallengeTask.summary` lists every class seen (kept, dropped and why, merged alias codes) and the record counts
 (total, dropped and why, kept, all-zero, per split, in no split); `write_summary` writes it as CSV.
@@ -37,7 +39,8 @@ import pandas as pd
 from esi.data.ptbxl import SPLIT_FOLDS, FoldedTask
 from esi.data.snomed import (EQUIVALENT_CODES, canonical_code, code_counts, describe_code, label_matrix, parse_dx,
                              snomed_table)
-from esi.data.splits import NO_FOLD, PRESETS, SPLIT_LABELS, make_folds, split_description
+from esi.data.splits import (NO_FOLD, PRESETS, SPLIT_LABELS, make_folds, merl_order, merl_split_sizes,
+                             split_description)
 from esi.data.store import fit_length
 
 DATASETS: tuple[str, ...] = ("cpsc2018", "csn")
@@ -374,10 +377,13 @@ def load_challenge_task(index: pd.DataFrame, dataset: str, split: str = "stratif
     kept_records, y = records[keep], y[keep]
     names = kept_records["record_id"].to_numpy(dtype=object)
     folds = make_folds(split, y, names, dataset, seed=seed)
+    if split == "merl":  # MERL's row order, so that a `merl` label-fraction draw picks MERL's records
+        order = merl_order(dataset, names)
+        kept_records, y, names, folds = kept_records.iloc[order], y[order], names[order], folds[order]
 
     rows = _class_rows(records["dx"], kept_records["dx"], dataset, classes, min_positives)
     rows += _record_summary(total, int((~long_enough).sum()), unknown, empty & ~unknown, keep, unknown_codes,
-                            y, folds, split)
+                            y, folds, split, dataset)
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     # Record rows have no count_kept; nullable ints keep the class counts integral.
     summary["count_kept"] = summary["count_kept"].astype("Int64")
@@ -388,7 +394,7 @@ def load_challenge_task(index: pd.DataFrame, dataset: str, split: str = "stratif
 
 
 def _record_summary(total: int, short: int, unknown: np.ndarray, empty: np.ndarray, keep: np.ndarray,
-                    unknown_codes: str, y: np.ndarray, folds: np.ndarray, split: str) -> list[dict]:
+                    unknown_codes: str, y: np.ndarray, folds: np.ndarray, split: str, dataset: str) -> list[dict]:
     dropping_empty = unknown_codes in ("drop_empty", "drop_unknown")
     rows = [_record_row("total", total, reason="records of the dataset in the index"),
             _record_row("shorter than 10 s", short, "dropped" if short else "",
@@ -403,4 +409,11 @@ def _record_summary(total: int, short: int, unknown: np.ndarray, empty: np.ndarr
     no_split = int((folds == NO_FOLD).sum())
     rows.append(_record_row("in no split", no_split, "kept" if no_split else "",
                             "not in MERL's split tables: report them" if no_split else ""))
+    if split == "merl":
+        n_train, n_merl = int(np.isin(folds, SPLIT_FOLDS["train"]).sum()), merl_split_sizes(dataset)["train"]
+        same = n_train == n_merl
+        rows.append(_record_row("of MERL's training table", n_train, "kept",
+                                f"{n_train} of its {n_merl} records, in its row order: " +
+                                ("1 % and 10 % draws (probe_subset_draw merl) pick MERL's own records" if same else
+                                 "records are missing, so 1 % and 10 % draws pick other records than MERL's")))
     return rows

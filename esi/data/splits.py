@@ -19,8 +19,11 @@ Every preset returns one int fold code per record in the PTB-XL convention, so `
   only for the same records in the same order (ecg-fix: sorted record paths, after its filters) and its seeds:
   42 for CPSC2018, 774635088 for CSN (a seed it found by search so that every label has a positive in every split).
 - `merl`: MERL's released assignment (cheliu-computation/MERL-ICML2024, finetune/data_split/{icbeb,chapman}),
-  shipped as `merl_splits.csv.gz`, looked up by record name; records absent from MERL's tables get fold 0 (in no
-  split) and the caller must report them (`ChallengeTask.summary` counts them).
+  shipped as `merl_splits.csv.gz` (in the tables' row order), looked up by record name; records absent from MERL's
+  tables get fold 0 (in no split) and the caller must report them (`ChallengeTask.summary` counts them).
+  `merl_order` puts records in the tables' row order: MERL draws its 1 % and 10 % training subsets with
+  `train_test_split(train_table, train_size=f, random_state=42)`, so the same draw over the same rows in the
+  same order picks the same records.
 
 None of these splits is patient-disjoint: CPSC2018 and the Challenge/CSN records carry no patient id, so records of
 one patient may fall into different splits (record-level splits).
@@ -235,6 +238,30 @@ def merl_folds(dataset: str, record_names: Sequence[str]) -> np.ndarray:
     table = table[table["dataset"] == dataset]
     fold_of = dict(zip(table["record"], table["split"].map(_SPLIT_FOLD)))
     return np.array([fold_of.get(str(name), NO_FOLD) for name in record_names], dtype=np.int64)
+
+
+def merl_order(dataset: str, record_names: Sequence[str]) -> np.ndarray:
+    """Indices that put `record_names` in the row order of MERL's tables (train, then val, then test, each as
+    MERL's CSV lists it); records the tables do not hold go last, in the order given.
+
+    Args:
+        dataset: "cpsc2018" or "csn".
+        record_names: record names as MERL's tables spell them.
+    """
+    if dataset not in MERL_DATASETS:
+        raise ValueError(f"MERL released splits for {', '.join(MERL_DATASETS)} only, not {dataset!r}")
+    table = _merl_table()
+    table = table[table["dataset"] == dataset].reset_index(drop=True)
+    row_of = dict(zip(table["record"], table.index))
+    positions = np.array([row_of.get(str(name), len(table)) for name in record_names], dtype=np.int64)
+    return np.argsort(positions, kind="stable")
+
+
+def merl_split_sizes(dataset: str) -> dict[str, int]:
+    """{"train", "val", "test"} -> number of records in MERL's table of `dataset`."""
+    table = _merl_table()
+    counts = table.loc[table["dataset"] == dataset, "split"].value_counts()
+    return {split: int(counts.get(split, 0)) for split in _SPLIT_FOLD}
 
 
 def make_folds(preset: str, y: np.ndarray, record_names: Sequence[str], dataset: str,
