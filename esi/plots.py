@@ -602,22 +602,12 @@ def plot_roc_curves(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[s
     return fig
 
 
-# MERL (ICML 2024, ResNet18) linear probe on PTB-XL, macro AUROC at 1 %, 10 % and 100 % of the training labels, as
-# published. MERL kept each run's best epoch on the test fold, so these are optimistic; they are drawn beside ours
-# only when our subsets are MERL's own draw.
-MERL_PUBLISHED = {
-    "superdiagnostic": {0.01: 0.824, 0.1: 0.863, 1.0: 0.887},
-    "subdiagnostic": {0.01: 0.649, 0.1: 0.806, 1.0: 0.847},
-    "form": {0.01: 0.583, 0.1: 0.724, 1.0: 0.797},
-    "rhythm": {0.01: 0.533, 0.1: 0.829, 1.0: 0.883},
-}
-
-
 def plot_auroc_vs_fraction(table: pd.DataFrame, task: str, protocol: str = "linear_probe"):
     """Macro AUROC against the fraction of training labels, with bootstrap-interval error bars, per encoder.
 
-    Where the subsets are MERL's draw (`subset_draw` "merl"), MERL's published numbers for the task are drawn as
-    grey crosses beside ours.
+    Where the subsets are MERL's draw (`subset_draw` "merl"), MERL's published numbers for the task
+    (`esi.evaluate.published`) are drawn as grey crosses beside ours. MERL kept each run's best epoch on the test
+    split, so they are optimistic.
 
     Args:
         table: the tidy results table.
@@ -643,16 +633,21 @@ def plot_auroc_vs_fraction(table: pd.DataFrame, task: str, protocol: str = "line
     ax.set_xticks(fractions)
     ax.set_xticklabels([f"{f:.0%}" if f >= 0.01 else f"{f:.1%}" for f in fractions])
     ax.minorticks_off()
-    if draws == {"merl"} and task in MERL_PUBLISHED:
-        published = MERL_PUBLISHED[task]
+    from esi.evaluate.published import linear_probe_curve  # (importing esi.evaluate imports torch: only here)
+
+    published = linear_probe_curve("MERL", task)
+    if draws == {"merl"} and published:
+        caveat = "; other labels" if task == "csn" else ""  # MERL's CSN labels came from substring matches
         ax.plot(list(published), list(published.values()), "x", color=CHANCE_COLOR, markersize=8,
-                label="MERL, published (best epoch on test)")
+                label=f"MERL, published (best epoch on test{caveat})")
     ax.axhline(0.5, color=CHANCE_COLOR, linestyle=":", linewidth=1, label="chance (0.5)")
     low = min(0.45, float(np.nanmin(rows["ci_low"])) - 0.02) if len(rows) else 0.45
     ax.set_ylim(max(0.0, low), 1.0)
-    ax.set_xlabel("labelled training records used (share of folds 1-8, log scale)")
+    ptbxl = "dataset" not in table or set(table.loc[table["task"] == task, "dataset"]) <= {"ptbxl"}
+    train, test = ("folds 1-8", "fold 10") if ptbxl else ("the training split", "the test split")
+    ax.set_xlabel(f"labelled training records used (share of {train}, log scale)")
     interval = f"{levels[0]:.0%} bootstrap CI" if len(levels) == 1 else "bootstrap CI"
-    ax.set_ylabel(f"macro AUROC on fold 10 ({interval})")
+    ax.set_ylabel(f"macro AUROC on {test} ({interval})")
     subsets = {"merl": "MERL's subset draw", "every_class": "every class kept"}
     shown = ", ".join(subsets.get(d, d) for d in sorted(draws))
     ax.set_title(f"Linear probe: {task}" + (f" ({shown})" if shown else ""), fontsize=10)

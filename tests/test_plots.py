@@ -11,6 +11,7 @@ from esi.data.reader import read_ecg
 from esi.plots import (
     PAPER_GAIN_MM_MV,
     PAPER_SPEED_MM_S,
+    plot_auroc_vs_fraction,
     plot_average_beats,
     plot_caption_sample,
     plot_cqa_coverage,
@@ -171,3 +172,30 @@ def test_results_summary_has_one_row_per_result_and_a_bar_per_encoder():
 def test_results_summary_of_no_results_is_an_error():
     with pytest.raises(ValueError, match="no results"):
         plot_results_summary(pd.DataFrame(columns=["protocol", "task", "encoder", "metric", "value"]))
+
+
+def probe_rows(dataset: str, task: str, draw: str = "merl") -> pd.DataFrame:
+    rows = [(dataset, task, "linear_probe", f, encoder, "macro_auroc", v, v - 0.03, v + 0.03, draw, 0.9)
+            for f in (0.01, 0.1, 1.0) for encoder, v in (("ESI", 0.8), ("ESI (random init)", 0.6))]
+    return pd.DataFrame(rows, columns=["dataset", "task", "protocol", "label_fraction", "encoder", "metric",
+                                       "value", "ci_low", "ci_high", "subset_draw", "ci_level"])
+
+
+@pytest.mark.parametrize("dataset, task, train, test, legend", [
+    ("ptbxl", "superdiagnostic", "folds 1-8", "fold 10", "MERL, published (best epoch on test)"),
+    ("cpsc2018", "cpsc2018", "the training split", "the test split", "MERL, published (best epoch on test)"),
+    ("csn", "csn", "the training split", "the test split", "MERL, published (best epoch on test; other labels)"),
+])
+def test_label_fraction_figure_draws_merls_published_numbers_and_names_the_splits(dataset, task, train, test,
+                                                                                   legend):
+    from esi.evaluate.published import LINEAR_PROBE
+
+    ax = plot_auroc_vs_fraction(probe_rows(dataset, task), task).axes[0]
+    assert train in ax.get_xlabel() and f"macro AUROC on {test}" in ax.get_ylabel()
+    crosses = [line for line in ax.lines if line.get_label() == legend]
+    assert len(crosses) == 1
+    assert list(crosses[0].get_xdata()) == [0.01, 0.1, 1.0]
+    np.testing.assert_allclose(crosses[0].get_ydata(), np.array(LINEAR_PROBE["MERL"][task]) / 100)
+    # Subsets of another draw are other records: nothing published is drawn beside them.
+    other = plot_auroc_vs_fraction(probe_rows(dataset, task, draw="every_class"), task).axes[0]
+    assert not [line for line in other.lines if line.get_label().startswith("MERL")]
