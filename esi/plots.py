@@ -555,7 +555,7 @@ def plot_per_class_auroc(per_class: pd.DataFrame, task: str, protocol: str, labe
                         for c, n, p in zip(classes["class"], classes["class_name"], classes["n_positive_test"])],
                        fontsize=8)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("test AUROC (fold 10); n = positive test records")
+    ax.set_xlabel(f"test AUROC ({split_names(per_class, task)[1]}); n = positive test records")
     fraction = "" if label_fraction is None else f", {label_fraction:.0%} labels"
     ax.set_title(f"Per-class AUROC: {task}, {protocol.replace('_', ' ')}{fraction}", fontsize=10)
     # Below the axes, so that it never hides a bar.
@@ -602,6 +602,12 @@ def plot_roc_curves(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[s
     return fig
 
 
+def split_names(table: pd.DataFrame, task: str) -> tuple[str, str]:
+    """How figures name the training and the scored split of `task`'s rows: PTB-XL's folds, or a dataset's splits."""
+    ptbxl = "dataset" not in table or set(table.loc[table["task"] == task, "dataset"]) <= {"ptbxl"}
+    return ("folds 1-8", "fold 10") if ptbxl else ("the training split", "the test split")
+
+
 def plot_auroc_vs_fraction(table: pd.DataFrame, task: str, protocol: str = "linear_probe"):
     """Macro AUROC against the fraction of training labels, with bootstrap-interval error bars, per encoder.
 
@@ -643,8 +649,7 @@ def plot_auroc_vs_fraction(table: pd.DataFrame, task: str, protocol: str = "line
     ax.axhline(0.5, color=CHANCE_COLOR, linestyle=":", linewidth=1, label="chance (0.5)")
     low = min(0.45, float(np.nanmin(rows["ci_low"])) - 0.02) if len(rows) else 0.45
     ax.set_ylim(max(0.0, low), 1.0)
-    ptbxl = "dataset" not in table or set(table.loc[table["task"] == task, "dataset"]) <= {"ptbxl"}
-    train, test = ("folds 1-8", "fold 10") if ptbxl else ("the training split", "the test split")
+    train, test = split_names(table, task)
     ax.set_xlabel(f"labelled training records used (share of {train}, log scale)")
     interval = f"{levels[0]:.0%} bootstrap CI" if len(levels) == 1 else "bootstrap CI"
     ax.set_ylabel(f"macro AUROC on {test} ({interval})")

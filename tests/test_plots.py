@@ -13,6 +13,7 @@ from esi.plots import (
     PAPER_SPEED_MM_S,
     plot_auroc_vs_fraction,
     plot_average_beats,
+    plot_per_class_auroc,
     plot_caption_sample,
     plot_cqa_coverage,
     plot_ecg_paper,
@@ -199,3 +200,13 @@ def test_label_fraction_figure_draws_merls_published_numbers_and_names_the_split
     # Subsets of another draw are other records: nothing published is drawn beside them.
     other = plot_auroc_vs_fraction(probe_rows(dataset, task, draw="every_class"), task).axes[0]
     assert not [line for line in other.lines if line.get_label().startswith("MERL")]
+
+
+@pytest.mark.parametrize("dataset, task, scored", [("ptbxl", "rhythm", "fold 10"), ("csn", "csn", "the test split")])
+def test_per_class_figure_names_the_split_it_scores(dataset, task, scored):
+    per_class = pd.DataFrame([(dataset, task, "zero_shot", "none", np.nan, "ESI", 0, "426783006", "sinus rhythm",
+                               0.8, 0.7, 12)],
+                             columns=["dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed",
+                                      "class", "class_name", "auroc", "auprc", "n_positive_test"])
+    ax = plot_per_class_auroc(per_class, task, "zero_shot").axes[0]
+    assert ax.get_xlabel() == f"test AUROC ({scored}); n = positive test records"

@@ -200,7 +200,8 @@ def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFra
         seed: seed of that subset and of t-SNE.
     """
     # matplotlib is imported only when figures are drawn.
-    from esi.plots import plot_auroc_vs_fraction, plot_cmc, plot_per_class_auroc, plot_roc_curves, plt, save_figure
+    from esi.plots import (plot_auroc_vs_fraction, plot_cmc, plot_per_class_auroc, plot_roc_curves, plt, save_figure,
+                           split_names)
 
     run_dir = Path(run_dir)
     out = run_dir / "figures"
@@ -226,7 +227,7 @@ def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFra
             continue
         pred = max((load_predictions(f) for f in chosen), key=lambda p: float(p.get("label_fraction", 1) or 1))
         names = dict(zip(per_class["class"], per_class["class_name"]))
-        title = f"ROC curves: {task}, {protocol.replace('_', ' ')}, {pred['encoder']} (fold 10)"
+        title = f"ROC curves: {task}, {protocol.replace('_', ' ')}, {pred['encoder']} ({split_names(table, task)[1]})"
         save(plot_roc_curves(pred["y_true"], pred["y_score"], [str(c) for c in pred["classes"]], names, title),
              f"roc_{protocol}_{task}.png")
         break
