@@ -3,10 +3,13 @@
 Macro AUROC in percent, as printed, keyed by our task names (PTB-XL tasks, "cpsc2018", "csn"). The figures draw
 them beside our rows only where those follow the same protocol (`plot_auroc_vs_fraction`: MERL's subset draw);
 README.md ("CPSC2018 and CSN beside the literature") shows the same numbers, and a test keeps the two equal.
+`beside_published(results.table)` puts our rows next to them (notebook 04).
 None of these papers reports an interval or a randomly initialised encoder of its architecture.
 """
 
 from __future__ import annotations
+
+import pandas as pd
 
 # Linear probe, label fraction (1 %, 10 %, 100 % of the training split) -> macro AUROC.
 FRACTIONS: tuple[float, ...] = (0.01, 0.1, 1.0)
@@ -57,3 +60,37 @@ def linear_probe_curve(model: str, task: str) -> dict[float, float] | None:
     """{label fraction: macro AUROC in 0-1} that `model` publishes for `task`, or None."""
     values = LINEAR_PROBE.get(model, {}).get(task)
     return None if values is None else {f: v / 100 for f, v in zip(FRACTIONS, values)}
+
+
+PAPERS: tuple[str, ...] = tuple(dict.fromkeys([*LINEAR_PROBE, *ZERO_SHOT]))
+
+
+def published_auroc(paper: str, protocol: str, task: str, label_fraction: float | None) -> float:
+    """The macro AUROC (0-1) `paper` publishes for a row of ours, or NaN where it publishes none."""
+    if protocol == "zero_shot":
+        value = ZERO_SHOT.get(paper, {}).get(task)
+        return float("nan") if value is None else value / 100
+    curve = linear_probe_curve(paper, task) if protocol == "linear_probe" else None
+    if curve is None or label_fraction is None or label_fraction != label_fraction:  # NaN fraction
+        return float("nan")
+    return next((v for f, v in curve.items() if abs(f - float(label_fraction)) < 1e-9), float("nan"))
+
+
+def beside_published(table: pd.DataFrame) -> pd.DataFrame:
+    """Our macro AUROC rows of the linear probe and zero-shot, each beside what every paper publishes for the same
+    task and label fraction (one column per paper, "<paper> (published)", NaN where it publishes none).
+
+    Rows are the mean over seeds per (dataset, task, protocol, subset_draw, label_fraction, encoder), with the mean
+    interval. Only rows whose `subset_draw` is "merl" (or "all": every training record) use MERL's records; the
+    published values chose their epochs differently (see the module doc and README).
+    """
+    keys = ["dataset", "task", "protocol", "split", "subset_draw", "label_fraction", "encoder"]
+    columns = [*keys, "value", "ci_low", "ci_high", *(f"{p} (published)" for p in PAPERS)]
+    rows = table[(table["metric"] == "macro_auroc") & table["protocol"].isin(["linear_probe", "zero_shot"])]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    rows = (rows.groupby(keys, dropna=False, sort=False)[["value", "ci_low", "ci_high"]].mean().reset_index())
+    for paper in PAPERS:
+        rows[f"{paper} (published)"] = [published_auroc(paper, p, t, f) for p, t, f in
+                                         zip(rows["protocol"], rows["task"], rows["label_fraction"])]
+    return rows[columns]
