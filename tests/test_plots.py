@@ -31,6 +31,15 @@ from esi.rag.quality import HitRate
 LONG_TEXT = ("sinus rhythm. normal ECG. " * 20).strip()
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every test here draws figures; close them so that pyplot does not keep them alive for later tests."""
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
 def test_ecg_paper_has_the_standard_scale_and_all_lead_labels(ptbxl_dir, tmp_path):
     rec = wfdb.rdrecord(str(ptbxl_dir / "records500/00000/00001_hr"))
     fig = plot_ecg_paper(rec.p_signal.T, rec.fs, title="ecg 1")
