@@ -404,14 +404,15 @@ def _record_summary(total: int, short: int, unknown: np.ndarray, empty: np.ndarr
     rows.append(_record_row("no kept class", int(empty.sum()), "dropped" if dropping_empty else "kept",
                             f"unknown_codes={unknown_codes}" + ("" if dropping_empty else ": all-zero label rows")))
     rows.append(_record_row("kept", int(keep.sum()), "kept"))
-    for name, codes in SPLIT_FOLDS.items():
-        rows.append(_record_row(name, int(np.isin(folds, codes).sum()), "kept", f"split preset {split}"))
+    per_split = {name: int(np.isin(folds, codes).sum()) for name, codes in SPLIT_FOLDS.items()}
+    for name, count in per_split.items():
+        rows.append(_record_row(name, count, "kept", f"split preset {split}"))
     no_split = int((folds == NO_FOLD).sum())
     rows.append(_record_row("in no split", no_split, "kept" if no_split else "",
                             "not in MERL's split tables: report them" if no_split else ""))
     if split == "merl":
-        n_train, n_merl = int(np.isin(folds, SPLIT_FOLDS["train"]).sum()), merl_split_sizes(dataset)["train"]
-        same = n_train == n_merl
+        n_train, n_merl = per_split["train"], merl_split_sizes(dataset)["train"]
+        same = n_train == n_merl  # our training records are a subset of MERL's: equal counts, the same records
         rows.append(_record_row("of MERL's training table", n_train, "kept",
                                 f"{n_train} of its {n_merl} records, in its row order: " +
                                 ("1 % and 10 % draws (probe_subset_draw merl) pick MERL's own records" if same else

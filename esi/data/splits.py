@@ -222,6 +222,14 @@ def merl_table() -> pd.DataFrame:
     return _merl_table().copy()
 
 
+def _merl_rows(dataset: str) -> pd.DataFrame:
+    """The rows of MERL's table for `dataset`, in the tables' order (index 0, 1, ...)."""
+    if dataset not in MERL_DATASETS:
+        raise ValueError(f"MERL released splits for {', '.join(MERL_DATASETS)} only, not {dataset!r}")
+    table = _merl_table()
+    return table[table["dataset"] == dataset].reset_index(drop=True)
+
+
 def merl_folds(dataset: str, record_names: Sequence[str]) -> np.ndarray:
     """The `merl` preset: MERL's split of each record, looked up by record name.
 
@@ -232,10 +240,7 @@ def merl_folds(dataset: str, record_names: Sequence[str]) -> np.ndarray:
     Returns:
         int64 fold codes: 1 train, 9 validation, 10 test, 0 for a record MERL's tables do not hold.
     """
-    if dataset not in MERL_DATASETS:
-        raise ValueError(f"MERL released splits for {', '.join(MERL_DATASETS)} only, not {dataset!r}")
-    table = _merl_table()
-    table = table[table["dataset"] == dataset]
+    table = _merl_rows(dataset)
     fold_of = dict(zip(table["record"], table["split"].map(_SPLIT_FOLD)))
     return np.array([fold_of.get(str(name), NO_FOLD) for name in record_names], dtype=np.int64)
 
@@ -248,10 +253,7 @@ def merl_order(dataset: str, record_names: Sequence[str]) -> np.ndarray:
         dataset: "cpsc2018" or "csn".
         record_names: record names as MERL's tables spell them.
     """
-    if dataset not in MERL_DATASETS:
-        raise ValueError(f"MERL released splits for {', '.join(MERL_DATASETS)} only, not {dataset!r}")
-    table = _merl_table()
-    table = table[table["dataset"] == dataset].reset_index(drop=True)
+    table = _merl_rows(dataset)
     row_of = dict(zip(table["record"], table.index))
     positions = np.array([row_of.get(str(name), len(table)) for name in record_names], dtype=np.int64)
     return np.argsort(positions, kind="stable")
@@ -259,8 +261,7 @@ def merl_order(dataset: str, record_names: Sequence[str]) -> np.ndarray:
 
 def merl_split_sizes(dataset: str) -> dict[str, int]:
     """{"train", "val", "test"} -> number of records in MERL's table of `dataset`."""
-    table = _merl_table()
-    counts = table.loc[table["dataset"] == dataset, "split"].value_counts()
+    counts = _merl_rows(dataset)["split"].value_counts()
     return {split: int(counts.get(split, 0)) for split in _SPLIT_FOLD}
 
 

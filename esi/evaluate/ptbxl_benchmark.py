@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esi.data.ptbxl import TASKS
+from esi.data.ptbxl import TASKS, FoldedTask
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, load_encoders, slug, twin_labels
 from esi.evaluate.features import fit_train_scaler, store_rows
 from esi.evaluate.linear_probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
@@ -479,7 +479,7 @@ def _snapshot(model: nn.Module) -> dict:
 def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettings, *,
                           validate: Callable[[nn.Module], float], phases: Sequence[Phase] | None = None,
                           device: str | torch.device = "cpu", progress: bool = True,
-                          where: str = "", validation_name: str = "fold 9") -> TrainOutcome:
+                          where: str = "", validation_name: str = FoldedTask.validation_name) -> TrainOutcome:
     """Train with BCE, AdamW (fastai v1's) and fastai v1's one-cycle schedule, one cycle per phase; the model
     holds the scored weights on return (`settings.selection`).
 
@@ -576,7 +576,7 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
 
 
 def _training_notes(settings: BenchmarkSettings, protocol: str, outcome: TrainOutcome,
-                    validation_name: str = "fold 9") -> str:
+                    validation_name: str) -> str:
     """What a reader needs to know about how the scored model was trained and chosen (on `validation_name`)."""
     notes = recipe_deviations(settings, protocol) if recipe_label(settings, protocol) == "custom" else ""
     if len(outcome.phases) > 1:

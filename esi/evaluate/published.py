@@ -9,6 +9,7 @@ None of these papers reports an interval or a randomly initialised encoder of it
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 # Linear probe, label fraction (1 %, 10 %, 100 % of the training split) -> macro AUROC.
@@ -70,10 +71,10 @@ def published_auroc(paper: str, protocol: str, task: str, label_fraction: float 
     if protocol == "zero_shot":
         value = ZERO_SHOT.get(paper, {}).get(task)
         return float("nan") if value is None else value / 100
-    curve = linear_probe_curve(paper, task) if protocol == "linear_probe" else None
-    if curve is None or label_fraction is None or label_fraction != label_fraction:  # NaN fraction
-        return float("nan")
-    return next((v for f, v in curve.items() if abs(f - float(label_fraction)) < 1e-9), float("nan"))
+    curve = (linear_probe_curve(paper, task) if protocol == "linear_probe" else None) or {}
+    # A NaN or missing fraction matches none.
+    matches = [v for f, v in curve.items() if label_fraction is not None and np.isclose(f, label_fraction)]
+    return matches[0] if matches else float("nan")
 
 
 def beside_published(table: pd.DataFrame) -> pd.DataFrame:
