@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from esi.data.ptbxl import PTBXLTask
-
 from esi.evaluate.metrics import (bootstrap_metrics, paired_bootstrap_test, per_class_auroc,
                                  per_class_average_precision, scorable)
 
@@ -66,10 +65,9 @@ def join_notes(*notes: str) -> str:
 
 def result_row(task: str, protocol: str, encoder: str, metric: str, value: float, ci_low: float = float("nan"),
                ci_high: float = float("nan"), *, split: str = "", recipe: str = "", selection: str = "",
-               subset_draw: str = "",
-               ci_level: float = float("nan"), p_value: float = float("nan"), label_fraction: float = float("nan"),
-               n_test: int = 0, n_train: int = 0, seed: int | None = None, notes: str = "",
-               size_note: bool = True, dataset: str = "", length_policy: str = "") -> dict:
+               subset_draw: str = "", ci_level: float = float("nan"), p_value: float = float("nan"),
+               label_fraction: float = float("nan"), n_test: int = 0, n_train: int = 0, seed: int | None = None,
+               notes: str = "", size_note: bool = True, dataset: str = "", length_policy: str = "") -> dict:
     """One row of the tidy results table (RESULT_COLUMNS).
 
     Args:
@@ -91,8 +89,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
             `ProtocolResults.from_rows` fill in the workspace's.
     """
     return {"dataset": dataset, "task": task, "protocol": protocol, "split": split, "length_policy": length_policy,
-            "recipe": recipe, "selection": selection,
-            "subset_draw": subset_draw, "label_fraction": label_fraction, "encoder": encoder, "metric": metric, "value": float(value),
+            "recipe": recipe, "selection": selection, "subset_draw": subset_draw, "label_fraction": label_fraction,
+            "encoder": encoder, "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
             "p_value": float(p_value), "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
             "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}

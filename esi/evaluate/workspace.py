@@ -139,11 +139,7 @@ class Workspace:
 
     def class_names(self, classes: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """English names of `classes` (see `class_names`, with its `overrides`), from this scp_statements.csv."""
-        from esi.data.ptbxl import load_statements
-
-        if self._statements is None:
-            self._statements = load_statements(self.root)
-        return class_names(classes, self._statements, overrides)
+        return class_names(classes, self._statement_table(), overrides)
 
     # What this workspace's rows say in the results' dataset and length_policy columns.
     dataset = PTBXL_CONTEXT["dataset"]
@@ -166,11 +162,15 @@ class Workspace:
 
     def class_aliases(self, classes: Sequence[str]) -> dict[str, list[str]]:
         """Other texts a class is known by, to look its description up under: the SCP statement's texts."""
+        return statement_aliases(classes, self._statement_table())
+
+    def _statement_table(self):
+        """This PTB-XL folder's scp_statements.csv (`load_statements`), read once."""
         from esi.data.ptbxl import load_statements
 
         if self._statements is None:
             self._statements = load_statements(self.root)
-        return statement_aliases(classes, self._statements)
+        return self._statements
 
     def scored_records(self, fs: float, folds: Sequence[int]) -> np.ndarray:
         """Every record of the store at `fs` in `folds` (the records a zero-shot run encodes once for all tasks)."""

@@ -220,8 +220,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
             text = class_embeddings(model.module.model, prompts)
             scores = zero_shot_scores(latents, text)
             out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
-                                      split=workspace.scored_split(task, folds), recipe=PROMPT_RECIPES[descriptions_dict is not None],
-                                      selection="none",
+                                      split=workspace.scored_split(task, folds),
+                                      recipe=PROMPT_RECIPES[descriptions_dict is not None], selection="none",
                                       seed=seed, n_boot=n_boot, ci_level=ci_level,
                                       notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
             outputs.append({**out, "encoder": model.label, "key": task_name, "y_true": test.y, "y_score": scores})
