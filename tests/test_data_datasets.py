@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from esi.data.convert import convert
 from esi.data.datasets import ECGDataset, collate
 from esi.data.store import ECGStore
-from esi.data.transforms import Augment, Scaler, fit_scaler, normalize, sliding_windows, window_starts
+from esi.data.transforms import (Augment, Scaler, fit_scaler, normalize, record_window_starts, sliding_windows,
+                                 window_starts)
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +220,12 @@ def test_fetch_threads_give_the_same_batch_as_one_thread(ptbxl_dir, tmp_path):
     one = ECGDataset(tmp_path, normalize="global", crop=1000, seed=2, threads=1).fetch(rows)
     two = ECGDataset(tmp_path, normalize="global", crop=1000, seed=2, threads=2).fetch(rows)
     assert torch.equal(one["ecg"], two["ecg"]) and torch.equal(one["index"], two["index"])
+
+
+def test_record_windows_stay_inside_each_records_signal():
+    starts, counts = record_window_starts([1000, 500, 600, 100, 874, 875], 250, 125, n_windows=7)
+    assert counts.tolist() == [7, 3, 3, 1, 5, 6]
+    assert starts[0].tolist() == window_starts(1000, 250, 125).tolist()
+    assert starts[1].tolist() == [0, 125, 250, 250, 250, 250, 250]        # its last window repeated
+    assert starts[3].tolist() == [0] * 7                                    # shorter than a window: one at 0
+    assert (starts[4][:5] + 250 <= 874).all() and starts[5][5] + 250 == 875

@@ -413,7 +413,8 @@ def test_the_scaler_is_fitted_on_the_training_records_only(trained, store, small
 
 def test_supervised_xresnet1d101_trains_one_epoch_and_scores_the_test_fold(trained, small_task):
     rows = trained["rows"]
-    assert [r["metric"] for r in rows] == ["macro_auroc", "macro_auprc"]
+    assert [r["metric"] for r in rows] == ["macro_auroc", "macro_auprc", "macro_auroc_supported",
+                                          "macro_auprc_supported"]
     for row in rows:
         assert row["protocol"] == PROTOCOL_SUPERVISED and row["encoder"] == "xresnet1d101 (supervised)"
         assert (row["split"], row["recipe"], row["selection"], row["subset_draw"]) == (
@@ -447,7 +448,7 @@ def test_fine_tuning_a_pretrained_encoder_and_its_twin_gives_rows_with_a_paired_
     results = run_ptbxl_benchmark(encoders, workspace, ["superdiagnostic"], supervised=(), settings=settings,
                                   random_baselines=False, save_models=False)
     table = results.table
-    assert len(table) == 4 and set(table["metric"]) == {"macro_auroc", "macro_auprc"}
+    assert len(table) == 8 and set(table["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"}
     assert set(table["recipe"]) == {"benchmark"} and set(table["protocol"]) == {PROTOCOL_FINETUNE}
     pretrained = table[table["encoder"] == "tiny pretrained"]
     assert pretrained["p_value"].between(0, 1).all()

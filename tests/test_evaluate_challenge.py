@@ -64,7 +64,7 @@ def test_every_protocol_runs_on_both_datasets_and_each_row_names_dataset_split_a
     assert trained["notes"].str.contains("selected on the validation split (stratified_70/10/20_records)",
                                          regex=False).all()
     assert not trained["notes"].str.contains("fold 9").any()
-    assert set(table["metric"]) == {"macro_auroc", "macro_auprc"}
+    assert set(table["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"}
     assert table["value"].between(0, 1).all()
     # The random-init twin beside every pretrained row; the pretrained rows carry the paired p-value.
     assert {"ESI (small)"} < set(table["encoder"])
@@ -143,6 +143,30 @@ def test_merl_policy_feeds_cpsc_records_5_s_of_signal_in_a_10_s_frame(trees, tmp
     other = ChallengeWorkspace(tmp_path / "csn", trees["csn"], dataset="csn", length_policy="merl", workers=1,
                                progress=False)
     assert other.valid_samples(100) is None                   # MERL reads CSN's first 10 s whole
+
+
+def test_evaluation_windows_lie_inside_each_records_signal_never_over_its_padding(trees, tmp_path):
+    """Protocol A's 2.5 s windows every 1.25 s: a 10 s record has 7; a 6 s record zero-padded to 10 s (crop_pad)
+    has 3, and MERL's 5 s of a 10 s frame has 3; their rows repeat the last window, so max aggregation and
+    anything masking by n_windows see only signal."""
+    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", length_policy="crop_pad",
+                                   workers=1, progress=False)
+    store = workspace.store(100)
+    short, full = store.locate([SHORT_RECORD])[0], store.locate(["A0001"])[0]
+    assert store.n_valid[short] == 600 and store.n_valid[full] == 1000
+    for valid_samples, expected in ((None, {short: 3, full: 7}), (500, {short: 3, full: 3})):
+        batch = ECGDataset(store, [short, full], windows=(250, 125), valid_samples=valid_samples).fetch([0, 1])
+        whole = ECGDataset(store, [short, full], valid_samples=valid_samples).fetch([0, 1])["ecg"].numpy()
+        ecg = batch["ecg"].numpy()
+        assert ecg.shape == (2, 7, 12, 250)
+        assert batch["n_windows"].tolist() == [expected[short], expected[full]]
+        for k, row in enumerate((short, full)):
+            own = expected[row]
+            for w in range(7):
+                start = min(w, own - 1) * 125
+                np.testing.assert_array_equal(ecg[k, w], whole[k, :, start:start + 250])
+                assert start + 250 <= min(store.n_valid[row], valid_samples or 1000)
+            assert not np.all(ecg[k] == 0, axis=(1, 2)).any()         # no window of padding
 
 
 def test_merl_split_on_the_fixture_names_follows_merls_tables(trees, tmp_path):

@@ -68,11 +68,12 @@ def test_the_run_writes_the_tidy_table_as_csv_and_json(run):
     table = pd.read_csv(out_dir / "results.csv")
     assert list(table.columns) == list(RESULT_COLUMNS)
     records = json.loads((out_dir / "results.json").read_text())
-    # 2 label fractions x (AUROC, AUPRC) + top-1/top-5 identification on all probes and on those >= 24 h apart
-    assert len(records) == len(table) == 8
+    # 2 label fractions x (AUROC, AUPRC; each also over the supported classes) + top-1/top-5 identification on
+    # all probes and on those >= 24 h apart
+    assert len(records) == len(table) == 12
     assert set(table["protocol"]) == {"linear_probe", "identification"}
     probe = table[table["protocol"] == "linear_probe"]
-    assert set(probe["metric"]) == {"macro_auroc", "macro_auprc"} and (probe["recipe"] == "esi_probe").all()
+    assert set(probe["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"} and (probe["recipe"] == "esi_probe").all()
     assert (table["ci_level"] == 0.9).all()
     assert set(table.loc[table["protocol"] == "identification", "recipe"]) == {"earliest_record_gallery"}
     assert dict(zip(table["protocol"], table["split"])) == {"linear_probe": "ptbxl_folds_1-8/9/10",

@@ -37,9 +37,9 @@ def first_run(ptbxl_dir, shared, tmp_path_factory):
 def test_results_are_a_tidy_table_of_aurocs_and_auprcs_with_ordered_90_percent_intervals(first_run):
     _, table = first_run
     assert list(table.columns) == list(RESULT_COLUMNS)
-    assert len(table) == 2 * len(FRACTIONS)
-    assert set(table["protocol"]) == {"linear_probe"} and set(table["metric"]) == {"macro_auroc", "macro_auprc"}
-    assert sorted(table["label_fraction"]) == sorted(FRACTIONS * 2)
+    assert len(table) == 4 * len(FRACTIONS)
+    assert set(table["protocol"]) == {"linear_probe"} and set(table["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"}
+    assert sorted(table["label_fraction"]) == sorted(FRACTIONS * 4)
     assert (table["ci_level"] == 0.90).all()
     assert (table["recipe"] == "esi_probe").all() and (table["selection"] == "fold9_best").all()
     assert (table["split"] == "ptbxl_folds_1-8/9/10").all()

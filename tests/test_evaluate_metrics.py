@@ -8,8 +8,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from esi.evaluate.metrics import (METRICS, BootstrapResult, _SortedColumns, bootstrap_indices,
                                   bootstrap_metrics, check_finite, cmc_curve,
-                                  identification_ranks, macro_auprc, macro_auroc, paired_bootstrap_accuracy,
-                                  paired_bootstrap_test, per_class_auroc, per_class_average_precision, scorable)
+                                  identification_ranks, macro_auprc, macro_auroc, paired_test,
+                                  per_class_auroc, per_class_average_precision, scorable)
 
 
 def test_macro_auroc_averages_classes_and_skips_single_label_columns():
@@ -84,12 +84,6 @@ def _tied_data(seed, n=150, c=5, noise=1.0):
     return y, np.round(rng.normal(0, noise, size=(n, c)) + y, 1)
 
 
-def _two_sided_p(d):
-    """The p-value rule written out independently: twice the smaller tail beyond zero, +1 corrected."""
-    b = len(d)
-    return min(1.0, 2 * min((1 + sum(x <= 0 for x in d)) / (b + 1), (1 + sum(x >= 0 for x in d)) / (b + 1)))
-
-
 def test_average_precision_equals_sklearn_with_ties():
     y, s = _tied_data(3)
     s[:, 2] = np.round(s[:, 2])                                 # a class with few distinct scores
@@ -143,7 +137,7 @@ def test_non_finite_scores_raise_and_name_the_class(macro, bad):
     with pytest.raises(ValueError, match="'NORM'"):
         bootstrap_metrics(y, s, n_boot=5, classes=["MI", "NORM", "STTC"])
     with pytest.raises(ValueError, match="NaN or inf"):
-        paired_bootstrap_test(y, s, np.zeros_like(s), n_resamples=5)
+        paired_test(y, s, np.zeros_like(s), n_permutations=5)
     check_finite(np.zeros((3, 2)))                              # finite scores pass silently
 
 
@@ -186,10 +180,10 @@ def test_bootstrap_interval_matches_an_independent_benchmark_style_loop():
 
 def test_paired_test_identical_models_give_p_one():
     y, s = _tied_data(9, n=100, c=3)
-    res = paired_bootstrap_test(y, s, s.copy(), n_resamples=200)
-    assert res.delta == 0.0 and res.p_value == 1.0 and res.n_resamples == 200
+    res = paired_test(y, s, s.copy(), n_permutations=200)
+    assert res.delta == 0.0 and res.p_value == 1.0 and res.n_permutations == 200
     hits = (np.arange(50) % 3 == 0).astype(int)
-    acc = paired_bootstrap_accuracy(hits, hits, n_resamples=200)
+    acc = paired_test(None, hits, hits, metric="accuracy", n_permutations=200)
     assert acc.delta == 0.0 and acc.p_value == 1.0
 
 
@@ -198,29 +192,22 @@ def test_paired_test_detects_a_clearly_better_model():
     y = (rng.random((300, 3)) < 0.3).astype(int)
     good = y + rng.normal(0, 0.3, size=y.shape)
     noise = rng.normal(size=y.shape)
-    res = paired_bootstrap_test(y, good, noise, metric="macro_auroc", n_resamples=1000)
+    res = paired_test(y, good, noise, metric="macro_auroc", n_permutations=1000)
     assert res.delta > 0.3 and res.p_value < 0.01
-    assert paired_bootstrap_test(y, good, noise, metric="macro_auprc", n_resamples=1000).p_value < 0.01
+    assert paired_test(y, good, noise, metric="macro_auprc", n_permutations=1000).p_value < 0.01
     hits_a = (rng.random(300) < 0.8).astype(int)
     hits_b = (rng.random(300) < 0.4).astype(int)
-    acc = paired_bootstrap_accuracy(hits_a, hits_b, n_resamples=1000)
+    acc = paired_test(None, hits_a, hits_b, metric="accuracy", n_permutations=1000)
     assert acc.delta == pytest.approx(hits_a.mean() - hits_b.mean()) and acc.p_value < 0.01
 
 
-def test_paired_p_value_matches_an_independent_computation_on_the_same_resamples():
+def test_paired_accuracy_p_value_matches_an_independent_sign_flip_computation():
     rng = np.random.default_rng(11)
-    y = (rng.random((120, 3)) < 0.4).astype(int)
-    a = y + rng.normal(0, 1.0, size=y.shape)
-    b = y + rng.normal(0, 1.1, size=y.shape)                    # close models, so that p is well inside (0, 1)
-    res = paired_bootstrap_test(y, a, b, n_resamples=200, seed=5)
-    idx = bootstrap_indices(y, n_boot=200, seed=5)
-    d = [roc_auc_score(y[r], a[r], average="macro") - roc_auc_score(y[r], b[r], average="macro") for r in idx]
-    assert res.delta == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b), abs=1e-12)
-    assert res.p_value == pytest.approx(_two_sided_p(d))
-    assert 0.01 < res.p_value <= 1.0
     hits_a = (rng.random(60) < 0.6).astype(int)
     hits_b = (rng.random(60) < 0.5).astype(int)
-    acc = paired_bootstrap_accuracy(hits_a, hits_b, n_resamples=200, seed=5)
-    probe_idx = bootstrap_indices(np.zeros((60, 0)), n_boot=200, seed=5)
-    d = [hits_a[r].mean() - hits_b[r].mean() for r in probe_idx]
-    assert acc.p_value == pytest.approx(_two_sided_p(d))
+    acc = paired_test(None, hits_a, hits_b, metric="accuracy", n_permutations=200, seed=5)
+    keep = np.random.default_rng(5).random((200, 60)) >= 0.5          # the swaps paired_test draws with seed 5
+    d = [np.where(k, hits_a, hits_b).mean() - np.where(k, hits_b, hits_a).mean() for k in keep]
+    observed = hits_a.mean() - hits_b.mean()
+    assert acc.p_value == pytest.approx((1 + np.sum(np.abs(d) >= abs(observed) - 1e-12)) / 201)
+    assert 0.01 < acc.p_value <= 1.0

@@ -32,7 +32,8 @@ def test_classification_rows_report_auroc_and_auprc_on_the_same_resamples_with_p
     y, scores = labels_and_scores()
     out = classification_rows("form", "benchmark_supervised", "xresnet1d101", list("ABCD"), y, scores,
                               split=SPLIT, recipe="benchmark", selection="final_epoch", n_boot=50, ci_level=0.9)
-    assert [r["metric"] for r in out["rows"]] == ["macro_auroc", "macro_auprc"]
+    assert [r["metric"] for r in out["rows"]] == ["macro_auroc", "macro_auprc", "macro_auroc_supported",
+                                                  "macro_auprc_supported"]
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     assert out["rows"][0]["value"] == pytest.approx(roc_auc_score(y, scores, average="macro"))
@@ -42,6 +43,40 @@ def test_classification_rows_report_auroc_and_auprc_on_the_same_resamples_with_p
     assert [(r["class"], round(r["auroc"], 6)) for r in out["per_class"]] == [
         (c, round(roc_auc_score(y[:, j], scores[:, j]), 6)) for j, c in enumerate("ABCD")]
     assert all(0 <= r["auprc"] <= 1 for r in out["per_class"])
+
+
+def test_every_macro_row_counts_its_rare_classes_and_a_second_macro_leaves_them_out():
+    from sklearn.metrics import roc_auc_score
+
+    y, scores = labels_and_scores()
+    y[:, 2] = 0
+    y[[5, 9, 11], 2] = 1                                         # 3 test positives: a rare class
+    out = classification_rows("form", "linear_probe", "ESI", list("ABCD"), y, scores, split=SPLIT,
+                              recipe="esi_probe", selection="fold9_best", n_boot=20)
+    rows = {r["metric"]: r for r in out["rows"]}
+    assert rows["macro_auroc"]["n_rare_classes"] == 1 and rows["macro_auroc_supported"]["n_rare_classes"] == 0
+    assert rows["macro_auroc"]["value"] == pytest.approx(roc_auc_score(y, scores, average="macro"))
+    assert rows["macro_auroc_supported"]["value"] == pytest.approx(
+        roc_auc_score(y[:, [0, 1, 3]], scores[:, [0, 1, 3]], average="macro"))
+    assert "over the 3 class(es) with >= 10 test positives (1 rare class(es) left out)" in \
+        rows["macro_auprc_supported"]["notes"]
+    assert rows["macro_auroc_supported"]["ci_low"] < rows["macro_auroc_supported"]["value"]
+    few = classification_rows("form", "linear_probe", "ESI", list("AB"), y[:40, 2:4] * 0 + np.eye(40, 2, dtype=int),
+                              scores[:40, 2:4], split=SPLIT, recipe="esi_probe", selection="fold9_best", n_boot=0)
+    none = {r["metric"]: r for r in few["rows"]}["macro_auroc_supported"]
+    assert np.isnan(none["value"]) and "no class has >= 10 test positives" in none["notes"]
+
+
+def test_the_holm_column_adjusts_over_every_p_value_of_one_table():
+    from esi.evaluate.results import ProtocolResults
+
+    rows = [result_row("rhythm", "linear_probe", e, "macro_auroc", 0.9, p_value=p, n_test=2198)
+            for e, p in (("a", 0.01), ("b", 0.04), ("c", float("nan")), ("d", 0.03))]
+    first = ProtocolResults.from_rows(rows[:2], [])
+    assert first.table["p_value_holm"].tolist() == pytest.approx([0.02, 0.04])
+    both = ProtocolResults.concat([first, ProtocolResults.from_rows(rows[2:], [])])
+    assert both.table["p_value_holm"].iloc[[0, 1, 3]].tolist() == pytest.approx([0.03, 0.06, 0.06])
+    assert np.isnan(both.table["p_value_holm"].iloc[2])
 
 
 def test_a_non_finite_score_is_an_error_naming_encoder_task_and_class():
@@ -90,7 +125,7 @@ def test_p_values_compare_each_pretrained_model_with_its_twin_on_the_same_record
         p = [r["p_value"] for r in out["rows"]]
         if out["encoder"] == "ESI":
             assert all(value < 0.01 for value in p)                  # far better than noise on 300 records
-            assert all("p vs random: paired bootstrap" in r["notes"] for r in out["rows"])
+            assert all("p vs random: paired permutation test" in r["notes"] for r in out["rows"])
         else:
             assert np.isnan(p).all()
     # Identical scores: no evidence of a difference.

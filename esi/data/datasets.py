@@ -40,7 +40,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from esi.data.store import ECGStore
 from esi.data.transforms import (NORMALIZATIONS, Augment, Scaler, lead_positions, normalize,
-                                 random_crop_offsets, window_starts)
+                                 random_crop_offsets, record_window_starts, window_starts)
 
 CROP_MODES = ("random", "center", "start")
 # Records are decoded and normalised in blocks of about this many bytes of float32: large enough to amortise
@@ -72,8 +72,10 @@ class ECGDataset(Dataset):
             scaler: a `Scaler` from `esi.data.transforms.fit_scaler`, for normalize="scaler".
             crop: return a crop of this many samples instead of the whole record.
             crop_mode: "random" (training), "center" or "start" (deterministic).
-            windows: (length, stride) in samples: return every sliding window of the record stacked as
-                (n_windows, n_leads, length) (evaluation with max aggregation). Excludes `crop`.
+            windows: (length, stride) in samples: return the sliding windows of the record's signal stacked as
+                (n_windows, n_leads, length) (evaluation with max aggregation), and its own window count as
+                "n_windows": a record with fewer valid samples than the frame (zero-padded, or `valid_samples`)
+                has fewer windows, and its row repeats its last window (`record_window_starts`). Excludes `crop`.
             augment: None/False (default), True for `Augment()`'s defaults, or an `Augment`.
             seed: seed of the crop positions and augmentation.
             valid_samples: treat only each record's first this many samples as signal: the rest is zeroed before
@@ -166,7 +168,8 @@ class ECGDataset(Dataset):
         return _Items(self.fetch(positions))
 
     def fetch(self, positions) -> dict[str, torch.Tensor]:
-        """The batch of dataset positions `positions`: {"ecg": (n, *item_shape), "index": (n,), ["y": (n, ...)]}."""
+        """The batch of dataset positions `positions`: {"ecg": (n, *item_shape), "index": (n,), ["y": (n, ...)],
+        ["n_windows": (n,) with `windows`: each record's own windows]}."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         if positions.size and (positions.min() < -len(self) or positions.max() >= len(self)):
             raise IndexError(f"position out of range for a dataset of {len(self)} records")
@@ -176,6 +179,7 @@ class ECGDataset(Dataset):
         ecg, x_out = _new_batch((n,) + self.item_shape)
         rng = self._rng(rows) if (self.augment is not None or (self.crop and self.crop_mode == "random")) else None
         offsets = self._crop_offsets(rows, rng)
+        n_windows = np.empty(n, dtype=np.int64) if self.windows is not None else None
 
         n_leads, length = len(self.leads), store.length
         block = max(1, _BLOCK_BYTES // (n_leads * length * 4))
@@ -184,20 +188,23 @@ class ECGDataset(Dataset):
         if threads > 1 and len(starts) > 1:
             # Blocks are independent and numpy releases the GIL in its loops: threads share the batch
             # without copying it between processes.
-            list(self._pool(threads).map(lambda s: self._fill(rows, s, s + block, x_out, offsets), starts))
+            list(self._pool(threads).map(lambda s: self._fill(rows, s, s + block, x_out, offsets, n_windows), starts))
         else:
             for start in starts:
-                self._fill(rows, start, start + block, x_out, offsets)
+                self._fill(rows, start, start + block, x_out, offsets, n_windows)
         if self.augment is not None:
             flat = x_out.reshape((-1,) + x_out.shape[-2:])  # windows: augment each window
             self.augment(flat, rng, store.fs)
 
         batch = {"ecg": ecg, "index": torch.from_numpy(rows.copy())}
+        if n_windows is not None:
+            batch["n_windows"] = torch.from_numpy(n_windows)
         if self.targets is not None:
             batch["y"] = torch.from_numpy(np.ascontiguousarray(self.targets[rows], dtype=np.float32))
         return batch
 
-    def _fill(self, rows: np.ndarray, start: int, stop: int, x_out: np.ndarray, offsets) -> None:
+    def _fill(self, rows: np.ndarray, start: int, stop: int, x_out: np.ndarray, offsets,
+              n_windows_out: np.ndarray | None = None) -> None:
         """Decode, normalise and crop/window records rows[start:stop] into x_out[start:stop]."""
         store = self.store
         block_rows = rows[start:stop]
@@ -214,9 +221,13 @@ class ECGDataset(Dataset):
             mask = store.masks[block_rows][:, self._lead_pos]
             normalize(x, self.normalize, self.scaler, n_valid=n_valid, mask=mask, out=x)
         if self.windows is not None:
-            win = self.windows[0]
-            for w, s in enumerate(self._window_starts):
-                x_out[start:start + b, w] = x[:, :, s:s + win]
+            win, stride = self.windows
+            starts, counts = record_window_starts(n_valid, win, stride, len(self._window_starts))
+            for k in range(b):
+                for w, s in enumerate(starts[k]):
+                    x_out[start + k, w] = x[k, :, s:s + win]
+            if n_windows_out is not None:
+                n_windows_out[start:start + b] = counts
         elif not direct:
             for k in range(b):
                 x_out[start + k] = x[k, :, offsets[start + k]:offsets[start + k] + self.crop]

@@ -5,7 +5,7 @@ on small blocks of records so that the data stays in the CPU cache between steps
 
 - normalisation: `normalize(x, "global" | "per_lead" | "scaler")`, with `fit_scaler` to fit the scaler on a
   training split by streaming over a store;
-- crops and windows: `random_crop_offsets`, `crop`, `window_starts`, `sliding_windows`;
+- crops and windows: `random_crop_offsets`, `crop`, `window_starts`, `record_window_starts`, `sliding_windows`;
 - augmentation: `Augment` (amplitude scaling, Gaussian noise, baseline wander), seeded through a numpy Generator;
 - lead subsets: `lead_positions`.
 """
@@ -257,6 +257,28 @@ def window_starts(n_samples: int, length: int, stride: int) -> np.ndarray:
     if length > n_samples:
         raise ValueError(f"window of {length} samples is longer than the record ({n_samples})")
     return np.arange(0, n_samples - length + 1, stride)
+
+
+def record_window_starts(n_valid, length: int, stride: int, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts inside each record's signal, for records zero-padded to a common frame.
+
+    A record with n_valid samples of signal gets the windows `window_starts(n_valid, ...)` (one at 0 if it is
+    shorter than a window), never a window over its padding: a window of zeros would put the model's output on
+    silence into every record's max-aggregated score. Rows are filled up to `n_windows` by repeating the
+    record's last window, which changes neither a maximum nor anything that masks by the counts.
+
+    Args:
+        n_valid: (records,) samples of signal at the start of each record.
+        length, stride: window length and step in samples.
+        n_windows: windows per row (those of the whole frame).
+
+    Returns:
+        (starts (records, n_windows), counts (records,)): counts[i] windows of record i are its own.
+    """
+    n_valid = np.asarray(n_valid, dtype=np.int64).reshape(-1)
+    counts = np.clip((n_valid - length) // stride + 1, 1, n_windows)
+    starts = np.minimum(np.arange(n_windows)[None, :], counts[:, None] - 1) * stride
+    return starts, counts
 
 
 def sliding_windows(x, length: int, stride: int):

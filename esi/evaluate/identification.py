@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
-from esi.evaluate.metrics import cmc_curve, identification_ranks, paired_bootstrap_accuracy
+from esi.evaluate.metrics import cmc_curve, identification_ranks, paired_test
 from esi.evaluate.results import ProtocolResults, fold_split, join_notes, result_row
 from esi.evaluate.workspace import Workspace
 
@@ -251,21 +251,23 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
 
 def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ranks: np.ndarray,
                                    split: IdentificationSplit, twin: str, n_resamples: int = 1000) -> None:
-    """Set `p_value` on an encoder's identification rows: a paired bootstrap over the same probes of its hits
-    against its random-init twin's (`paired_bootstrap_accuracy`).
+    """Set `p_value` on an encoder's identification rows: a paired permutation test over the same probes of its
+    hits against its random-init twin's (`paired_test(..., metric="accuracy")`).
 
     Args:
         rows: the encoder's `identification_rows` (changed in place).
         ranks, twin_ranks: (probes,) the two encoders' ranks of the own gallery record.
         split: the split both were run on; twin: the twin's label (named in the notes).
-        n_resamples: bootstrap resamples of the probes.
+        n_resamples: random swaps of the permutation test.
     """
     for row in rows:
         k = int(row["metric"][3])                                   # "top1_accuracy..." -> 1
         mask = split.probes_apart() if row["metric"].endswith("_beyond_24h") else np.ones(len(ranks), dtype=bool)
         if not mask.any():
             continue
-        test = paired_bootstrap_accuracy(ranks[mask] < k, twin_ranks[mask] < k, n_resamples=n_resamples, seed=0)
+        test = paired_test(None, ranks[mask] < k, twin_ranks[mask] < k, metric="accuracy",
+                           n_permutations=n_resamples, seed=0)
         row["p_value"] = test.p_value
-        row["notes"] = join_notes(row["notes"], f"p vs {twin}: paired bootstrap over the same {int(mask.sum())} "
-                                                f"probes ({test.n_resamples} resamples), difference {test.delta:+.3f}")
+        row["notes"] = join_notes(row["notes"], f"p vs {twin}: paired permutation test over the same "
+                                                f"{int(mask.sum())} probes ({test.n_permutations} swaps), "
+                                                f"difference {test.delta:+.3f}")

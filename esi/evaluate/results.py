@@ -23,19 +23,20 @@ import numpy as np
 import pandas as pd
 
 from esi.data.ptbxl import PTBXLTask
-from esi.evaluate.metrics import (bootstrap_metrics, paired_bootstrap_test, per_class_auroc,
-                                 per_class_average_precision, scorable)
+from esi.evaluate.metrics import (SUPPORTED_MIN_POSITIVES, bootstrap_metrics, holm, n_rare_classes, paired_test,
+                                 per_class_auroc, per_class_average_precision, scorable, supported)
 
 RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "recipe", "selection", "subset_draw",
-                  "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "n_test",
-                  "n_train", "seed", "notes")
+                  "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
+                  "n_test", "n_train", "n_rare_classes", "seed", "notes")
 PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
                      "class_name", "auroc", "auprc", "n_positive_test")
 # What a row of a PTB-XL protocol says in the dataset and length_policy columns (every record is 10 s).
 PTBXL_CONTEXT = {"dataset": "ptbxl", "length_policy": "ptbxl_10s"}
 # The macro metrics every classification protocol reports (AUPRC beside AUROC: the field's practice for
-# imbalanced labels).
+# imbalanced labels), each also over the supported classes only (>= SUPPORTED_MIN_POSITIVES test positives).
 CLASSIFICATION_METRICS = ("macro_auroc", "macro_auprc")
+SUPPORTED_METRICS = tuple(f"{m}_supported" for m in CLASSIFICATION_METRICS)
 # The PTB-XL benchmark's split: stratified folds 1-8 train, 9 validates, 10 is scored (patient-disjoint).
 PTBXL_SPLIT = PTBXLTask.split_label
 
@@ -67,7 +68,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
                ci_high: float = float("nan"), *, split: str = "", recipe: str = "", selection: str = "",
                subset_draw: str = "", ci_level: float = float("nan"), p_value: float = float("nan"),
                label_fraction: float = float("nan"), n_test: int = 0, n_train: int = 0, seed: int | None = None,
-               notes: str = "", size_note: bool = True, dataset: str = "", length_policy: str = "") -> dict:
+               n_rare: int | None = None, notes: str = "", size_note: bool = True, dataset: str = "",
+               length_policy: str = "") -> dict:
     """One row of the tidy results table (RESULT_COLUMNS).
 
     Args:
@@ -78,10 +80,13 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         selection: how the scored model was chosen ("final_epoch", "fold9_best", "none").
         subset_draw: how a label fraction of the training records was drawn ("merl", "every_class", "all").
         ci_level: coverage of [ci_low, ci_high] (0.90: the benchmark's 5th-95th percentiles).
-        p_value: paired test against the encoder's random-init twin on the same test records (NaN: no twin).
+        p_value: paired permutation test against the encoder's random-init twin on the same test records (NaN: no
+            twin). The table's `p_value_holm` (Holm-adjusted over all its p-values) is set by `adjust_p_values`.
         label_fraction: share of the training labels used (NaN where none are used).
         n_test, n_train: records scored and records trained on.
         seed: the seed of the run.
+        n_rare: macro rows: how many averaged classes have < SUPPORTED_MIN_POSITIVES test positives (None: not a
+            macro over classes).
         notes: facts a reader needs (model selection, coverage, ...).
         size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
             size, such as identification's probes, write their own).
@@ -92,8 +97,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
             "recipe": recipe, "selection": selection, "subset_draw": subset_draw, "label_fraction": label_fraction,
             "encoder": encoder, "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
-            "p_value": float(p_value), "n_test": int(n_test), "n_train": int(n_train), "seed": seed,
-            "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
+            "p_value": float(p_value), "p_value_holm": float("nan"), "n_test": int(n_test), "n_train": int(n_train),
+            "n_rare_classes": n_rare, "seed": seed, "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
 
 
 def unscorable_note(y_true: np.ndarray, classes) -> str:
@@ -111,11 +116,15 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
                         label_fraction: float = float("nan"),
                         n_train: int = 0, seed: int = 0, n_boot: int = 100, ci_level: float = 0.90,
                         notes: str = "", names=None) -> dict:
-    """Score one model's test predictions: macro AUROC and AUPRC rows with bootstrap intervals, per-class rows.
+    """Score one model's test predictions: macro AUROC and AUPRC rows with bootstrap intervals (over all scorable
+    classes, and over the supported ones only), per-class rows.
 
     Every classification protocol ends here, so every one reports the same metrics the same way: a non-finite
     score is an error naming the encoder, task and class (never a class quietly left out), classes without
-    both labels on the test set are named in the notes, and both metrics share the same resamples.
+    both labels on the test set are named in the notes, and all metrics share the same resamples. Every macro
+    row counts its rare classes (< SUPPORTED_MIN_POSITIVES test positives): a resample can never let a class with
+    2 positives look much worse than it does, so intervals and p-values lean on such classes more than they
+    should; the `_supported` rows show the macro without them (ecg-fix's practice).
 
     Args:
         task, protocol, encoder: as in the results table.
@@ -128,16 +137,35 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
         names: class label -> English name for the per-class rows.
 
     Returns:
-        {"rows": [macro_auroc row, macro_auprc row], "per_class": per-class rows}.
+        {"rows": [macro_auroc, macro_auprc, macro_auroc_supported, macro_auprc_supported rows],
+         "per_class": per-class rows}.
     """
     where = f"{encoder} / {task} / {protocol}"
+    y_true = np.asarray(y_true)
+    common = dict(split=split, recipe=recipe, selection=selection, subset_draw=subset_draw,
+                  label_fraction=label_fraction, n_test=len(y_true), n_train=n_train, seed=seed)
     results = bootstrap_metrics(y_true, y_score, metrics=CLASSIFICATION_METRICS, n_boot=n_boot, level=ci_level,
                                 seed=seed, classes=list(classes), where=where)
+    n_rare = n_rare_classes(y_true)
     notes = join_notes(unscorable_note(y_true, classes), notes)
-    rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, split=split, recipe=recipe,
-                       selection=selection, subset_draw=subset_draw, ci_level=r.level, label_fraction=label_fraction,
-                       n_test=len(y_true), n_train=n_train, seed=seed, notes=notes)
+    rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, ci_level=r.level, n_rare=n_rare,
+                       notes=notes, **common)
             for metric, r in results.items()]
+    keep = supported(y_true)
+    note = (f"over the {int(keep.sum())} class(es) with >= {SUPPORTED_MIN_POSITIVES} test positives "
+            f"({n_rare} rare class(es) left out)")
+    if keep.any():
+        kept = bootstrap_metrics(y_true[:, keep], np.asarray(y_score)[:, keep], metrics=CLASSIFICATION_METRICS,
+                                 n_boot=n_boot, level=ci_level, seed=seed,
+                                 classes=[c for c, k in zip(classes, keep) if k], where=where)
+        rows += [result_row(task, protocol, encoder, f"{metric}_supported", r.value, r.low, r.high,
+                            ci_level=r.level, n_rare=0, notes=join_notes(note, notes), **common)
+                 for metric, r in kept.items()]
+    else:
+        rows += [result_row(task, protocol, encoder, f"{metric}_supported", float("nan"), ci_level=ci_level, n_rare=0,
+                            notes=join_notes(f"no class has >= {SUPPORTED_MIN_POSITIVES} test positives", notes),
+                            **common)
+                 for metric in CLASSIFICATION_METRICS]
     aucs, aps = per_class_auroc(y_true, y_score), per_class_average_precision(y_true, y_score)
     names = names or {}
     per_class = [{"task": task, "protocol": protocol, "recipe": recipe, "label_fraction": label_fraction,
@@ -181,16 +209,17 @@ def load_predictions(path: Path) -> dict:
 def attach_p_values(outputs: list[dict], twins: dict[str, str], n_resamples: int = 1000, seed: int = 0) -> None:
     """Set `p_value` on the rows of every pretrained model from a paired test against its random-init twin.
 
-    The twin's output must score the same test records under the same key (task, fraction, seed, ...); both
-    models are resampled with the same record indices (`paired_bootstrap_test`), so the test sees their
-    difference, not the spread of either alone.
+    The twin's output must score the same test records under the same key (task, fraction, seed, ...); the test
+    (`paired_test`, a permutation test that swaps the two models' scores record by record) sees their
+    difference on the same records, not the spread of either alone. Rows without a value (a `_supported` row with
+    no supported class) get none.
 
     Args:
         outputs: one dict per scored model: "encoder" (label), "key" (anything hashable naming the comparison
             cell), "rows" (its result rows, changed in place), "y_true", "y_score".
         twins: pretrained label -> twin label (`esi.evaluate.encoders.twin_labels`).
-        n_resamples: bootstrap resamples of the paired test.
-        seed: seed of the resamples.
+        n_resamples: random swaps of the permutation test.
+        seed: seed of the swaps.
     """
     by_cell = {(o["key"], o["encoder"]): o for o in outputs}
     for out in outputs:
@@ -201,12 +230,23 @@ def attach_p_values(outputs: list[dict], twins: dict[str, str], n_resamples: int
             raise ValueError(f"{out['encoder']} and its twin {base['encoder']} were scored on different test "
                              f"records ({out['key']}); a paired test needs the same records")
         for row in out["rows"]:
-            test = paired_bootstrap_test(out["y_true"], out["y_score"], base["y_score"], metric=row["metric"],
-                                         n_resamples=n_resamples, seed=seed)
+            if np.isnan(row["value"]):
+                continue
+            test = paired_test(out["y_true"], out["y_score"], base["y_score"], metric=row["metric"],
+                               n_permutations=n_resamples, seed=seed)
             row["p_value"] = test.p_value
-            row["notes"] = join_notes(row["notes"], f"p vs {base['encoder']}: paired bootstrap over the same "
-                                                    f"{len(out['y_true'])} test records ({test.n_resamples} "
-                                                    f"resamples), difference {test.delta:+.3f}")
+            row["notes"] = join_notes(row["notes"], f"p vs {base['encoder']}: paired permutation test over the "
+                                                    f"same {len(out['y_true'])} test records "
+                                                    f"({test.n_permutations} swaps), difference {test.delta:+.3f}")
+
+
+def adjust_p_values(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with `p_value_holm`: Holm's adjustment over every p-value in it (one family per results table).
+
+    A raw `p_value` answers "is this one encoder different from its twin on this one task and metric?"; the
+    Holm-adjusted one keeps the chance of any false "different" in the whole table at or below alpha.
+    """
+    return table.assign(p_value_holm=holm(table["p_value"].to_numpy(dtype=np.float64)))
 
 
 @dataclass
@@ -230,7 +270,7 @@ class ProtocolResults:
         context = {"dataset": dataset, "length_policy": length_policy}
         rows = [{**row, **{k: v for k, v in context.items() if not row.get(k)}} for row in rows]
         per_class_rows = [{**row, "dataset": row.get("dataset") or dataset} for row in per_class_rows]
-        return cls(pd.DataFrame(rows, columns=list(RESULT_COLUMNS)),
+        return cls(adjust_p_values(pd.DataFrame(rows, columns=list(RESULT_COLUMNS))),
                    pd.DataFrame(per_class_rows, columns=list(PER_CLASS_COLUMNS)))
 
     @classmethod
@@ -238,6 +278,7 @@ class ProtocolResults:
         """The results of several protocols, one below the other (empty tables with the columns if none)."""
         table = pd.concat([p.table for p in parts if len(p.table)] or [pd.DataFrame(columns=list(RESULT_COLUMNS))],
                           ignore_index=True)
+        table = adjust_p_values(table) if len(table) else table          # one family: the whole table
         per_class = pd.concat([p.per_class for p in parts if len(p.per_class)]
                               or [pd.DataFrame(columns=list(PER_CLASS_COLUMNS))], ignore_index=True)
         return cls(table, per_class)
