@@ -462,6 +462,8 @@ def plot_results_summary(table: pd.DataFrame):
     """
     if table.empty:
         raise ValueError("no results to plot")
+    # The macros over the supported classes only stay in the table: one bar per result is already a tall figure.
+    table = table[~table["metric"].astype(str).str.endswith("_supported")]
     table = table.assign(label=[_result_label(r) for _, r in table.iterrows()])
     labels = list(dict.fromkeys(table["label"]))
     encoders = list(dict.fromkeys(table["encoder"]))
@@ -611,9 +613,9 @@ def split_names(table: pd.DataFrame, task: str) -> tuple[str, str]:
 def plot_auroc_vs_fraction(table: pd.DataFrame, task: str, protocol: str = "linear_probe"):
     """Macro AUROC against the fraction of training labels, with bootstrap-interval error bars, per encoder.
 
-    Where the subsets are MERL's draw (`subset_draw` "merl"), MERL's published numbers for the task
-    (`esi.evaluate.published`) are drawn as grey crosses beside ours. MERL kept each run's best epoch on the test
-    split, so they are optimistic.
+    A paper's published number for the task (`esi.evaluate.published`) is drawn as a grey marker at the label
+    fractions where one of our rows is comparable with it (`comparability`: same split, input length, labels,
+    model selection and training records); nowhere else.
 
     Args:
         table: the tidy results table.
@@ -639,13 +641,17 @@ def plot_auroc_vs_fraction(table: pd.DataFrame, task: str, protocol: str = "line
     ax.set_xticks(fractions)
     ax.set_xticklabels([f"{f:.0%}" if f >= 0.01 else f"{f:.1%}" for f in fractions])
     ax.minorticks_off()
-    from esi.evaluate.published import linear_probe_curve  # (importing esi.evaluate imports torch: only here)
+    from esi.evaluate.published import comparability, linear_probe_curve  # (esi.evaluate imports torch: only here)
 
-    published = linear_probe_curve("MERL", task)
-    if draws == {"merl"} and published:
-        caveat = "; other labels" if task == "csn" else ""  # MERL's CSN labels came from substring matches
-        ax.plot(list(published), list(published.values()), "x", color=CHANCE_COLOR, markersize=8,
-                label=f"MERL, published (best epoch on test{caveat})")
+    scored = table[(table["task"] == task) & (table["protocol"] == protocol) & (table["metric"] == "macro_auroc")]
+    for paper, marker in (("MERL", "x"), ("HeartLang", "+")):
+        published = linear_probe_curve(paper, task) or {}
+        shown = sorted({f for f in published for row in scored.to_dict("records")
+                        if np.isclose(row["label_fraction"], f) and comparability(row, paper)[0]})
+        if shown:
+            how = " (best epoch on test)" if paper == "MERL" else ""
+            ax.plot(shown, [published[f] for f in shown], marker, color=CHANCE_COLOR, markersize=8, linestyle="",
+                    label=f"{paper}, published{how}")
     ax.axhline(0.5, color=CHANCE_COLOR, linestyle=":", linewidth=1, label="chance (0.5)")
     low = min(0.45, float(np.nanmin(rows["ci_low"])) - 0.02) if len(rows) else 0.45
     ax.set_ylim(max(0.0, low), 1.0)

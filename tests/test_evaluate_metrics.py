@@ -67,6 +67,28 @@ def test_linear_probe_learns_a_separable_task_and_selects_on_validation():
     assert res.val_auroc == max(max(c) for c in res.val_curve.values())
 
 
+def test_test_max_selection_reproduces_merls_reporting_and_is_named():
+    from esi.evaluate.linear_probe import train_linear_probe
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(16, 3))
+    def make(n):
+        x = rng.normal(size=(n, 16))
+        return x, (x @ w + rng.normal(0, 2.0, size=(n, 3)) > 0.5).astype(int)     # noisy: epochs differ on test
+    (xt, yt), (xv, yv), (xs, ys) = make(200), make(80), make(80)
+    validated = train_linear_probe(xt, yt, xv, yv, xs, weight_decays=(0.0, 1e-2), epochs=15)
+    best_on_test = train_linear_probe(xt, yt, xv, yv, xs, weight_decays=(0.0, 1e-2), epochs=15,
+                                      selection="test_max", y_test=ys)
+    # The head kept is the one whose test AUROC is the largest of every (weight decay, epoch): never below the
+    # validation-selected head's test AUROC.
+    assert best_on_test.val_auroc == max(max(c) for c in best_on_test.val_curve.values())
+    assert macro_auroc(ys, best_on_test.test_scores) == pytest.approx(best_on_test.val_auroc)
+    assert macro_auroc(ys, best_on_test.test_scores) >= macro_auroc(ys, validated.test_scores)
+    with pytest.raises(ValueError, match="needs y_test"):
+        train_linear_probe(xt, yt, xv, yv, xs, epochs=1, selection="test_max")
+    with pytest.raises(ValueError, match="unknown probe selection 'test'"):
+        train_linear_probe(xt, yt, xv, yv, xs, epochs=1, selection="test")
+
+
 def test_rank_auroc_equals_sklearn_with_ties():
     from sklearn.metrics import roc_auc_score
     rng = np.random.default_rng(2)

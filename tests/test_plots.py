@@ -184,31 +184,40 @@ def test_results_summary_of_no_results_is_an_error():
         plot_results_summary(pd.DataFrame(columns=["protocol", "task", "encoder", "metric", "value"]))
 
 
-def probe_rows(dataset: str, task: str, draw: str = "merl") -> pd.DataFrame:
-    rows = [(dataset, task, "linear_probe", f, encoder, "macro_auroc", v, v - 0.03, v + 0.03, draw, 0.9)
+def probe_rows(dataset: str, task: str, draw: str = "merl", selection: str = "test_max") -> pd.DataFrame:
+    """Linear-probe rows produced as MERL's were (unless `draw` or `selection` say otherwise)."""
+    split = "ptbxl_folds_1-8/9/10" if dataset == "ptbxl" else "merl_tables_records"
+    rows = [{"dataset": dataset, "task": task, "protocol": "linear_probe", "label_fraction": f, "encoder": encoder,
+             "metric": "macro_auroc", "value": v, "ci_low": v - 0.03, "ci_high": v + 0.03, "ci_level": 0.9,
+             "subset_draw": draw if f < 1 else "all", "selection": selection, "split": split, "length_policy": "merl",
+             "labels": "merl_released", "n_test": 2198, "seed": 0}
             for f in (0.01, 0.1, 1.0) for encoder, v in (("ESI", 0.8), ("ESI (random init)", 0.6))]
-    return pd.DataFrame(rows, columns=["dataset", "task", "protocol", "label_fraction", "encoder", "metric",
-                                       "value", "ci_low", "ci_high", "subset_draw", "ci_level"])
+    return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("dataset, task, train, test, legend", [
-    ("ptbxl", "superdiagnostic", "folds 1-8", "fold 10", "MERL, published (best epoch on test)"),
-    ("cpsc2018", "cpsc2018", "the training split", "the test split", "MERL, published (best epoch on test)"),
-    ("csn", "csn", "the training split", "the test split", "MERL, published (best epoch on test; other labels)"),
+@pytest.mark.parametrize("dataset, task, train, test", [
+    ("ptbxl", "superdiagnostic", "folds 1-8", "fold 10"),
+    ("cpsc2018", "cpsc2018", "the training split", "the test split"),
+    ("csn", "csn", "the training split", "the test split"),
 ])
-def test_label_fraction_figure_draws_merls_published_numbers_and_names_the_splits(dataset, task, train, test,
-                                                                                   legend):
+def test_label_fraction_figure_draws_a_published_number_only_beside_a_comparable_row(dataset, task, train, test):
     from esi.evaluate.published import LINEAR_PROBE
 
     ax = plot_auroc_vs_fraction(probe_rows(dataset, task), task).axes[0]
     assert train in ax.get_xlabel() and f"macro AUROC on {test}" in ax.get_ylabel()
-    crosses = [line for line in ax.lines if line.get_label() == legend]
+    crosses = [line for line in ax.lines if line.get_label() == "MERL, published (best epoch on test)"]
     assert len(crosses) == 1
     assert list(crosses[0].get_xdata()) == [0.01, 0.1, 1.0]
     np.testing.assert_allclose(crosses[0].get_ydata(), np.array(LINEAR_PROBE["MERL"][task]) / 100)
-    # Subsets of another draw are other records: nothing published is drawn beside them.
+    # Subsets of another draw are other records: nothing MERL published is drawn beside them but 100 %.
     other = plot_auroc_vs_fraction(probe_rows(dataset, task, draw="every_class"), task).axes[0]
-    assert not [line for line in other.lines if line.get_label().startswith("MERL")]
+    merl = [line for line in other.lines if line.get_label().startswith("MERL")]
+    assert len(merl) == 1 and list(merl[0].get_xdata()) == [1.0]
+    # Selected on validation: never beside MERL's test-split maxima; beside HeartLang's 100 % (its own subsets).
+    validated = plot_auroc_vs_fraction(probe_rows(dataset, task, selection="fold9_best"), task).axes[0]
+    assert not [line for line in validated.lines if line.get_label().startswith("MERL")]
+    heartlang = [line for line in validated.lines if line.get_label().startswith("HeartLang")]
+    assert len(heartlang) == 1 and list(heartlang[0].get_xdata()) == [1.0]
 
 
 @pytest.mark.parametrize("dataset, task, scored", [("ptbxl", "rhythm", "fold 10"), ("csn", "csn", "the test split")])

@@ -61,7 +61,7 @@ class EvaluateConfig:
     convert_workers: int = 0              # processes for the one-off conversions (0: all cores)
     n_boot: int = 100                     # bootstrap resamples of the test records for every interval
     ci_level: float = 0.90                # coverage of every interval (0.90: the benchmark's 5th-95th percentiles)
-    # resamples of the paired bootstrap test of each pretrained encoder against its random-init twin (p_value)
+    # random swaps of the paired permutation test of each pretrained encoder against its random-init twin (p_value)
     significance_resamples: int = 1000
     seed: int = 0                         # seed of subsets, heads, crops and bootstraps
     # PTB-XL: keep classes occurring in more than this many records (the benchmark: 0); as the benchmark's
@@ -81,6 +81,9 @@ class EvaluateConfig:
     # how 1 %/10 % subsets are drawn: "merl" (MERL's records: train_test_split, random_state 42, of the training
     # records in id order) or "every_class" (plus a positive of every missing class)
     probe_subset_draw: Literal["merl", "every_class"] = "merl"
+    # which head is scored: "validation" (the weight decay and epoch best on the validation split) or "test_max"
+    # (MERL's reporting: the best test AUROC over epochs; reproduction only, optimistic, rows say selection test_max)
+    probe_selection: Literal["validation", "test_max"] = "validation"
 
     # -- Protocol A: the PTB-XL benchmark recipe (trained end to end)
     benchmark_tasks: list[Task] = field(default_factory=lambda: list(TASKS))   # PTB-XL tasks (all six)

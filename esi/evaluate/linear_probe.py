@@ -7,9 +7,11 @@ For each encoder, task, label fraction and seed:
      and 10 % rows use the same records as MERL's; "every_class" adds a positive of every class left without one;
   3. a linear head per weight decay on features standardised with the training rows (`standardise`); the
      weight decay and epoch with the best macro AUROC on fold 9 are kept (`train_linear_probe`), never
-     looking at fold 10 (MERL keeps the best epoch on its test set, which inflates its numbers);
+     looking at fold 10. MERL keeps the best epoch on its test set, which inflates its numbers; `selection=
+     "test_max"` does the same to reproduce them (rows say `selection: test_max` and are never comparable to a
+     validation-selected number);
   4. macro AUROC and AUPRC on fold 10 with a bootstrap interval (90 % by default, the PTB-XL benchmark's), and the
-     p-value of a paired bootstrap test against the encoder's random-init twin on the same records.
+     p-value of a paired permutation test against the encoder's random-init twin on the same records.
 
     workspace = Workspace("outputs/run", "data/ptbxl")
     results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace,
@@ -37,7 +39,9 @@ from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL = "linear_probe"
 RECIPE = "esi_probe"  # AdamW head per weight decay, epoch and decay chosen on fold 9
-SELECTION = "fold9_best"
+# How the (weight decay, epoch) of the scored head is chosen: on the validation split (the rows' selection
+# "fold9_best"), or, for reproducing MERL's published numbers only, the best test AUROC over epochs ("test_max").
+SELECTIONS = {"validation": "fold9_best", "test_max": "test_max"}
 DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
@@ -119,13 +123,20 @@ def standardise(train: np.ndarray, *others: np.ndarray, floor_share: float = STD
 def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                        x_test: np.ndarray, weight_decays=(0.0, 1e-4, 1e-3, 1e-2), epochs: int = 100,
                        lr: float = 1e-2, batch_size: int = 256, seed: int = 0, classes=None,
-                       where: str = "") -> ProbeResult:
+                       where: str = "", selection: str = "validation",
+                       y_test: np.ndarray | None = None) -> ProbeResult:
     """Fit a linear head for each weight decay; keep the (weight decay, epoch) with the best val macro AUROC.
 
     Features are standardised with statistics of the training rows (`standardise`). The test rows are only
-    scored by the chosen head, never used to choose. `classes` and `where` (e.g. "ESI / rhythm / linear_probe")
-    name the class and the run in the error a non-finite score raises.
+    scored by the chosen head, never used to choose, unless selection="test_max" (MERL's reporting, for
+    reproducing its numbers only: the (weight decay, epoch) with the best macro AUROC on `y_test`; `val_auroc`
+    then holds that test AUROC). `classes` and `where` (e.g. "ESI / rhythm / linear_probe") name the class and the
+    run in the error a non-finite score raises.
     """
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown probe selection {selection!r}; expected one of: {', '.join(SELECTIONS)}")
+    if selection == "test_max" and y_test is None:
+        raise ValueError('selection="test_max" needs y_test')
     xt, xv, xs = (torch.as_tensor(a, dtype=torch.float32) for a in standardise(x_train, x_val, x_test))
     yt = torch.as_tensor(y_train, dtype=torch.float32)
     best = None
@@ -145,7 +156,10 @@ def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                val = macro_auroc(y_val, head(xv).numpy(), classes=classes, where=where)
+                if selection == "test_max":
+                    val = macro_auroc(y_test, head(xs).numpy(), classes=classes, where=where)
+                else:
+                    val = macro_auroc(y_val, head(xv).numpy(), classes=classes, where=where)
             curve.append(val)
             if best is None or val > best[0]:
                 with torch.no_grad():
@@ -158,7 +172,7 @@ def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
 def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, epochs: int = 100, lr: float = 1e-2,
                weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
                subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
-               encoder_label: str = "encoder", names: dict | None = None) -> dict:
+               encoder_label: str = "encoder", names: dict | None = None, selection: str = "validation") -> dict:
     """Train and score one linear probe.
 
     Args:
@@ -173,6 +187,7 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
         ci_level: coverage of the interval.
         encoder_label: the encoder's name in the rows.
         names: class label -> English name for the per-class rows.
+        selection: "validation" (default) or "test_max" (MERL's: reproduction only; see `train_linear_probe`).
 
     Returns:
         {"rows": tidy rows (macro AUROC, AUPRC), "per_class": rows, "y_true", "y_score", "classes", "ecg_ids",
@@ -186,18 +201,24 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
     x_val, x_test = features.take(val.ecg_ids), features.take(test.ecg_ids)
     where = f"{encoder_label} / {task.task} / {PROTOCOL}"
     probe = train_linear_probe(x_train, y_train[subset], x_val, y_val, x_test, weight_decays=tuple(weight_decays),
-                               epochs=epochs, lr=lr, seed=seed, classes=classes, where=where)
+                               epochs=epochs, lr=lr, seed=seed, classes=classes, where=where, selection=selection,
+                               y_test=y_test)
     unlearnable = subset_classes_without_positive(y_train[subset], classes)
     if unlearnable and fraction < 1:
         notes = join_notes(notes, f"{len(unlearnable)} class(es) without a positive in the {fraction:g} subset "
                                   f"({', '.join(unlearnable[:5])}{', ...' if len(unlearnable) > 5 else ''})")
-    if np.isnan(probe.val_auroc):
-        notes = join_notes(notes, f"{task.validation_name} has no class with both labels: epoch and weight decay "
-                                  "not selected")
-    notes = join_notes(notes, f"selected on {task.validation_name}: weight decay {probe.weight_decay:g}, "
-                              f"epoch {probe.epoch} (val AUROC {probe.val_auroc:.3f})")
+    if selection == "test_max":
+        notes = join_notes(notes, f"selected on the scored test records (MERL's reporting, reproduction only: "
+                                  f"optimistic, never comparable to a validation-selected number): weight decay "
+                                  f"{probe.weight_decay:g}, epoch {probe.epoch}")
+    else:
+        if np.isnan(probe.val_auroc):
+            notes = join_notes(notes, f"{task.validation_name} has no class with both labels: epoch and weight "
+                                      "decay not selected")
+        notes = join_notes(notes, f"selected on {task.validation_name}: weight decay {probe.weight_decay:g}, "
+                                  f"epoch {probe.epoch} (val AUROC {probe.val_auroc:.3f})")
     scored_rows = classification_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
-                                      split=task.split_label, recipe=RECIPE, selection=SELECTION,
+                                      split=task.split_label, recipe=RECIPE, selection=SELECTIONS[selection],
                                       subset_draw=draw if fraction < 1 else "all",
                                       label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=n_boot,
                                       ci_level=ci_level, notes=notes, names=names)
@@ -211,7 +232,7 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
                      weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
                      subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
                      significance_resamples: int = 1000, min_samples: int = 0,
-                     random_baselines: bool = True) -> ProtocolResults:
+                     random_baselines: bool = True, selection: str = "validation") -> ProtocolResults:
     """Protocol B: linear-probe macro AUROC and AUPRC on PTB-XL fold 10 for every encoder x task x fraction x seed.
 
     Args:
@@ -225,13 +246,14 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
         subset_seed: seed of the draw for seed 0 (42: MERL's random_state).
         n_boot: bootstrap resamples for the interval.
         ci_level: coverage of the interval (0.90: the PTB-XL benchmark's 5th-95th percentiles).
-        significance_resamples: resamples of the paired test against each encoder's random-init twin.
+        significance_resamples: swaps of the paired permutation test against each encoder's random-init twin.
         min_samples: keep classes with more than this many records (the benchmark's default 0).
         random_baselines: add the random-init twin of every pretrained spec.
+        selection: "validation" (default) or "test_max" (MERL's test-set maximum: reproduction only).
 
     Returns:
-        `ProtocolResults`; its table has two rows (metric "macro_auroc", "macro_auprc") per encoder x task x
-        fraction x seed. Test-set scores are written to <run_dir>/evaluate/predictions/linear_probe/<task>/.
+        `ProtocolResults`; its table has four rows (metric "macro_auroc", "macro_auprc" and each over the
+        supported classes) per encoder x task x fraction x seed. Test-set scores are written to <run_dir>/evaluate/predictions/linear_probe/<task>/.
     """
     loaded = load_encoders(encoders, workspace.device, random_baselines)
     outputs, per_class = [], []
@@ -244,7 +266,7 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
                     out = probe_task(features, task, fraction, seed, epochs=epochs, lr=lr,
                                      weight_decays=weight_decays, draw=draw, subset_seed=subset_seed, n_boot=n_boot,
                                      ci_level=ci_level, encoder_label=encoder.label,
-                                     names=workspace.class_names(task.classes))
+                                     names=workspace.class_names(task.classes), selection=selection)
                     outputs.append({**out, "encoder": encoder.label, "key": (task_name, fraction, seed)})
                     per_class.extend(out["per_class"])
                     name = f"{slug(encoder.label)}_frac{fraction:g}_seed{seed}.npz"

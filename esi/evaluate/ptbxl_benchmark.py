@@ -24,7 +24,7 @@ were changed):
 
 Two protocols: "benchmark_supervised" trains an architecture (default xresnet1d101 at 100 Hz) from scratch;
 "benchmark_finetune" fine-tunes a pretrained encoder at the rate it was pretrained on (and, as the baseline, its
-random-init twin with the same recipe, tested against it with a paired bootstrap).
+random-init twin with the same recipe, tested against it with a paired permutation test).
 
     workspace = Workspace("outputs/run", "data/ptbxl")
     results = run_ptbxl_benchmark([], workspace, tasks=["superdiagnostic"], supervised=["xresnet1d101"],
@@ -110,7 +110,7 @@ class BenchmarkSettings:
     seed: seed of the initialisation, the crops, the batch order and the bootstrap.
     n_boot: bootstrap resamples of the test records.
     ci_level: coverage of the bootstrap interval (0.90: the benchmark's 5th and 95th percentiles).
-    significance_resamples: resamples of the paired bootstrap test of a pretrained encoder against its twin.
+    significance_resamples: swaps of the paired permutation test of a pretrained encoder against its twin.
     num_workers: DataLoader worker processes.
     """
 
@@ -735,7 +735,7 @@ def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspa
         save_models: keep each trained model (usable later as EncoderSpec(kind="supervised", path=...)).
 
     Returns:
-        `ProtocolResults`. Every pretrained encoder's rows get the p-value of a paired bootstrap test against its
+        `ProtocolResults`. Every pretrained encoder's rows get the p-value of a paired permutation test against its
         random-init twin fine-tuned the same way. Test-set scores go to
         <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `save_models`) to
         <run_dir>/evaluate/models/<protocol>/<task>/<encoder>.pt.

@@ -25,10 +25,11 @@ import pandas as pd
 from esi.data.ptbxl import PTBXLTask
 from esi.evaluate.metrics import (SUPPORTED_MIN_POSITIVES, bootstrap_metrics, holm, n_rare_classes, paired_test,
                                  per_class_auroc, per_class_average_precision, scorable, supported)
+from esi.evaluate.published import with_comparability
 
 RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "recipe", "selection", "subset_draw",
                   "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
-                  "n_test", "n_train", "n_rare_classes", "seed", "notes")
+                  "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "notes")
 PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
                      "class_name", "auroc", "auprc", "n_positive_test")
 # What a row of a PTB-XL protocol says in the dataset and length_policy columns (every record is 10 s).
@@ -87,6 +88,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         seed: the seed of the run.
         n_rare: macro rows: how many averaged classes have < SUPPORTED_MIN_POSITIVES test positives (None: not a
             macro over classes).
+    The table's `comparable` and `why_not` (against the published numbers, `esi.evaluate.published`) are set
+    with `p_value_holm` when rows become a table (`ProtocolResults`).
         notes: facts a reader needs (model selection, coverage, ...).
         size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
             size, such as identification's probes, write their own).
@@ -98,7 +101,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
             "encoder": encoder, "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
             "p_value": float(p_value), "p_value_holm": float("nan"), "n_test": int(n_test), "n_train": int(n_train),
-            "n_rare_classes": n_rare, "seed": seed, "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
+            "n_rare_classes": n_rare, "seed": seed, "comparable": False, "why_not": "",
+            "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
 
 
 def unscorable_note(y_true: np.ndarray, classes) -> str:
@@ -240,13 +244,18 @@ def attach_p_values(outputs: list[dict], twins: dict[str, str], n_resamples: int
                                                     f"({test.n_permutations} swaps), difference {test.delta:+.3f}")
 
 
-def adjust_p_values(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with `p_value_holm`: Holm's adjustment over every p-value in it (one family per results table).
+def finish_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns computed over a whole results table: `p_value_holm`, and `comparable` / `why_not`.
 
-    A raw `p_value` answers "is this one encoder different from its twin on this one task and metric?"; the
-    Holm-adjusted one keeps the chance of any false "different" in the whole table at or below alpha.
+    `p_value_holm` is Holm's adjustment over every p-value in the table (one family per table): a raw `p_value`
+    answers "is this one encoder different from its twin on this one task and metric?"; the adjusted one keeps the
+    chance of any false "different" in the whole table at or below alpha. `comparable` says whether a published
+    number was produced the way the row was (`esi.evaluate.published.with_comparability`; `why_not` says why not).
     """
-    return table.assign(p_value_holm=holm(table["p_value"].to_numpy(dtype=np.float64)))
+    if table.empty:
+        return table
+    table = table.assign(p_value_holm=holm(table["p_value"].to_numpy(dtype=np.float64)))
+    return with_comparability(table)
 
 
 @dataclass
@@ -270,7 +279,7 @@ class ProtocolResults:
         context = {"dataset": dataset, "length_policy": length_policy}
         rows = [{**row, **{k: v for k, v in context.items() if not row.get(k)}} for row in rows]
         per_class_rows = [{**row, "dataset": row.get("dataset") or dataset} for row in per_class_rows]
-        return cls(adjust_p_values(pd.DataFrame(rows, columns=list(RESULT_COLUMNS))),
+        return cls(finish_table(pd.DataFrame(rows, columns=list(RESULT_COLUMNS))),
                    pd.DataFrame(per_class_rows, columns=list(PER_CLASS_COLUMNS)))
 
     @classmethod
@@ -278,7 +287,7 @@ class ProtocolResults:
         """The results of several protocols, one below the other (empty tables with the columns if none)."""
         table = pd.concat([p.table for p in parts if len(p.table)] or [pd.DataFrame(columns=list(RESULT_COLUMNS))],
                           ignore_index=True)
-        table = adjust_p_values(table) if len(table) else table          # one family: the whole table
+        table = finish_table(table)                                      # one family: the whole table
         per_class = pd.concat([p.per_class for p in parts if len(p.per_class)]
                               or [pd.DataFrame(columns=list(PER_CLASS_COLUMNS))], ignore_index=True)
         return cls(table, per_class)

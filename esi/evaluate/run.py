@@ -128,7 +128,7 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
                 seeds=config.probe_seeds, epochs=config.probe_epochs, lr=config.probe_lr,
                 weight_decays=config.probe_weight_decays, draw=config.probe_subset_draw, n_boot=config.n_boot,
                 ci_level=config.ci_level, significance_resamples=config.significance_resamples,
-                min_samples=config.min_samples, random_baselines=False))
+                min_samples=config.min_samples, random_baselines=False, selection=config.probe_selection))
         if "benchmark" in config.protocols:
             overrides = {"selection": config.benchmark_selection, "lr": config.benchmark_lr,
                          "finetune_lr": config.benchmark_finetune_lr, "weight_decay": config.benchmark_weight_decay}
