@@ -1,0 +1,51 @@
+"""The field's released ECG encoders, each with its exact architecture, a strict load and its declared input.
+
+    from esi.models.external import load_external, prepare_input
+    module, spec = load_external("merl", "res18_best_encoder.pth")
+    x = prepare_input(ecgs_mv, fs=500, spec=spec)          # (n, 12, T) mV, standard lead order -> as trained
+    features = module.encode(torch.from_numpy(x))          # (n, module.dim)
+
+One file per family, each holding the architecture written from the reference repository's model code,
+`load_<family>(path_or_state_dict) -> (module, InputSpec)`, and the input it was trained on:
+
+    merl        MERL (cheliu-computation/MERL-ICML2024): ResNet18/34/50/101 and ViT tiny..base
+
+Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
+only the heads a family documents are dropped, by name. Each adapter is checked against its reference
+repository's own code on seeded weights (tests/test_models_external.py, fixtures in tests/data/encoders).
+Modules return `EncoderOutput(tokens, pooled)` like the toolkit's own encoders; `encode(x)` is the pooled
+features.
+"""
+
+from __future__ import annotations
+
+from esi.models.external.inputs import InputSpec, prepare_input
+
+
+def _merl(source):
+    from esi.models.external.merl import load_merl
+
+    return load_merl(source)
+
+
+# kind -> loader(path or state_dict) -> (module, InputSpec)
+LOADERS = {"merl": _merl}
+
+
+def load_external(kind: str, source):
+    """(module in eval mode, its InputSpec) of a released encoder.
+
+    Args:
+        kind: the family (a key of LOADERS).
+        source: the checkpoint file, or its state_dict.
+
+    Raises:
+        ValueError: an unknown kind, or weights that are not of the family (naming the file and tensor).
+        FileNotFoundError: no such file.
+    """
+    if kind not in LOADERS:
+        raise ValueError(f"unknown external encoder kind {kind!r}; one of {', '.join(LOADERS)}")
+    return LOADERS[kind](source)
+
+
+__all__ = ["InputSpec", "LOADERS", "load_external", "prepare_input"]

@@ -1,0 +1,107 @@
+"""Make the fixtures that pin esi.models.external to the reference repositories' own model code.
+
+Run with a scratch environment that can import the reference code (NOT the project's venv), from a checkout of
+the reference repository at the commit recorded:
+
+    python scripts/reference_features.py merl_resnet18 --repo /tmp/ref/merl --commit <sha> \
+        --ptbxl ../shared/data/ptbxl
+
+For each fixture it builds the reference model with the reference code, fills it with
+`tests/external_weights.seeded_state_dict` (the same tensors the test rebuilds), randomises nothing else,
+prepares the records with the reference's own loader code, runs the reference's feature call in eval mode, and
+writes tests/data/encoders/<name>/reference.json (seed, repository, commit, records, key layout) and features.npy.
+Nothing here is imported by the package or the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from external_weights import FIXTURES, layout_of, seeded_state_dict  # noqa: E402
+
+RECORDS = (1, 2, 9)  # PTB-XL ecg_id, 500 Hz records (10 s, 12 leads)
+SEED = 19
+
+
+def ptbxl_path(ptbxl: Path, ecg_id: int, rate: int = 500) -> Path:
+    suffix = "hr" if rate == 500 else "lr"
+    return ptbxl / f"records{rate}" / f"{ecg_id // 1000 * 1000:05d}" / f"{ecg_id:05d}_{suffix}"
+
+
+# --- MERL ---------------------------------------------------------------------------------------------------
+
+def merl_inputs(repo: Path, ptbxl: Path) -> torch.Tensor:
+    """The records through MERL's own PTB-XL loader (finetune/finetune_dataset.py, ECGDataset)."""
+    import pandas as pd
+
+    sys.path.insert(0, str(repo / "finetune"))
+    from finetune_dataset import ECGDataset
+
+    # ECGDataset reads 'filename_hr' and takes columns 6.. as labels.
+    frame = pd.DataFrame({"ecg_id": RECORDS, "a": 0, "b": 0, "c": 0, "d": 0,
+                          "filename_hr": [str(ptbxl_path(Path(""), i)) for i in RECORDS], "label": 0})
+    dataset = ECGDataset(str(ptbxl), frame, dataset_name="ptbxl")
+    return torch.stack([dataset[i][0] for i in range(len(RECORDS))])
+
+
+def merl_resnet18(repo: Path, ptbxl: Path):
+    sys.path.insert(0, str(repo / "utils"))
+    from resnet1d import ResNet18
+
+    model = ResNet18()
+    call = "ResNet18() (utils/resnet1d.py): forward(x) = layer4 map, features = mean over time"
+    return model, lambda x: model(x).mean(dim=-1), merl_inputs(repo, ptbxl), call
+
+
+def merl_vit_tiny(repo: Path, ptbxl: Path):
+    sys.path.insert(0, str(repo / "utils"))
+    from vit1d import vit_tiny
+
+    model = vit_tiny(num_leads=12)
+    call = "vit_tiny(num_leads=12) (utils/vit1d.py): features = forward_encoding(x)"
+    return model, model.forward_encoding, merl_inputs(repo, ptbxl), call
+
+
+FIXTURE_BUILDERS = {
+    "merl_resnet18": ("cheliu-computation/MERL-ICML2024", merl_resnet18),
+    "merl_vit_tiny": ("cheliu-computation/MERL-ICML2024", merl_vit_tiny),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(FIXTURE_BUILDERS))
+    parser.add_argument("--repo", type=Path, required=True, help="checkout of the reference repository")
+    parser.add_argument("--commit", required=True, help="the reference repository's commit (recorded)")
+    parser.add_argument("--ptbxl", type=Path, default=ROOT.parent / "shared" / "data" / "ptbxl")
+    args = parser.parse_args()
+
+    repository, builder = FIXTURE_BUILDERS[args.name]
+    model, features_of, inputs, call = builder(args.repo.resolve(), args.ptbxl.resolve())
+    layout = layout_of(model.state_dict())
+    model.load_state_dict(seeded_state_dict(layout, SEED), strict=True)
+    model.eval()
+    with torch.no_grad():
+        features = features_of(inputs.float()).numpy().astype(np.float32)
+
+    folder = FIXTURES / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "features.npy", features)
+    meta = {"name": args.name, "repository": repository, "commit": args.commit, "seed": SEED,
+            "torch": torch.__version__, "ptbxl_records": list(RECORDS), "rate": 500, "feature_call": call,
+            "input_shape": list(inputs.shape), "feature_scale": float(np.abs(features).max()),
+            "layout": layout}
+    (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{folder}: features {features.shape}, scale {meta['feature_scale']:.4g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The field's released encoders (esi.models.external) against their reference repositories' own code.
+
+Each fixture in tests/data/encoders/<name>/ was made by scripts/reference_features.py, which ran the reference
+repository's model and loader code (commit in reference.json) with `seeded_state_dict` weights on real PTB-XL
+records. Here the same weights are rebuilt in the reference's key layout, loaded strictly through our adapter,
+the same records are prepared by `prepare_input`, and the features must match.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from esi.data.reader import read_ecg
+from esi.models.external import InputSpec, load_external, prepare_input
+from external_weights import read_fixture, seeded_state_dict
+
+# Allowed max |ours - reference|, as a fraction of the reference features' largest magnitude.
+RELATIVE_TOLERANCE = 1e-4
+
+# fixture name -> (kind, expected architecture class, feature dim)
+ADAPTERS = {
+    "merl_resnet18": ("merl", "MERLResNet", 512),
+    "merl_vit_tiny": ("merl", "MERLViT", 192),
+}
+
+
+def ptbxl_records(ptbxl_dir, ids, rate: int = 500) -> np.ndarray:
+    """(n, 12, T) millivolts, standard lead order, read by the toolkit's own reader."""
+    suffix = "hr" if rate == 500 else "lr"
+    return np.stack([read_ecg(ptbxl_dir / f"records{rate}" / f"{i // 1000 * 1000:05d}" / f"{i:05d}_{suffix}").signal
+                     for i in ids])
+
+
+def fixture_weights(name: str) -> tuple[dict, dict[str, torch.Tensor], np.ndarray]:
+    meta, expected = read_fixture(name)
+    return meta, seeded_state_dict(meta["layout"], meta["seed"]), expected
+
+
+def features(module, spec: InputSpec, ecgs: np.ndarray, fs: float) -> np.ndarray:
+    with torch.no_grad():
+        return module.encode(torch.from_numpy(prepare_input(ecgs, fs, spec))).numpy()
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_adapter_matches_reference_code(name, ptbxl_dir):
+    kind, architecture, dim = ADAPTERS[name]
+    meta, state, expected = fixture_weights(name)
+    module, spec = load_external(kind, state)
+    assert type(module).__name__ == architecture and module.dim == dim and not module.training
+    ours = features(module, spec, ptbxl_records(ptbxl_dir, meta["ptbxl_records"]), meta["rate"])
+    assert ours.shape == expected.shape == (len(meta["ptbxl_records"]), dim)
+    scale = float(np.abs(expected).max())
+    difference = float(np.abs(ours - expected).max())
+    assert difference <= RELATIVE_TOLERANCE * scale, f"{name}: max |diff| {difference:.3g} vs scale {scale:.3g}"
+    # The records differ by far more than the tolerance, so matching them is not a matter of any output fitting.
+    assert np.abs(expected[0] - expected[1]).max() > 100 * RELATIVE_TOLERANCE * scale
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_adapter_loads_from_file_and_drops_only_documented_heads(name, tmp_path):
+    kind, architecture, dim = ADAPTERS[name]
+    meta, state, _ = fixture_weights(name)
+    path = tmp_path / "encoder.pth"
+    torch.save(state, path)
+    module, _ = load_external(kind, path)
+    kept = set(module.state_dict())
+    dropped = sorted(set(state) - kept)
+    assert kept <= set(state)
+    assert all(key.split(".")[0] in ("linear", "head") for key in dropped), dropped
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_missing_or_unexpected_tensor_is_refused_by_name(name, tmp_path):
+    kind, _, _ = ADAPTERS[name]
+    _, state, _ = fixture_weights(name)
+    path = tmp_path / "encoder.pth"
+    kept = sorted(k for k in state if not k.startswith(("linear.", "head.")))
+    for removed in (kept[len(kept) // 2], kept[-1]):  # one tensor among many; for the ViT, one that sizes it
+        torch.save({k: v for k, v in state.items() if k != removed}, path)
+        with pytest.raises(ValueError, match=rf"{path}.*missing 1 tensor\(s\): {re.escape(removed)}( |$)"):
+            load_external(kind, path)
+
+    torch.save({**state, "stray.weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match=rf"{path}.*unexpected 1 tensor\(s\): stray\.weight$"):
+        load_external(kind, path)
+
+    resized = next(k for k in state if k.endswith("weight") and state[k].ndim >= 2)
+    torch.save({**state, resized: state[resized][:, :1]}, path)
+    with pytest.raises(ValueError, match=rf"{path}.*wrong shape of {resized}"):
+        load_external(kind, path)
+
+
+def test_merl_input_is_its_loaders(ptbxl_dir):
+    """MERL's input: first 5,000 samples at 500 Hz, one min-max over the record, aVF before aVL."""
+    _, spec = load_external("merl", fixture_weights("merl_resnet18")[1])
+    ecgs = ptbxl_records(ptbxl_dir, [1])
+    x = prepare_input(ecgs, 500, spec)
+    assert x.shape == (1, 12, 5000) and x.dtype == np.float32
+    assert x.min() == pytest.approx(0.0, abs=1e-7) and x.max() == pytest.approx(1.0, abs=1e-6)
+    low, high = ecgs.min(), ecgs.max()
+    np.testing.assert_allclose(x[0, 4], (ecgs[0, 5] - low) / (high - low), atol=1e-6)  # aVF in slot 4
+    # A 2.5 s record is zero-padded to 10 s before the min-max (MERL's CPSC2018 branch).
+    short = prepare_input(ecgs[..., :1250], 500, spec)
+    assert short.shape == (1, 12, 5000)
+    low, high = min(ecgs[..., :1250].min(), 0.0), max(ecgs[..., :1250].max(), 0.0)
+    np.testing.assert_allclose(short[0, :, 1250:], -low / (high - low), atol=1e-6)
+
+
+def test_wrong_input_changes_features_beyond_tolerance(ptbxl_dir):
+    """The comparison is sharp enough to see the classic mistakes: leads in the standard order, or z-scoring."""
+    meta, state, expected = fixture_weights("merl_resnet18")
+    module, spec = load_external("merl", state)
+    ecgs = ptbxl_records(ptbxl_dir, meta["ptbxl_records"])
+    tolerance = RELATIVE_TOLERANCE * float(np.abs(expected).max())
+    for wrong in (InputSpec(500.0, 10.0, spec.leads[:4] + (spec.leads[5], spec.leads[4]) + spec.leads[6:],
+                            "minmax_record"),
+                  InputSpec(500.0, 10.0, spec.leads, "zscore_record")):
+        assert np.abs(features(module, wrong, ecgs, 500) - expected).max() > 10 * tolerance
+
+
+def test_prepare_input_resamples_to_the_declared_rate(ptbxl_dir):
+    """A 100 Hz record is brought to the encoder's 500 Hz, and lands close to the 500 Hz original."""
+    _, spec = load_external("merl", fixture_weights("merl_resnet18")[1])
+    at_100 = prepare_input(ptbxl_records(ptbxl_dir, [1], rate=100), 100, spec)
+    at_500 = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, spec)
+    assert at_100.shape == at_500.shape == (1, 12, 5000)
+    assert np.corrcoef(at_100.ravel(), at_500.ravel())[0, 1] > 0.95
+
+
+def test_prepare_input_refuses_bad_input():
+    spec = InputSpec(500.0, 10.0, ("I", "II"), "none")
+    with pytest.raises(ValueError, match=r"expected \(n, 12, T\)"):
+        prepare_input(np.zeros((2, 8, 100)), 500, spec)
+    bad = np.zeros((3, 12, 100))
+    bad[2, 0, 5] = np.nan
+    with pytest.raises(ValueError, match="record\\(s\\) 2 hold NaN"):
+        prepare_input(bad, 500, spec)
+    with pytest.raises(ValueError, match="unknown lead"):
+        InputSpec(500.0, 10.0, ("I", "X"), "none")
+
+
+def test_unknown_kind_and_wrong_family_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown external encoder kind 'nope'"):
+        load_external("nope", {})
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.stem.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(ValueError, match=rf"{path}: not a MERL ECG encoder"):
+        load_external("merl", path)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        load_external("merl", tmp_path / "absent.pth")
