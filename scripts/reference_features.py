@@ -70,7 +70,39 @@ def merl_vit_tiny(repo: Path, ptbxl: Path):
     return model, model.forward_encoding, merl_inputs(repo, ptbxl), call
 
 
+# --- ECGFounder ---------------------------------------------------------------------------------------------
+
+def ecgfounder_net1d(repo: Path, ptbxl: Path):
+    import types
+
+    import wfdb
+
+    # dataset.py imports torchvision.transforms but never uses it; torchvision is not needed to run it.
+    sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
+    sys.modules.setdefault("torchvision.transforms", types.ModuleType("torchvision.transforms"))
+    sys.path.insert(0, str(repo))
+    from dataset import LVEF_12lead_cls_Dataset
+    from net1d import Net1D
+    from util import filter_bandpass
+
+    # The builder of finetune_model.ft_12lead_ECGFounder (without its checkpoint load).
+    model = Net1D(in_channels=12, base_filters=64, ratio=1, filter_list=[64, 160, 160, 400, 400, 1024, 1024],
+                  m_blocks_list=[2, 2, 2, 3, 3, 4, 4], kernel_size=16, stride=2, groups_width=16, verbose=False,
+                  use_bn=False, use_do=False, n_classes=150, return_features=True)
+    # LVEF_12lead_cls_Dataset.__getitem__'s steps: nan_to_num, (lead reorder: PTB-XL files are already in the
+    # standard order its reorder produces), filter_bandpass(., 500), z_score_normalization, FloatTensor.
+    inputs = []
+    for ecg_id in RECORDS:
+        data = np.nan_to_num(wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0], nan=0).T
+        data = filter_bandpass(data, 500)
+        inputs.append(torch.FloatTensor(LVEF_12lead_cls_Dataset.z_score_normalization(None, data)))
+    call = ("Net1D(finetune_model.ft_12lead_ECGFounder's settings, return_features=True) (net1d.py): "
+            "features = deep_features")
+    return model, lambda x: model(x)[1], torch.stack(inputs), call
+
+
 FIXTURE_BUILDERS = {
+    "ecgfounder_net1d": ("PKUDigitalHealth/ECGFounder", ecgfounder_net1d),
     "merl_resnet18": ("cheliu-computation/MERL-ICML2024", merl_resnet18),
     "merl_vit_tiny": ("cheliu-computation/MERL-ICML2024", merl_vit_tiny),
 }

@@ -8,6 +8,7 @@ the same records are prepared by `prepare_input`, and the features must match.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -21,10 +22,11 @@ from external_weights import read_fixture, seeded_state_dict
 # Allowed max |ours - reference|, as a fraction of the reference features' largest magnitude.
 RELATIVE_TOLERANCE = 1e-4
 
-# fixture name -> (kind, expected architecture class, feature dim)
+# fixture name -> (kind, expected architecture class, feature dim, the tensors the adapter may drop)
 ADAPTERS = {
-    "merl_resnet18": ("merl", "MERLResNet", 512),
-    "merl_vit_tiny": ("merl", "MERLViT", 192),
+    "merl_resnet18": ("merl", "MERLResNet", 512, r"^(linear|head)\."),
+    "merl_vit_tiny": ("merl", "MERLViT", 192, r"^(linear|head)\."),
+    "ecgfounder_net1d": ("ecgfounder", "Net1D", 1024, r"^dense\.|^first_bn\.|\.bn[123]\."),
 }
 
 
@@ -35,6 +37,7 @@ def ptbxl_records(ptbxl_dir, ids, rate: int = 500) -> np.ndarray:
                      for i in ids])
 
 
+@functools.cache  # the tests only read these (every change below builds a new dict)
 def fixture_weights(name: str) -> tuple[dict, dict[str, torch.Tensor], np.ndarray]:
     meta, expected = read_fixture(name)
     return meta, seeded_state_dict(meta["layout"], meta["seed"]), expected
@@ -47,7 +50,7 @@ def features(module, spec: InputSpec, ecgs: np.ndarray, fs: float) -> np.ndarray
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
 def test_adapter_matches_reference_code(name, ptbxl_dir):
-    kind, architecture, dim = ADAPTERS[name]
+    kind, architecture, dim, _ = ADAPTERS[name]
     meta, state, expected = fixture_weights(name)
     module, spec = load_external(kind, state)
     assert type(module).__name__ == architecture and module.dim == dim and not module.training
@@ -62,36 +65,36 @@ def test_adapter_matches_reference_code(name, ptbxl_dir):
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
 def test_adapter_loads_from_file_and_drops_only_documented_heads(name, tmp_path):
-    kind, architecture, dim = ADAPTERS[name]
-    meta, state, _ = fixture_weights(name)
+    kind, _, _, droppable = ADAPTERS[name]
+    _, state, _ = fixture_weights(name)
     path = tmp_path / "encoder.pth"
     torch.save(state, path)
     module, _ = load_external(kind, path)
     kept = set(module.state_dict())
-    dropped = sorted(set(state) - kept)
     assert kept <= set(state)
-    assert all(key.split(".")[0] in ("linear", "head") for key in dropped), dropped
+    assert all(re.search(droppable, key) for key in set(state) - kept), sorted(set(state) - kept)
+    # A refusal names the file and the tensor.
+    removed = sorted(kept)[len(kept) // 2]
+    torch.save({k: v for k, v in state.items() if k != removed}, path)
+    with pytest.raises(ValueError, match=rf"^{path}: .*missing 1 tensor\(s\): {re.escape(removed)}$"):
+        load_external(kind, path)
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
-def test_missing_or_unexpected_tensor_is_refused_by_name(name, tmp_path):
-    kind, _, _ = ADAPTERS[name]
+def test_missing_unexpected_or_misshaped_tensor_is_refused_by_name(name):
+    kind, _, _, droppable = ADAPTERS[name]
     _, state, _ = fixture_weights(name)
-    path = tmp_path / "encoder.pth"
-    kept = sorted(k for k in state if not k.startswith(("linear.", "head.")))
-    for removed in (kept[len(kept) // 2], kept[-1]):  # one tensor among many; for the ViT, one that sizes it
-        torch.save({k: v for k, v in state.items() if k != removed}, path)
-        with pytest.raises(ValueError, match=rf"{path}.*missing 1 tensor\(s\): {re.escape(removed)}( |$)"):
-            load_external(kind, path)
+    kept = sorted(k for k in state if not re.search(droppable, k))
+    for removed in (kept[0], kept[len(kept) // 3], kept[-1]):  # the first and last also size the architecture
+        with pytest.raises(ValueError, match=rf"missing 1 tensor\(s\): {re.escape(removed)}( |$)"):
+            load_external(kind, {k: v for k, v in state.items() if k != removed})
 
-    torch.save({**state, "stray.weight": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match=rf"{path}.*unexpected 1 tensor\(s\): stray\.weight$"):
-        load_external(kind, path)
+    with pytest.raises(ValueError, match=r"unexpected 1 tensor\(s\): stray\.weight$"):
+        load_external(kind, {**state, "stray.weight": torch.zeros(3)})
 
     resized = next(k for k in state if k.endswith("weight") and state[k].ndim >= 2)
-    torch.save({**state, resized: state[resized][:, :1]}, path)
-    with pytest.raises(ValueError, match=rf"{path}.*wrong shape of {resized}"):
-        load_external(kind, path)
+    with pytest.raises(ValueError, match=rf"wrong shape of {re.escape(resized)}"):
+        load_external(kind, {**state, resized: state[resized][:, :1]})
 
 
 def test_merl_input_is_its_loaders(ptbxl_dir):
@@ -152,3 +155,26 @@ def test_unknown_kind_and_wrong_family_are_refused(tmp_path):
         load_external("merl", path)
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         load_external("merl", tmp_path / "absent.pth")
+
+
+def test_ecgfounder_refuses_a_net1d_that_applied_batchnorm(tmp_path):
+    """Its BatchNorm tensors are dropped only because use_bn=False never applies them; a Net1D whose BatchNorm
+    ran in training (batches counted) is refused rather than silently changed."""
+    _, state, _ = fixture_weights("ecgfounder_net1d")
+    path = tmp_path / "ecgfounder.pth"
+    key = "stage_list.1.block_list.0.bn2.num_batches_tracked"
+    torch.save({"state_dict": {**state, key: torch.tensor(1200)}}, path)
+    with pytest.raises(ValueError, match=rf"{path}: {re.escape(key)} = 1200: .*use_bn=True"):
+        load_external("ecgfounder", path)
+    torch.save({"state_dict": {"layer1.0.conv1.weight": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match=rf"{path}: not an ECGFounder Net1D"):
+        load_external("ecgfounder", path)
+
+
+def test_ecgfounder_input_is_filtered_and_z_scored(ptbxl_dir):
+    _, spec = load_external("ecgfounder", fixture_weights("ecgfounder_net1d")[1])
+    assert (spec.fs, spec.n_samples, spec.leads[4], spec.filter) == (500.0, 5000, "aVL", "ecgfounder")
+    x = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, spec)
+    assert abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, abs=1e-5)
+    unfiltered = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, InputSpec(500.0, 10.0, spec.leads, "zscore_record"))
+    assert np.abs(x - unfiltered).max() > 0.1

@@ -9,6 +9,7 @@ One file per family, each holding the architecture written from the reference re
 `load_<family>(path_or_state_dict) -> (module, InputSpec)`, and the input it was trained on:
 
     merl        MERL (cheliu-computation/MERL-ICML2024): ResNet18/34/50/101 and ViT tiny..base
+    ecgfounder  ECGFounder (PKUDigitalHealth/ECGFounder): Net1D
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
 only the heads a family documents are dropped, by name. Each adapter is checked against its reference
@@ -28,8 +29,14 @@ def _merl(source):
     return load_merl(source)
 
 
+def _ecgfounder(source):
+    from esi.models.external.ecgfounder import load_ecgfounder
+
+    return load_ecgfounder(source)
+
+
 # kind -> loader(path or state_dict) -> (module, InputSpec)
-LOADERS = {"merl": _merl}
+LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder}
 
 
 def load_external(kind: str, source):
