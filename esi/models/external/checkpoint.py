@@ -65,6 +65,17 @@ def drop_heads(state: dict[str, torch.Tensor], heads: Iterable[str]) -> dict[str
     return {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
 
 
+def required(state: Mapping[str, torch.Tensor], key: str, family: str, label: str) -> torch.Tensor:
+    """The tensor `key`, whose shape sets part of the architecture (read before the model can be built).
+
+    Raises:
+        ValueError: it is missing, naming `label`, the family and the tensor.
+    """
+    if key not in state:
+        raise ValueError(f"{label}: weights do not fit {family}: missing 1 tensor(s): {key} (it sets the architecture)")
+    return state[key]
+
+
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], label: str) -> nn.Module:
     """Load `state` into `module`, requiring exactly its keys and shapes.
 

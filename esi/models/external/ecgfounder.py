@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esi.data.leads import STANDARD_LEADS
-from esi.models.external.checkpoint import load_strict, read_state_dict
+from esi.models.external.checkpoint import load_strict, read_state_dict, required
 from esi.models.external.inputs import InputSpec
 from esi.models.registry import EncoderOutput
 
@@ -115,12 +115,6 @@ class Net1D(nn.Module):
         return self.forward(x).pooled
 
 
-def _required(state: dict, key: str, label: str) -> torch.Tensor:
-    if key not in state:
-        raise ValueError(f"{label}: weights do not fit Net1D: missing 1 tensor(s): {key} (it sets the architecture)")
-    return state[key]
-
-
 def build_from_keys(state: dict, label: str = "state_dict") -> Net1D:
     """The Net1D whose widths, block counts and kernels `state`'s keys describe.
 
@@ -132,11 +126,12 @@ def build_from_keys(state: dict, label: str = "state_dict") -> Net1D:
     stages = sorted({int(m.group(1)) for k in state if (m := re.match(r"stage_list\.(\d+)\.", k))})
     widths, blocks, middles = [], [], []
     for s in range(max(stages) + 1):
-        widths.append(_required(state, f"stage_list.{s}.block_list.0.conv3.conv.weight", label).shape[0])
-        middles.append(_required(state, f"stage_list.{s}.block_list.0.conv1.conv.weight", label).shape[0])
+        first_block = f"stage_list.{s}.block_list.0"
+        widths.append(required(state, f"{first_block}.conv3.conv.weight", "Net1D", label).shape[0])
+        middles.append(required(state, f"{first_block}.conv1.conv.weight", "Net1D", label).shape[0])
         blocks.append(len({m.group(1) for k in state if (m := re.match(rf"stage_list\.{s}\.block_list\.(\d+)\.", k))}))
-    first = _required(state, "first_conv.conv.weight", label)
-    kernel = _required(state, "stage_list.0.block_list.0.conv2.conv.weight", label).shape[-1]
+    first = required(state, "first_conv.conv.weight", "Net1D", label)
+    kernel = required(state, "stage_list.0.block_list.0.conv2.conv.weight", "Net1D", label).shape[-1]
     return Net1D(base_filters=first.shape[0], widths=tuple(widths), blocks=tuple(blocks), kernel=kernel,
                  first_kernel=first.shape[-1], middles=tuple(middles))
 

@@ -5,9 +5,10 @@ anything else (a 100 Hz model at 500 Hz, aVL and aVF swapped) degrades it silent
 `InputSpec` once, beside its architecture; `prepare_input` applies it to ECGs in the toolkit's convention:
 (n, 12, T) millivolts in the standard lead order (esi.data.leads.STANDARD_LEADS).
 
-Order of operations: resample to `fs` -> filter the whole record -> take the first `window_s` seconds
-(zero-padding a shorter record at its end) -> normalise the window (padding included, as the reference
-loaders do) -> order the leads.
+Order of operations, each as the reference loaders do it: resample to `fs` -> ECGFounder's filter (on the
+whole record) -> take the first `window_s` seconds (zero-padding a shorter record at its end) -> cut `crops`
+equally spaced crops of `crop_s` (ST-MEM's evaluation) -> ST-MEM's filter (on each crop) -> normalise each
+window or crop (padding included) -> order the leads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 from esi.data.leads import STANDARD_LEADS
 
 NORMALIZATIONS = ("minmax_record", "zscore_record", "none")
-FILTERS = ("none", "ecgfounder")
+FILTERS = ("none", "ecgfounder", "stmem")
+RESAMPLERS = ("polyphase", "fourier")
 # The reference loaders add this to the denominator of their min-max and z-score.
 NORMALIZE_EPS = 1e-8
 
@@ -30,11 +32,16 @@ class InputSpec:
 
     fs: the sampling rate it was trained at (Hz).
     window_s: the seconds it sees; a longer record is cut to its first `window_s`, a shorter one zero-padded.
+        None: the whole record (then `crop_s` must be set).
     leads: the channel order it takes (names of esi.data.leads.STANDARD_LEADS).
     normalize: "minmax_record" (one min-max over all leads and samples of the window), "zscore_record" (one
         mean/std over all leads and samples), or "none".
-    filter: "none", or "ecgfounder" (50 Hz notch Q=30, 4th-order Butterworth band-pass 0.67-40 Hz, both
-        zero-phase, then minus a 0.4 s running median: ECGFounder's `filter_bandpass`).
+    filter: "none"; "ecgfounder" (on the record: 50 Hz notch Q=30, 4th-order Butterworth band-pass 0.67-40 Hz,
+        both zero-phase, then minus a 0.4 s running median: ECGFounder's `filter_bandpass`); "stmem" (on each
+        crop: 5th-order Butterworth high-pass 0.67 Hz then low-pass 40 Hz, zero-phase second-order sections).
+    resample: "polyphase" (the toolkit's reader) or "fourier" (scipy.signal.resample, to int(T * fs / fs_in)).
+    crop_s, crops: the encoder sees `crops` equally spaced crops of `crop_s` seconds (first at the start, last at
+        the end) and its features are their mean; crops=1: the window itself.
     source: where these facts were read (the reference repository's file).
     pretrained_on: the datasets the encoder was pretrained on (to flag overlap with a downstream test set).
     """
@@ -44,6 +51,9 @@ class InputSpec:
     leads: tuple[str, ...]
     normalize: str
     filter: str = "none"
+    resample: str = "polyphase"
+    crop_s: float | None = None
+    crops: int = 1
     source: str = ""
     pretrained_on: tuple[str, ...] = ()
 
@@ -52,13 +62,18 @@ class InputSpec:
             raise ValueError(f"InputSpec normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if self.filter not in FILTERS:
             raise ValueError(f"InputSpec filter must be one of {', '.join(FILTERS)}, got {self.filter!r}")
+        if self.resample not in RESAMPLERS:
+            raise ValueError(f"InputSpec resample must be one of {', '.join(RESAMPLERS)}, got {self.resample!r}")
+        if (self.window_s is None and self.crop_s is None) or (self.crops > 1 and self.crop_s is None):
+            raise ValueError("InputSpec: set window_s, or crop_s and crops")
         unknown = [lead for lead in self.leads if lead not in STANDARD_LEADS]
         if unknown:
             raise ValueError(f"InputSpec leads: unknown lead(s) {', '.join(unknown)}; use {', '.join(STANDARD_LEADS)}")
 
     @property
     def n_samples(self) -> int:
-        return int(round(self.fs * self.window_s))
+        """Samples of one input: a crop if the encoder sees crops, else the window."""
+        return int(round(self.fs * (self.crop_s if self.crop_s is not None else self.window_s)))
 
 
 def ecgfounder_filter(x: np.ndarray, fs: float) -> np.ndarray:
@@ -76,6 +91,23 @@ def ecgfounder_filter(x: np.ndarray, fs: float) -> np.ndarray:
     return x - baseline
 
 
+def stmem_filter(x: np.ndarray, fs: float) -> np.ndarray:
+    """ST-MEM's filtering of (..., T) at `fs`: 5th-order Butterworth high-pass 0.67 Hz, then low-pass 40 Hz."""
+    from scipy.signal import butter, sosfiltfilt
+
+    x = sosfiltfilt(butter(5, 0.67, btype="highpass", fs=fs, output="sos"), x, axis=-1)
+    return sosfiltfilt(butter(5, 40, btype="lowpass", fs=fs, output="sos"), x, axis=-1)
+
+
+def crop_starts(length: int, crop: int, crops: int) -> np.ndarray:
+    """Starts of `crops` crops of `crop` samples spread over `length`: the first at 0, the last at the end
+    (ST-MEM's NCrop)."""
+    if crops == 1:
+        return np.zeros(1, dtype=int)
+    step = (length - crop) // (crops - 1)
+    return np.arange(crops) * step
+
+
 def prepare_input(x: np.ndarray, fs: float, spec: InputSpec) -> np.ndarray:
     """ECGs as the encoder of `spec` was trained on them.
 
@@ -85,11 +117,14 @@ def prepare_input(x: np.ndarray, fs: float, spec: InputSpec) -> np.ndarray:
         spec: the encoder's declared input.
 
     Returns:
-        float32 (n, len(spec.leads), spec.n_samples) (no batch axis if `x` had none).
+        float32 (n, len(spec.leads), spec.n_samples), or (n, spec.crops, len(spec.leads), spec.n_samples) when
+        the encoder sees several crops (no batch axis if `x` had none).
 
     Raises:
         ValueError: `x` is not 12-lead, or holds NaN/inf (naming the record).
     """
+    from scipy.signal import resample
+
     from esi.data.reader import resample_signal
 
     x = np.asarray(x)
@@ -103,19 +138,28 @@ def prepare_input(x: np.ndarray, fs: float, spec: InputSpec) -> np.ndarray:
                          "drop them first")
     x = x.astype(np.float64)
     n, leads, length = x.shape
-    if float(fs) != float(spec.fs):
+    if float(fs) != float(spec.fs) and spec.resample == "fourier":
+        x = resample(x, int(length * spec.fs / fs), axis=-1)
+    elif float(fs) != float(spec.fs):
         x = resample_signal(x.reshape(n * leads, length).astype(np.float32), fs, spec.fs)[0]
         x = x.astype(np.float64).reshape(n, leads, -1)
     if spec.filter == "ecgfounder":
         x = ecgfounder_filter(x, spec.fs)
-    window = np.zeros((n, leads, spec.n_samples))
-    kept = min(spec.n_samples, x.shape[-1])
-    window[..., :kept] = x[..., :kept]
+    window = x.shape[-1] if spec.window_s is None else int(round(spec.fs * spec.window_s))
+    window = max(window, spec.n_samples)  # a record shorter than one crop is padded to it
+    padded = np.zeros((n, leads, window))
+    kept = min(window, x.shape[-1])
+    padded[..., :kept] = x[..., :kept]
+    # (n, crops, leads, samples)
+    x = np.stack([padded[..., s:s + spec.n_samples] for s in crop_starts(window, spec.n_samples, spec.crops)], 1)
+    if spec.filter == "stmem":
+        x = stmem_filter(x, spec.fs)
     if spec.normalize == "minmax_record":
-        low, high = window.min(axis=(1, 2), keepdims=True), window.max(axis=(1, 2), keepdims=True)
-        window = (window - low) / (high - low + NORMALIZE_EPS)
+        low, high = x.min(axis=(-2, -1), keepdims=True), x.max(axis=(-2, -1), keepdims=True)
+        x = (x - low) / (high - low + NORMALIZE_EPS)
     elif spec.normalize == "zscore_record":
-        mean, std = window.mean(axis=(1, 2), keepdims=True), window.std(axis=(1, 2), keepdims=True)
-        window = (window - mean) / (std + NORMALIZE_EPS)
-    window = window[:, [STANDARD_LEADS.index(lead) for lead in spec.leads]].astype(np.float32)
-    return window[0] if single else window
+        mean, std = x.mean(axis=(-2, -1), keepdims=True), x.std(axis=(-2, -1), keepdims=True)
+        x = (x - mean) / (std + NORMALIZE_EPS)
+    x = x[:, :, [STANDARD_LEADS.index(lead) for lead in spec.leads]].astype(np.float32)
+    x = x[:, 0] if spec.crops == 1 else x
+    return x[0] if single else x

@@ -7,8 +7,8 @@ Weights: the trainer saves the ECG encoder alone as a plain state_dict (`*_best_
   (512 for ResNet18), what MERL's linear probe reads. The encoder's `linear` (a 10-class layer its
   pretraining never uses) is dropped by name.
 - ViT (`utils/vit1d.py`): `to_patch_embedding.weight` (width, 12, patch), `pos_embedding` (1, patches, width),
-  `block{i}.*`; every MERL ViT has 64 channels per head. Features: `forward_encoding` = mean of the tokens,
-  then LayerNorm (192 for ViT-tiny). A fine-tuned `head` is dropped by name.
+  `block{i}.*`; every MERL ViT has 64 channels per head (esi.models.external.vit). Features: `forward_encoding`
+  = mean of the tokens, then LayerNorm (192 for ViT-tiny). A fine-tuned `head` is dropped by name.
 
 Input (`finetune/finetune_dataset.py`, PTB-XL branch): 500 Hz, the first 5,000 samples, one min-max over all
 leads and samples (+1e-8), then aVL and aVF swapped into MIMIC-IV-ECG's order (I, II, III, aVR, aVF, aVL, V1-V6).
@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from esi.data.leads import MIMIC_LEADS
-from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict
+from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict, required
 from esi.models.external.inputs import InputSpec
+from esi.models.external.vit import TransformerBlock, vit_sizes
 from esi.models.registry import EncoderOutput
 
 INPUT = InputSpec(fs=500.0, window_s=10.0, leads=MIMIC_LEADS, normalize="minmax_record",
                   source="MERL-ICML2024 finetune/finetune_dataset.py", pretrained_on=("MIMIC-IV-ECG",))
 HEADS = ("linear", "head")  # ResNet's unused 10-class layer; a ViT's fine-tuning head
-VIT_HEAD_DIM = 64  # MERL's ViT builders never change dim_head
 
 
 class ResidualBlock(nn.Module):
@@ -95,33 +95,6 @@ class MERLResNet(nn.Module):
         return self.forward(x).pooled
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x)) (GELU). Key names follow MERL's
-    PreNorm wrappers (`attn.norm`, `attn.fn.to_qkv`, `attn.fn.to_out.0`, `ff.fn.net.0`, `ff.fn.net.3`)."""
-
-    def __init__(self, width: int, heads: int, mlp_dim: int):
-        super().__init__()
-        inner = heads * VIT_HEAD_DIM
-        self.heads = heads
-        self.attn = nn.Module()
-        self.attn.norm = nn.LayerNorm(width)
-        self.attn.fn = nn.Module()
-        self.attn.fn.to_qkv = nn.Linear(width, 3 * inner)
-        self.attn.fn.to_out = nn.Sequential(nn.Linear(inner, width))
-        self.ff = nn.Module()
-        self.ff.norm = nn.LayerNorm(width)
-        self.ff.fn = nn.Module()
-        self.ff.fn.net = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(), nn.Identity(), nn.Linear(mlp_dim, width))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, n, _ = x.shape
-        q, k, v = self.attn.fn.to_qkv(self.attn.norm(x)).chunk(3, dim=-1)
-        q, k, v = (t.reshape(batch, n, self.heads, VIT_HEAD_DIM).transpose(1, 2) for t in (q, k, v))
-        attended = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(64), as MERL's
-        x = x + self.attn.fn.to_out(attended.transpose(1, 2).reshape(batch, n, -1))
-        return x + self.ff.fn.net(self.ff.norm(x))
-
-
 class MERLViT(nn.Module):
     """Non-overlapping conv patches (no bias) + learned positions, pre-norm blocks, mean of tokens, LayerNorm.
 
@@ -157,13 +130,6 @@ def _count(state: dict, pattern: str) -> int:
     return len({m.group(1) for k in state if (m := re.match(pattern, k))})
 
 
-def _sizing(state: dict, key: str, family: str, label: str) -> torch.Tensor:
-    """The tensor `key` whose shape sets the architecture; its absence is an error naming it."""
-    if key not in state:
-        raise ValueError(f"{label}: weights do not fit {family}: missing 1 tensor(s): {key} (it sets the architecture)")
-    return state[key]
-
-
 def build_from_keys(state: dict, label: str = "state_dict") -> nn.Module:
     """The MERL encoder (ResNet or ViT) whose architecture `state`'s keys and shapes describe.
 
@@ -175,12 +141,10 @@ def build_from_keys(state: dict, label: str = "state_dict") -> nn.Module:
         blocks = tuple(_count(state, rf"layer{i}\.(\d+)\.") for i in range(1, 5))
         return MERLResNet(blocks, bottleneck=any(k.startswith("layer1.0.conv3.") for k in state))
     if "pos_embedding" in state or any(k.startswith("block0.") for k in state):
-        width, _, patch = _sizing(state, "to_patch_embedding.weight", "MERLViT", label).shape  # 12 leads: checked
-        qkv = _sizing(state, "block0.attn.fn.to_qkv.weight", "MERLViT", label)
-        mlp = _sizing(state, "block0.ff.fn.net.0.weight", "MERLViT", label)
-        patches = _sizing(state, "pos_embedding", "MERLViT", label).shape[1]
-        return MERLViT(width=width, depth=_count(state, r"block(\d+)\."), heads=qkv.shape[0] // 3 // VIT_HEAD_DIM,
-                       mlp_dim=mlp.shape[0], patch=patch, patches=patches)
+        width, _, patch = required(state, "to_patch_embedding.weight", "MERLViT", label).shape  # 12 leads: checked
+        depth, heads, mlp_dim = vit_sizes(state, label, "MERLViT")
+        patches = required(state, "pos_embedding", "MERLViT", label).shape[1]
+        return MERLViT(width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, patch=patch, patches=patches)
     raise ValueError(f"{label}: not a MERL ECG encoder (expected layer1.* for its ResNet or pos_embedding and "
                      "block0.* for its ViT)")
 
