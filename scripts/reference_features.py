@@ -101,7 +101,47 @@ def ecgfounder_net1d(repo: Path, ptbxl: Path):
     return model, lambda x: model(x)[1], torch.stack(inputs), call
 
 
+# --- ST-MEM -------------------------------------------------------------------------------------------------
+
+def stmem_vit_small(repo: Path, ptbxl: Path):
+    """ST_MEM_ViT at the small width (384; the released ViT-B/75 is the same class at 768): its eval pipeline."""
+    import math
+    import pickle
+    import tempfile
+    import types
+
+    import wfdb
+    import yaml
+
+    # util/misc.py imports torch._six.inf, gone from torch 2; it was math.inf.
+    sys.modules.setdefault("torch._six", types.SimpleNamespace(inf=math.inf))
+    sys.path.insert(0, str(repo))
+    import models.encoder as encoder
+    import util.transforms as T
+    from util.dataset import ECGDataset
+
+    config = yaml.safe_load((repo / "configs" / "downstream" / "st_mem.yaml").read_text())
+    transform = T.Compose(T.get_transforms_from_config(config["dataset"]["eval_transforms"]) + [T.ToTensor()])
+    folder = Path(tempfile.mkdtemp())
+    names = []
+    for ecg_id in RECORDS:  # its loader reads (leads, samples) arrays from .pkl files, with their rate
+        names.append(f"{ecg_id:05d}.pkl")
+        (folder / names[-1]).write_bytes(pickle.dumps(wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T))
+    dataset = ECGDataset(str(folder), filenames=names, fs_list=[500] * len(names),
+                         target_fs=config["dataset"]["fs"], transform=transform)
+    inputs = torch.stack([dataset[i] for i in range(len(names))])  # (records, 3 crops, 12, 2250)
+    model = encoder.st_mem_vit_small(num_leads=12)
+
+    def features_of(x):  # engine_downstream.evaluate: the model on each crop, averaged
+        return torch.stack([model.forward_encoding(x[:, i]) for i in range(x.shape[1])], dim=1).mean(dim=1)
+
+    call = ("st_mem_vit_small(num_leads=12) (models/encoder/st_mem_vit.py): features = mean over the 3 eval crops "
+            "of forward_encoding(crop)")
+    return model, features_of, inputs, call
+
+
 FIXTURE_BUILDERS = {
+    "stmem_vit_small": ("bakqui/ST-MEM", stmem_vit_small),
     "ecgfounder_net1d": ("PKUDigitalHealth/ECGFounder", ecgfounder_net1d),
     "merl_resnet18": ("cheliu-computation/MERL-ICML2024", merl_resnet18),
     "merl_vit_tiny": ("cheliu-computation/MERL-ICML2024", merl_vit_tiny),

@@ -27,6 +27,7 @@ ADAPTERS = {
     "merl_resnet18": ("merl", "MERLResNet", 512, r"^(linear|head)\."),
     "merl_vit_tiny": ("merl", "MERLViT", 192, r"^(linear|head)\."),
     "ecgfounder_net1d": ("ecgfounder", "Net1D", 1024, r"^dense\.|^first_bn\.|\.bn[123]\."),
+    "stmem_vit_small": ("stmem", "STMEMViT", 384, r"^head\."),  # ST_MEM_ViT at width 384 (released: 768)
 }
 
 
@@ -92,7 +93,8 @@ def test_missing_unexpected_or_misshaped_tensor_is_refused_by_name(name):
     with pytest.raises(ValueError, match=r"unexpected 1 tensor\(s\): stray\.weight$"):
         load_external(kind, {**state, "stray.weight": torch.zeros(3)})
 
-    resized = next(k for k in state if k.endswith("weight") and state[k].ndim >= 2)
+    matrices = sorted(k for k in kept if state[k].ndim >= 2)
+    resized = matrices[len(matrices) // 2]  # not one that sizes the architecture (those are first in each block)
     with pytest.raises(ValueError, match=rf"wrong shape of {re.escape(resized)}"):
         load_external(kind, {**state, resized: state[resized][:, :1]})
 
@@ -178,3 +180,24 @@ def test_ecgfounder_input_is_filtered_and_z_scored(ptbxl_dir):
     assert abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, abs=1e-5)
     unfiltered = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, InputSpec(500.0, 10.0, spec.leads, "zscore_record"))
     assert np.abs(x - unfiltered).max() > 0.1
+
+
+def test_stmem_input_is_three_filtered_standardised_crops_at_250_hz(ptbxl_dir):
+    _, spec = load_external("stmem", fixture_weights("stmem_vit_small")[1])
+    x = prepare_input(ptbxl_records(ptbxl_dir, [1, 2]), 500, spec)
+    assert x.shape == (2, 3, 12, 2250)  # 10 s at 250 Hz = 2,500 samples: crops start at 0, 125 and 250
+    np.testing.assert_allclose(x.mean(axis=(2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=(2, 3)), 1, atol=1e-4)
+    # A 60 s record gives crops spread over the whole record; a 5 s record is zero-padded to one crop's length.
+    assert prepare_input(np.tile(ptbxl_records(ptbxl_dir, [1]), 6), 500, spec).shape == (1, 3, 12, 2250)
+    assert prepare_input(ptbxl_records(ptbxl_dir, [1])[..., :2500], 500, spec).shape == (1, 3, 12, 2250)
+
+
+def test_stmem_refuses_other_lead_counts_and_lengths():
+    _, state, _ = fixture_weights("stmem_vit_small")
+    fewer = {k: v for k, v in state.items() if k != "lead_embeddings.11"}
+    with pytest.raises(ValueError, match="11 lead embeddings"):
+        load_external("stmem", fewer)
+    module, _ = load_external("stmem", state)
+    with pytest.raises(ValueError, match="2250 samples, got 12 of 2500"):
+        module.encode(torch.zeros(1, 12, 2500))

@@ -10,6 +10,7 @@ One file per family, each holding the architecture written from the reference re
 
     merl        MERL (cheliu-computation/MERL-ICML2024): ResNet18/34/50/101 and ViT tiny..base
     ecgfounder  ECGFounder (PKUDigitalHealth/ECGFounder): Net1D
+    stmem       ST-MEM (bakqui/ST-MEM): ST_MEM_ViT (released as ViT-B/75)
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
 only the heads a family documents are dropped, by name. Each adapter is checked against its reference
@@ -35,8 +36,14 @@ def _ecgfounder(source):
     return load_ecgfounder(source)
 
 
+def _stmem(source):
+    from esi.models.external.stmem import load_stmem
+
+    return load_stmem(source)
+
+
 # kind -> loader(path or state_dict) -> (module, InputSpec)
-LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder}
+LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem}
 
 
 def load_external(kind: str, source):
