@@ -140,7 +140,45 @@ def stmem_vit_small(repo: Path, ptbxl: Path):
     return model, features_of, inputs, call
 
 
+# --- HuBERT-ECG ---------------------------------------------------------------------------------------------
+
+# A small configuration of HuBERTECGConfig (the released ones are 512-1024 wide, 8-16 layers); the adapter builds
+# whatever config.json says with the same transformers class.
+HUBERT_ECG_CONFIG = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 384,
+                     "conv_dim": [64] * 7, "conv_stride": [5, 2, 2, 2, 2, 2, 2], "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+                     "mask_time_prob": 0.3, "classifier_proj_size": 64, "ensemble_length": 1, "vocab_sizes": [100]}
+
+
+def hubert_ecg_small(repo: Path, ptbxl: Path):
+    import tempfile
+
+    import pandas as pd
+    import wfdb
+
+    sys.path.insert(0, str(repo / "code"))
+    from dataset import ECGDataset
+    from hubert_ecg import HuBERTECG, HuBERTECGConfig
+    from utils import ecg_preprocessing
+
+    # The README's recipe: ecg_preprocessing at the source rate, saved as .npy at 500 Hz, then ECGDataset with
+    # downsampling_factor=5 (its encode path: the first 5 s, leads flattened, decimated).
+    folder = Path(tempfile.mkdtemp())
+    names = []
+    for ecg_id in RECORDS:
+        names.append(str(folder / f"{ecg_id:05d}.npy"))
+        np.save(names[-1], ecg_preprocessing(wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T, 500))
+    pd.DataFrame({"filename": names}).to_csv(folder / "index.csv", index=False)
+    dataset = ECGDataset(str(folder / "index.csv"), str(folder), downsampling_factor=5, pretrain=False, encode=True)
+    inputs = torch.stack([dataset[i][0] for i in range(len(names))])  # (records, 6000)
+    model = HuBERTECG(HuBERTECGConfig(**HUBERT_ECG_CONFIG))
+
+    call = ("HuBERTECG(HuBERTECGConfig(**config)) (code/hubert_ecg.py): features = last_hidden_state.mean(dim=1), "
+            "the pooling of HuBERTForECGClassification without an attention mask")
+    return model, lambda x: model(x).last_hidden_state.mean(dim=1), inputs, call
+
+
 FIXTURE_BUILDERS = {
+    "hubert_ecg_small": ("Edoar-do/HuBERT-ECG", hubert_ecg_small),
     "stmem_vit_small": ("bakqui/ST-MEM", stmem_vit_small),
     "ecgfounder_net1d": ("PKUDigitalHealth/ECGFounder", ecgfounder_net1d),
     "merl_resnet18": ("cheliu-computation/MERL-ICML2024", merl_resnet18),
@@ -170,6 +208,7 @@ def main() -> None:
     meta = {"name": args.name, "repository": repository, "commit": args.commit, "seed": SEED,
             "torch": torch.__version__, "ptbxl_records": list(RECORDS), "rate": 500, "feature_call": call,
             "input_shape": list(inputs.shape), "feature_scale": float(np.abs(features).max()),
+            **({"config": HUBERT_ECG_CONFIG} if args.name.startswith("hubert_ecg") else {}),
             "layout": layout}
     (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{folder}: features {features.shape}, scale {meta['feature_scale']:.4g}")

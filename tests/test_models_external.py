@@ -9,7 +9,9 @@ the same records are prepared by `prepare_input`, and the features must match.
 from __future__ import annotations
 
 import functools
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +30,27 @@ ADAPTERS = {
     "merl_vit_tiny": ("merl", "MERLViT", 192, r"^(linear|head)\."),
     "ecgfounder_net1d": ("ecgfounder", "Net1D", 1024, r"^dense\.|^first_bn\.|\.bn[123]\."),
     "stmem_vit_small": ("stmem", "STMEMViT", 384, r"^head\."),  # ST_MEM_ViT at width 384 (released: 768)
+    "hubert_ecg_small": ("hubert_ecg", "HubertECGEncoder", 192, r"^(final_proj|label_embedding)\."),
 }
+
+
+def load(name: str, source):
+    """load_external for fixture `name` (HuBERT-ECG's state_dicts come with the fixture's config)."""
+    meta = fixture_weights(name)[0]
+    return load_external(ADAPTERS[name][0], source, **({"config": meta["config"]} if "config" in meta else {}))
+
+
+def save(name: str, state: dict, folder) -> Path:
+    """Write `state` in fixture `name`'s release format; the path to load."""
+    meta = fixture_weights(name)[0]
+    if "config" in meta:  # HuBERT-ECG: a model card folder
+        from safetensors.torch import save_file
+
+        (folder / "config.json").write_text(json.dumps(meta["config"]))
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+        return folder / "model.safetensors"
+    torch.save(state, folder / "encoder.pth")
+    return folder / "encoder.pth"
 
 
 def ptbxl_records(ptbxl_dir, ids, rate: int = 500) -> np.ndarray:
@@ -53,7 +75,7 @@ def features(module, spec: InputSpec, ecgs: np.ndarray, fs: float) -> np.ndarray
 def test_adapter_matches_reference_code(name, ptbxl_dir):
     kind, architecture, dim, _ = ADAPTERS[name]
     meta, state, expected = fixture_weights(name)
-    module, spec = load_external(kind, state)
+    module, spec = load(name, state)
     assert type(module).__name__ == architecture and module.dim == dim and not module.training
     ours = features(module, spec, ptbxl_records(ptbxl_dir, meta["ptbxl_records"]), meta["rate"])
     assert ours.shape == expected.shape == (len(meta["ptbxl_records"]), dim)
@@ -68,35 +90,34 @@ def test_adapter_matches_reference_code(name, ptbxl_dir):
 def test_adapter_loads_from_file_and_drops_only_documented_heads(name, tmp_path):
     kind, _, _, droppable = ADAPTERS[name]
     _, state, _ = fixture_weights(name)
-    path = tmp_path / "encoder.pth"
-    torch.save(state, path)
+    path = save(name, state, tmp_path)
     module, _ = load_external(kind, path)
-    kept = set(module.state_dict())
+    kept = {k.removeprefix("hubert.") for k in module.state_dict()}  # HuBERT-ECG's wrapper holds the HubertModel
     assert kept <= set(state)
     assert all(re.search(droppable, key) for key in set(state) - kept), sorted(set(state) - kept)
     # A refusal names the file and the tensor.
     removed = sorted(kept)[len(kept) // 2]
-    torch.save({k: v for k, v in state.items() if k != removed}, path)
+    path = save(name, {k: v for k, v in state.items() if k != removed}, tmp_path)
     with pytest.raises(ValueError, match=rf"^{path}: .*missing 1 tensor\(s\): {re.escape(removed)}$"):
         load_external(kind, path)
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))
 def test_missing_unexpected_or_misshaped_tensor_is_refused_by_name(name):
-    kind, _, _, droppable = ADAPTERS[name]
+    _, _, _, droppable = ADAPTERS[name]
     _, state, _ = fixture_weights(name)
     kept = sorted(k for k in state if not re.search(droppable, k))
     for removed in (kept[0], kept[len(kept) // 3], kept[-1]):  # the first and last also size the architecture
         with pytest.raises(ValueError, match=rf"missing 1 tensor\(s\): {re.escape(removed)}( |$)"):
-            load_external(kind, {k: v for k, v in state.items() if k != removed})
+            load(name, {k: v for k, v in state.items() if k != removed})
 
     with pytest.raises(ValueError, match=r"unexpected 1 tensor\(s\): stray\.weight$"):
-        load_external(kind, {**state, "stray.weight": torch.zeros(3)})
+        load(name, {**state, "stray.weight": torch.zeros(3)})
 
     matrices = sorted(k for k in kept if state[k].ndim >= 2)
     resized = matrices[len(matrices) // 2]  # not one that sizes the architecture (those are first in each block)
     with pytest.raises(ValueError, match=rf"wrong shape of {re.escape(resized)}"):
-        load_external(kind, {**state, resized: state[resized][:, :1]})
+        load(name, {**state, resized: state[resized][:, :1]})
 
 
 def test_merl_input_is_its_loaders(ptbxl_dir):
@@ -201,3 +222,31 @@ def test_stmem_refuses_other_lead_counts_and_lengths():
     module, _ = load_external("stmem", state)
     with pytest.raises(ValueError, match="2250 samples, got 12 of 2500"):
         module.encode(torch.zeros(1, 12, 2500))
+
+
+def test_hubert_ecg_input_is_one_flattened_100_hz_sequence(ptbxl_dir):
+    _, spec = load("hubert_ecg_small", fixture_weights("hubert_ecg_small")[1])
+    ecgs = ptbxl_records(ptbxl_dir, [1, 2])
+    x = prepare_input(ecgs, 500, spec)
+    assert x.shape == (2, 6000)  # 12 leads x 5 s at 100 Hz, lead after lead
+    # Each lead was scaled onto [-1, 1] over the whole 10 s record, before the first 5 s were taken.
+    assert -1.1 < x.min() and x.max() < 1.1 and x.max() > 0.5
+
+
+def test_hubert_ecg_accepts_both_weight_norm_spellings(tmp_path):
+    """Older torch saved the positional conv's weight norm as weight_g/weight_v; both load to the same model."""
+    _, state, _ = fixture_weights("hubert_ecg_small")
+    renames = {".parametrizations.weight.original0": ".weight_g", ".parametrizations.weight.original1": ".weight_v"}
+    old_style = {}
+    for key, tensor in state.items():
+        for new, old in renames.items():
+            key = key.replace(new, old)
+        old_style[key] = tensor
+    assert any(k.endswith(".weight_g") for k in old_style)
+    module, _ = load_external("hubert_ecg", save("hubert_ecg_small", old_style, tmp_path))
+    reference, _ = load("hubert_ecg_small", state)
+    x = torch.randn(2, 6000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(module.encode(x), reference.encode(x), rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="config.json: missing"):
+        load_external("hubert_ecg", tmp_path / "elsewhere")
