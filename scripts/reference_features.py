@@ -177,7 +177,50 @@ def hubert_ecg_small(repo: Path, ptbxl: Path):
     return model, lambda x: model(x).last_hidden_state.mean(dim=1), inputs, call
 
 
+# --- ECGFM-KED ----------------------------------------------------------------------------------------------
+
+def ked_xresnet1d101(repo: Path, ptbxl: Path):
+    import enum
+    import inspect
+    import re as re_module
+    import types
+    import typing
+
+    import wfdb
+    from scipy.signal import resample
+
+    # models/xresnet1d_101.py star-imports fastai v1 (fastai.layers, fastai.core) for standard-library names its
+    # backbone code uses at definition time (typing's Optional/Collection, Enum, inspect, re, a Floats alias);
+    # fastai v1 does not install beside torch 2, so these two modules hold just those names. fastai's own layers
+    # are used only by the classification head, which the encoder has not.
+    names = {"Optional": typing.Optional, "Collection": typing.Collection, "Floats": typing.Union[float, list],
+             "Enum": enum.Enum, "inspect": inspect, "re": re_module}
+    sys.modules["fastai"] = types.ModuleType("fastai")
+    for sub in ("layers", "core"):
+        module = types.ModuleType(f"fastai.{sub}")
+        module.__dict__.update(names)
+        sys.modules[f"fastai.{sub}"] = module
+    # Only models/xresnet1d_101.py is imported: the repository's models/__init__.py (which imports its text and
+    # decoder models) is left out, i.e. the checkout given as --repo has an empty models/__init__.py.
+    sys.path.insert(0, str(repo))
+    from models.xresnet1d_101 import xresnet1d101
+
+    # main_mimiciv.py's construction (without the head it never builds: use_ecgNet_Diagnosis is not "ecgNet").
+    model = xresnet1d101(num_classes=1, input_channels=12, kernel_size=5, ps_head=0.5)
+    # MimicivDataset.__getitem__: wfdb.rdsamp, .T, resample(ecg, T / 5) (Fourier), NaN -> 0. It reads MIMIC-IV-ECG
+    # files as stored (aVF before aVL); a PTB-XL file is reordered to that order first, as its pretraining saw.
+    mimic_order = [0, 1, 2, 3, 5, 4, 6, 7, 8, 9, 10, 11]
+    inputs = []
+    for ecg_id in RECORDS:
+        ecg = wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T[mimic_order]
+        ecg = torch.from_numpy(resample(ecg, int(ecg.shape[1] / 5), axis=1))
+        inputs.append(torch.where(torch.isnan(ecg), torch.zeros_like(ecg), ecg))
+    call = "xresnet1d101(input_channels=12, kernel_size=5) (models/xresnet1d_101.py): features = model(x).mean(-1)"
+    return model, lambda x: model(x).mean(dim=-1), torch.stack(inputs), call
+
+
 FIXTURE_BUILDERS = {
+    "ked_xresnet1d101": ("control-spiderman/ECGFM-KED", ked_xresnet1d101),
     "hubert_ecg_small": ("Edoar-do/HuBERT-ECG", hubert_ecg_small),
     "stmem_vit_small": ("bakqui/ST-MEM", stmem_vit_small),
     "ecgfounder_net1d": ("PKUDigitalHealth/ECGFounder", ecgfounder_net1d),

@@ -24,16 +24,17 @@ FIXTURES = Path(__file__).parent / "data" / "encoders"
 
 
 def seeded_state_dict(layout: list[list], seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic random weights for every key of `layout` ([[name, shape, dtype], ...]).
+    """Deterministic random weights for every key of `layout` ([[name, shape, dtype(, alias_of)], ...]).
 
     Matrices and kernels: normal / sqrt(fan-in), so activations stay of order one through deep stacks.
     1-D `weight` (norm scales): 1 + 0.1 normal; `bias`: 0.1 normal; BatchNorm `running_mean`: 0.1 normal,
     `running_var`: uniform in [0.5, 1.5] (randomised statistics, so eval-mode BatchNorm is exercised);
-    `num_batches_tracked`: 0. Keys are drawn in sorted order from one generator.
+    `num_batches_tracked`: 0. Keys are drawn in sorted order from one generator. A key that the reference model
+    holds twice (one module under two names) gets its first name's tensor.
     """
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for name, shape, dtype in sorted(layout, key=lambda entry: entry[0]):
+    for name, shape, dtype, *_ in sorted((e for e in layout if len(e) == 3), key=lambda entry: entry[0]):
         shape = tuple(shape)
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "num_batches_tracked":
@@ -51,12 +52,23 @@ def seeded_state_dict(layout: list[list], seed: int) -> dict[str, torch.Tensor]:
         else:
             tensor = 0.1 * torch.randn(shape, generator=generator)
         state[name] = tensor.to(getattr(torch, dtype))
-    return {name: state[name] for name, _, _ in layout}
+    return {entry[0]: state[entry[-1] if len(entry) == 4 else entry[0]] for entry in layout}
 
 
 def layout_of(state: dict[str, torch.Tensor]) -> list[list]:
-    """[[name, shape, dtype], ...] of a state_dict, in its order (what reference.json records)."""
-    return [[name, list(t.shape), str(t.dtype).removeprefix("torch.")] for name, t in state.items()]
+    """[[name, shape, dtype(, alias_of)], ...] of a state_dict, in its order (what reference.json records); a
+    tensor already listed under another name (the same storage) records that name."""
+    first: dict[tuple, str] = {}
+    layout = []
+    for name, t in state.items():
+        entry = [name, list(t.shape), str(t.dtype).removeprefix("torch.")]
+        key = (t.data_ptr(), tuple(t.shape), t.dtype) if t.numel() else (name,)
+        if key in first:
+            entry.append(first[key])
+        else:
+            first[key] = name
+        layout.append(entry)
+    return layout
 
 
 def read_fixture(name: str) -> tuple[dict, np.ndarray]:

@@ -31,6 +31,7 @@ ADAPTERS = {
     "ecgfounder_net1d": ("ecgfounder", "Net1D", 1024, r"^dense\.|^first_bn\.|\.bn[123]\."),
     "stmem_vit_small": ("stmem", "STMEMViT", 384, r"^head\."),  # ST_MEM_ViT at width 384 (released: 768)
     "hubert_ecg_small": ("hubert_ecg", "HubertECGEncoder", 192, r"^(final_proj|label_embedding)\."),
+    "ked_xresnet1d101": ("ked", "KEDXResNet1d", 768, r"^$"),  # nothing to drop
 }
 
 
@@ -250,3 +251,19 @@ def test_hubert_ecg_accepts_both_weight_norm_spellings(tmp_path):
         torch.testing.assert_close(module.encode(x), reference.encode(x), rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="config.json: missing"):
         load_external("hubert_ecg", tmp_path / "elsewhere")
+
+
+def test_ked_reads_the_ecg_model_of_its_training_checkpoint(tmp_path, ptbxl_dir):
+    """KED's .pt holds the whole model; the encoder is its "ecg_model". Input: 100 Hz, MIMIC order, millivolts."""
+    _, state, _ = fixture_weights("ked_xresnet1d101")
+    path = tmp_path / "ked.pt"
+    torch.save({"ecg_model": state, "model": {"query_embed.weight": torch.zeros(2, 2)}, "epoch": 3}, path)
+    module, spec = load_external("ked", path)
+    assert module.dim == 768 and spec.fs == 100.0 and spec.leads[4] == "aVF" and spec.normalize == "none"
+    x = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, spec)
+    assert x.shape == (1, 12, 1000)
+    torch.save({"model": {"query_embed.weight": torch.zeros(2, 2)}, "epoch": 3}, path)
+    with pytest.raises(ValueError, match=rf"{path}: no state_dict of tensors at its top or under 'ecg_model'"):
+        load_external("ked", path)
+    with pytest.raises(ValueError, match=r"state_dict: not an ECGFM-KED xresnet1d101"):
+        load_external("ked", {"query_embed.weight": torch.zeros(2, 2)})

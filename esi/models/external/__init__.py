@@ -12,6 +12,7 @@ One file per family, each holding the architecture written from the reference re
     ecgfounder  ECGFounder (PKUDigitalHealth/ECGFounder): Net1D
     stmem       ST-MEM (bakqui/ST-MEM): ST_MEM_ViT (released as ViT-B/75)
     hubert_ecg  HuBERT-ECG (Edoar-do/HuBERT-ECG): transformers' HubertModel from config.json + model.safetensors
+    ked         ECGFM-KED (control-spiderman/ECGFM-KED): its xresnet1d101 (the "ecg_model" of its .pt)
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
 only the heads a family documents are dropped, by name. Each adapter is checked against its reference
@@ -49,8 +50,14 @@ def _hubert_ecg(source, **options):
     return load_hubert_ecg(source, **options)
 
 
+def _ked(source, **options):
+    from esi.models.external.ked import load_ked
+
+    return load_ked(source, **options)
+
+
 # kind -> loader(path or state_dict, **options) -> (module, InputSpec)
-LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg}
+LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked}
 
 
 def load_external(kind: str, source, **options):

@@ -54,7 +54,8 @@ def read_state_dict(source, containers: Iterable[str] = ()) -> tuple[dict[str, t
             state = state[key]
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{label}: not a state_dict of tensors (looked under {', '.join(containers) or 'the top'})")
+        where = f"at its top or under {', '.join(repr(c) for c in containers)}" if containers else "at its top"
+        raise ValueError(f"{label}: no state_dict of tensors {where}")
     return dict(state), label
 
 
