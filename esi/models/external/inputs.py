@@ -55,7 +55,7 @@ class InputSpec:
     """
 
     fs: float
-    window_s: float
+    window_s: float | None
     leads: tuple[str, ...]
     normalize: str
     normalize_scope: str = "window"
