@@ -121,6 +121,12 @@ def test_missing_unexpected_or_misshaped_tensor_is_refused_by_name(name):
         load(name, {**state, resized: state[resized][:, :1]})
 
 
+def test_every_kind_has_a_reference_fixture():
+    from esi.models.external import LOADERS
+
+    assert {kind for kind, *_ in ADAPTERS.values()} == set(LOADERS)
+
+
 def test_merl_input_is_its_loaders(ptbxl_dir):
     """MERL's input: first 5,000 samples at 500 Hz, one min-max over the record, aVF before aVL."""
     _, spec = load_external("merl", fixture_weights("merl_resnet18")[1])
