@@ -16,6 +16,8 @@
     text_encoder  load_text_encoder (bundled MiniLM or a Hugging Face model), TextEncoderNotAvailable
     pretrained    load_ecg_encoder (the ECG encoder of a saved ESI model)
     original      load_original_esi_checkpoint and the original release's lead order and normalisation
+    external      the field's released encoders (MERL, ECGFounder, ST-MEM, HuBERT-ECG, ECGFM-KED): load_external,
+                  InputSpec, prepare_input
 
 Importing this package does not import torch; building an encoder does.
 """

@@ -1,0 +1,261 @@
+"""Make the fixtures that pin esi.models.external to the reference repositories' own model code.
+
+Run with a scratch environment that can import the reference code (NOT the project's venv), from a checkout of
+the reference repository at the commit recorded:
+
+    python scripts/reference_features.py merl_resnet18 --repo /tmp/ref/merl --commit <sha> \
+        --ptbxl ../shared/data/ptbxl
+
+For each fixture it builds the reference model with the reference code, fills it with
+`tests/external_weights.seeded_state_dict` (the same tensors the test rebuilds), randomises nothing else,
+prepares the records with the reference's own loader code, runs the reference's feature call in eval mode, and
+writes tests/data/encoders/<name>/reference.json (seed, repository, commit, records, key layout) and features.npy.
+Nothing here is imported by the package or the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from external_weights import FIXTURES, layout_of, seeded_state_dict  # noqa: E402
+
+RECORDS = (1, 2, 9)  # PTB-XL ecg_id, 500 Hz records (10 s, 12 leads)
+SEED = 19
+
+
+def ptbxl_path(ptbxl: Path, ecg_id: int, rate: int = 500) -> Path:
+    suffix = "hr" if rate == 500 else "lr"
+    return ptbxl / f"records{rate}" / f"{ecg_id // 1000 * 1000:05d}" / f"{ecg_id:05d}_{suffix}"
+
+
+# --- MERL ---------------------------------------------------------------------------------------------------
+
+def merl_inputs(repo: Path, ptbxl: Path) -> torch.Tensor:
+    """The records through MERL's own PTB-XL loader (finetune/finetune_dataset.py, ECGDataset)."""
+    import pandas as pd
+
+    sys.path.insert(0, str(repo / "finetune"))
+    from finetune_dataset import ECGDataset
+
+    # ECGDataset reads 'filename_hr' and takes columns 6.. as labels.
+    frame = pd.DataFrame({"ecg_id": RECORDS, "a": 0, "b": 0, "c": 0, "d": 0,
+                          "filename_hr": [str(ptbxl_path(Path(""), i)) for i in RECORDS], "label": 0})
+    dataset = ECGDataset(str(ptbxl), frame, dataset_name="ptbxl")
+    return torch.stack([dataset[i][0] for i in range(len(RECORDS))])
+
+
+def merl_resnet18(repo: Path, ptbxl: Path):
+    sys.path.insert(0, str(repo / "utils"))
+    from resnet1d import ResNet18
+
+    model = ResNet18()
+    call = "ResNet18() (utils/resnet1d.py): forward(x) = layer4 map, features = mean over time"
+    return model, lambda x: model(x).mean(dim=-1), merl_inputs(repo, ptbxl), call
+
+
+def merl_vit_tiny(repo: Path, ptbxl: Path):
+    sys.path.insert(0, str(repo / "utils"))
+    from vit1d import vit_tiny
+
+    model = vit_tiny(num_leads=12)
+    call = "vit_tiny(num_leads=12) (utils/vit1d.py): features = forward_encoding(x)"
+    return model, model.forward_encoding, merl_inputs(repo, ptbxl), call
+
+
+# --- ECGFounder ---------------------------------------------------------------------------------------------
+
+def ecgfounder_net1d(repo: Path, ptbxl: Path):
+    import types
+
+    import wfdb
+
+    # dataset.py imports torchvision.transforms but never uses it; torchvision is not needed to run it.
+    sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
+    sys.modules.setdefault("torchvision.transforms", types.ModuleType("torchvision.transforms"))
+    sys.path.insert(0, str(repo))
+    from dataset import LVEF_12lead_cls_Dataset
+    from net1d import Net1D
+    from util import filter_bandpass
+
+    # The builder of finetune_model.ft_12lead_ECGFounder (without its checkpoint load).
+    model = Net1D(in_channels=12, base_filters=64, ratio=1, filter_list=[64, 160, 160, 400, 400, 1024, 1024],
+                  m_blocks_list=[2, 2, 2, 3, 3, 4, 4], kernel_size=16, stride=2, groups_width=16, verbose=False,
+                  use_bn=False, use_do=False, n_classes=150, return_features=True)
+    # LVEF_12lead_cls_Dataset.__getitem__'s steps: nan_to_num, (lead reorder: PTB-XL files are already in the
+    # standard order its reorder produces), filter_bandpass(., 500), z_score_normalization, FloatTensor.
+    inputs = []
+    for ecg_id in RECORDS:
+        data = np.nan_to_num(wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0], nan=0).T
+        data = filter_bandpass(data, 500)
+        inputs.append(torch.FloatTensor(LVEF_12lead_cls_Dataset.z_score_normalization(None, data)))
+    call = ("Net1D(finetune_model.ft_12lead_ECGFounder's settings, return_features=True) (net1d.py): "
+            "features = deep_features")
+    return model, lambda x: model(x)[1], torch.stack(inputs), call
+
+
+# --- ST-MEM -------------------------------------------------------------------------------------------------
+
+def stmem_vit_small(repo: Path, ptbxl: Path):
+    """ST_MEM_ViT at the small width (384; the released ViT-B/75 is the same class at 768): its eval pipeline."""
+    import math
+    import pickle
+    import tempfile
+    import types
+
+    import wfdb
+    import yaml
+
+    # util/misc.py imports torch._six.inf, gone from torch 2; it was math.inf.
+    sys.modules.setdefault("torch._six", types.SimpleNamespace(inf=math.inf))
+    sys.path.insert(0, str(repo))
+    import models.encoder as encoder
+    import util.transforms as T
+    from util.dataset import ECGDataset
+
+    config = yaml.safe_load((repo / "configs" / "downstream" / "st_mem.yaml").read_text())
+    transform = T.Compose(T.get_transforms_from_config(config["dataset"]["eval_transforms"]) + [T.ToTensor()])
+    folder = Path(tempfile.mkdtemp())
+    names = []
+    for ecg_id in RECORDS:  # its loader reads (leads, samples) arrays from .pkl files, with their rate
+        names.append(f"{ecg_id:05d}.pkl")
+        (folder / names[-1]).write_bytes(pickle.dumps(wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T))
+    dataset = ECGDataset(str(folder), filenames=names, fs_list=[500] * len(names),
+                         target_fs=config["dataset"]["fs"], transform=transform)
+    inputs = torch.stack([dataset[i] for i in range(len(names))])  # (records, 3 crops, 12, 2250)
+    model = encoder.st_mem_vit_small(num_leads=12)
+
+    def features_of(x):  # engine_downstream.evaluate: the model on each crop, averaged
+        return torch.stack([model.forward_encoding(x[:, i]) for i in range(x.shape[1])], dim=1).mean(dim=1)
+
+    call = ("st_mem_vit_small(num_leads=12) (models/encoder/st_mem_vit.py): features = mean over the 3 eval crops "
+            "of forward_encoding(crop)")
+    return model, features_of, inputs, call
+
+
+# --- HuBERT-ECG ---------------------------------------------------------------------------------------------
+
+# A small configuration of HuBERTECGConfig (the released ones are 512-1024 wide, 8-16 layers); the adapter builds
+# whatever config.json says with the same transformers class.
+HUBERT_ECG_CONFIG = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 384,
+                     "conv_dim": [64] * 7, "conv_stride": [5, 2, 2, 2, 2, 2, 2], "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+                     "mask_time_prob": 0.3, "classifier_proj_size": 64, "ensemble_length": 1, "vocab_sizes": [100]}
+
+
+def hubert_ecg_small(repo: Path, ptbxl: Path):
+    import tempfile
+
+    import pandas as pd
+    import wfdb
+
+    sys.path.insert(0, str(repo / "code"))
+    from dataset import ECGDataset
+    from hubert_ecg import HuBERTECG, HuBERTECGConfig
+    from utils import ecg_preprocessing
+
+    # The README's recipe: ecg_preprocessing at the source rate, saved as .npy at 500 Hz, then ECGDataset with
+    # downsampling_factor=5 (its encode path: the first 5 s, leads flattened, decimated).
+    folder = Path(tempfile.mkdtemp())
+    names = []
+    for ecg_id in RECORDS:
+        names.append(str(folder / f"{ecg_id:05d}.npy"))
+        np.save(names[-1], ecg_preprocessing(wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T, 500))
+    pd.DataFrame({"filename": names}).to_csv(folder / "index.csv", index=False)
+    dataset = ECGDataset(str(folder / "index.csv"), str(folder), downsampling_factor=5, pretrain=False, encode=True)
+    inputs = torch.stack([dataset[i][0] for i in range(len(names))])  # (records, 6000)
+    model = HuBERTECG(HuBERTECGConfig(**HUBERT_ECG_CONFIG))
+
+    call = ("HuBERTECG(HuBERTECGConfig(**config)) (code/hubert_ecg.py): features = last_hidden_state.mean(dim=1), "
+            "the pooling of HuBERTForECGClassification without an attention mask")
+    return model, lambda x: model(x).last_hidden_state.mean(dim=1), inputs, call
+
+
+# --- ECGFM-KED ----------------------------------------------------------------------------------------------
+
+def ked_xresnet1d101(repo: Path, ptbxl: Path):
+    import enum
+    import inspect
+    import re as re_module
+    import types
+    import typing
+
+    import wfdb
+    from scipy.signal import resample
+
+    # models/xresnet1d_101.py star-imports fastai v1 (fastai.layers, fastai.core) for standard-library names its
+    # backbone code uses at definition time (typing's Optional/Collection, Enum, inspect, re, a Floats alias);
+    # fastai v1 does not install beside torch 2, so these two modules hold just those names. fastai's own layers
+    # are used only by the classification head, which the encoder has not.
+    names = {"Optional": typing.Optional, "Collection": typing.Collection, "Floats": typing.Union[float, list],
+             "Enum": enum.Enum, "inspect": inspect, "re": re_module}
+    sys.modules["fastai"] = types.ModuleType("fastai")
+    for sub in ("layers", "core"):
+        module = types.ModuleType(f"fastai.{sub}")
+        module.__dict__.update(names)
+        sys.modules[f"fastai.{sub}"] = module
+    # Only models/xresnet1d_101.py is imported: the repository's models/__init__.py (which imports its text and
+    # decoder models) is left out, i.e. the checkout given as --repo has an empty models/__init__.py.
+    sys.path.insert(0, str(repo))
+    from models.xresnet1d_101 import xresnet1d101
+
+    # main_mimiciv.py's construction (without the head it never builds: use_ecgNet_Diagnosis is not "ecgNet").
+    model = xresnet1d101(num_classes=1, input_channels=12, kernel_size=5, ps_head=0.5)
+    # MimicivDataset.__getitem__: wfdb.rdsamp, .T, resample(ecg, T / 5) (Fourier), NaN -> 0. It reads MIMIC-IV-ECG
+    # files as stored (aVF before aVL); a PTB-XL file is reordered to that order first, as its pretraining saw.
+    mimic_order = [0, 1, 2, 3, 5, 4, 6, 7, 8, 9, 10, 11]
+    inputs = []
+    for ecg_id in RECORDS:
+        ecg = wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T[mimic_order]
+        ecg = torch.from_numpy(resample(ecg, int(ecg.shape[1] / 5), axis=1))
+        inputs.append(torch.where(torch.isnan(ecg), torch.zeros_like(ecg), ecg))
+    call = "xresnet1d101(input_channels=12, kernel_size=5) (models/xresnet1d_101.py): features = model(x).mean(-1)"
+    return model, lambda x: model(x).mean(dim=-1), torch.stack(inputs), call
+
+
+FIXTURE_BUILDERS = {
+    "ked_xresnet1d101": ("control-spiderman/ECGFM-KED", ked_xresnet1d101),
+    "hubert_ecg_small": ("Edoar-do/HuBERT-ECG", hubert_ecg_small),
+    "stmem_vit_small": ("bakqui/ST-MEM", stmem_vit_small),
+    "ecgfounder_net1d": ("PKUDigitalHealth/ECGFounder", ecgfounder_net1d),
+    "merl_resnet18": ("cheliu-computation/MERL-ICML2024", merl_resnet18),
+    "merl_vit_tiny": ("cheliu-computation/MERL-ICML2024", merl_vit_tiny),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(FIXTURE_BUILDERS))
+    parser.add_argument("--repo", type=Path, required=True, help="checkout of the reference repository")
+    parser.add_argument("--commit", required=True, help="the reference repository's commit (recorded)")
+    parser.add_argument("--ptbxl", type=Path, default=ROOT.parent / "shared" / "data" / "ptbxl")
+    args = parser.parse_args()
+
+    repository, builder = FIXTURE_BUILDERS[args.name]
+    model, features_of, inputs, call = builder(args.repo.resolve(), args.ptbxl.resolve())
+    layout = layout_of(model.state_dict())
+    model.load_state_dict(seeded_state_dict(layout, SEED), strict=True)
+    model.eval()
+    with torch.no_grad():
+        features = features_of(inputs.float()).numpy().astype(np.float32)
+
+    folder = FIXTURES / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "features.npy", features)
+    meta = {"name": args.name, "repository": repository, "commit": args.commit, "seed": SEED,
+            "torch": torch.__version__, "ptbxl_records": list(RECORDS), "rate": 500, "feature_call": call,
+            "input_shape": list(inputs.shape), "feature_scale": float(np.abs(features).max()),
+            **({"config": HUBERT_ECG_CONFIG} if args.name.startswith("hubert_ecg") else {}),
+            "layout": layout}
+    (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{folder}: features {features.shape}, scale {meta['feature_scale']:.4g}")
+
+
+if __name__ == "__main__":
+    main()
