@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from challenge_fixtures import write_ecg_arrhythmia_tree
 
 from esi.data import splits
 from esi.data.challenge_tasks import (CSN_EXCLUDED_CODES, ECGFIX_EXCLUDED_ACRONYMS, MERL_CSN_COLUMNS,
                                       load_challenge_task, merl_released_labels)
 from esi.data.snomed import TABLE_PATH
+from esi.evaluate.workspace import ChallengeWorkspace
 
 FOLD = {"train": 1, "val": 9, "test": 10}
 MERL_RELEASED = Path(__file__).with_name("data") / "merl_csn_released_labels.csv.gz"
@@ -311,3 +313,23 @@ def test_merl_preset_counts_classes_over_its_split_records_only():
     assert classes.loc["164889003", "status"] == "dropped" and classes.loc["164889003", "count"] == 0
     assert classes.loc["426783006", "count_kept"] == 40
     assert (task.folds[40:] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ the workspace
+
+def test_the_workspace_passes_the_label_mode_and_names_it_in_the_summary(ptbxl_dir, tmp_path):
+    root = tmp_path / "ecg-arrhythmia"
+    write_ecg_arrhythmia_tree(ptbxl_dir, root, n=40)   # real WFDB records (PTB-XL samples) in CSN's layout
+    for kwargs, rule in [({"labels": "merl_released"}, "merl_released"),
+                         ({"split": "ecgfix", "length_policy": "drop_short"}, "ecgfix")]:
+        workspace = ChallengeWorkspace(tmp_path / "run", root, dataset="csn", workers=1, progress=False, **kwargs)
+        task = workspace.task()
+        settings = {"split": "stratified", "length_policy": "crop_pad", **kwargs}
+        from_headers = load_challenge_task(workspace.records().assign(n_samples_source=5000, fs_source=500), "csn",
+                                           **settings)
+        assert task.labels == rule and task.ecg_ids.tolist() == from_headers.ecg_ids.tolist()
+        np.testing.assert_array_equal(task.y, from_headers.y)
+        written = pd.read_csv(tmp_path / "run" / "evaluate" / "csn_summary.csv", dtype=str, keep_default_na=False)
+        assert written.loc[written["name"] == "labels", "abbreviation"].tolist() == [rule]
+    with pytest.raises(ValueError, match="expected one of: exact, merl_released"):
+        ChallengeWorkspace(tmp_path / "run", root, dataset="csn", labels="substrings", workers=1, progress=False)
