@@ -524,8 +524,6 @@ def load_challenge_task(index: pd.DataFrame, dataset: str, split: str = "stratif
     if rule == "ecgfix":
         # ecg-fix's order: sorted record paths, which is name order in its folders
         records = records.iloc[np.argsort(records["record_id"].to_numpy(dtype=str), kind="stable")]
-
-    if rule == "ecgfix":
         classes, columns = ecgfix_classes(dataset)
         y = label_matrix(records["dx"], classes, merge_equivalents=False)
         # CSN: a code outside the vocabulary is in ecg-fix's missing_codes; CPSC2018 only prints other codes.

@@ -50,9 +50,7 @@ class EvaluateConfig:
     # records none of whose codes is a class: "keep" (all-zero labels), "drop_empty", or "drop_unknown" (drop records
     # with a code outside the dataset's list); challenge_split ecgfix on cpsc2018/csn applies ecg-fix's own rule
     challenge_unknown_codes: Literal["keep", "drop_empty", "drop_unknown"] = "keep"
-    # CSN labels: "exact" (SNOMED codes, Challenge equivalents merged) or "merl_released" (MERL's 38 released columns:
-    # substring-matched acronyms, its Unknown records dropped; reproduction only); challenge_split ecgfix brings
-    # ecg-fix's own columns. CPSC2018's labels are exact under both
+    # CSN labels: "exact" SNOMED codes, or "merl_released" (MERL's 38 substring-matched columns: reproduction only)
     challenge_labels: Literal["exact", "merl_released"] = "exact"
     out_dir: str = ""                     # the run folder; "": outputs/<run_name>, or outputs/evaluate
     store_dir: str = ""                   # converted stores (one per dataset and rate); "": <out_dir>/evaluate/stores
