@@ -147,7 +147,7 @@ def test_vocabulary_rule(min_positives):
 def test_cpsc2018_classes_and_source_filter():
     index = pd.concat([synthetic_index(50, 1, "cpsc_2018").assign(record_id=lambda t: "A" + t["record_id"].str[2:]),
                        synthetic_index(50, 2, "ningbo")], ignore_index=True)
-    task = load_challenge_task(index, "cpsc2018", split="ecgfix")
+    task = load_challenge_task(index, "cpsc2018", split="stratified")
     assert task.classes == list(CPSC2018_CLASSES)
     assert task.class_abbreviations[:3] == ["NSR", "AF", "IAVB"]
     assert len(task) == 50 and all(name.startswith("A") for name in task.ecg_ids)
@@ -213,7 +213,7 @@ def test_length_mask_and_drop_short_task():
     assert length_mask(index, "crop_pad").all() and length_mask(index, "merl").all()
     with pytest.raises(ValueError, match="n_samples_source"):
         length_mask(index.drop(columns="n_samples_source"), "drop_short")
-    task = load_challenge_task(index, "csn", length_policy="drop_short", split="ecgfix")
+    task = load_challenge_task(index, "csn", length_policy="drop_short", split="stratified")
     short = int((index["n_samples_source"] < 5000).sum())
     records = task.summary[task.summary["kind"] == "records"].set_index("name")["count"]
     assert records["shorter than 10 s"] == short and len(task) == len(index) - short

@@ -18,6 +18,8 @@ Every preset returns one int fold code per record in the PTB-XL convention, so `
   the next up to int(0.8 n) validation, the rest test, over the records in the order given. It reproduces ecg-fix
   only for the same records in the same order (ecg-fix: sorted record paths, after its filters) and its seeds:
   42 for CPSC2018, 774635088 for CSN (a seed it found by search so that every label has a positive in every split).
+  `esi.data.challenge_tasks.load_challenge_task` applies ecg-fix's filters and vocabulary under this preset, so
+  that n and the order are its own.
 - `merl`: MERL's released assignment (cheliu-computation/MERL-ICML2024, finetune/data_split/{icbeb,chapman}),
   shipped as `merl_splits.csv.gz` (in the tables' row order), looked up by record name; records absent from MERL's
   tables get fold 0 (in no split) and the caller must report them (`ChallengeTask.summary` counts them).

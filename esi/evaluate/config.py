@@ -44,10 +44,14 @@ class EvaluateConfig:
     # records not 10 s long: "crop_pad" (centre-crop long ones, zero-pad short ones), "drop_short" (drop those under
     # 10 s: ecg-fix, Reality Check), "merl" (the first 10 s; CPSC2018: the first 5 s, zeros after, as MERL)
     challenge_length_policy: Literal["crop_pad", "drop_short", "merl"] = "crop_pad"
-    challenge_min_positives: int = 10     # positives a class of CSN or a Challenge source needs (CPSC2018: its 9)
-    # records none of whose codes is a class: "keep" (all-zero labels), "drop_empty", or "drop_unknown" (ecg-fix's
-    # CSN rule: drop records with a code outside the dataset's list)
+    # positives a class of CSN or a Challenge source needs (CPSC2018: its 9), counted over the split's records;
+    # not applied by the fixed vocabularies (challenge_split ecgfix on cpsc2018/csn, challenge_labels merl_released)
+    challenge_min_positives: int = 10
+    # records none of whose codes is a class: "keep" (all-zero labels), "drop_empty", or "drop_unknown" (drop records
+    # with a code outside the dataset's list); challenge_split ecgfix on cpsc2018/csn applies ecg-fix's own rule
     challenge_unknown_codes: Literal["keep", "drop_empty", "drop_unknown"] = "keep"
+    # CSN labels: "exact" SNOMED codes, or "merl_released" (MERL's 38 substring-matched columns: reproduction only)
+    challenge_labels: Literal["exact", "merl_released"] = "exact"
     out_dir: str = ""                     # the run folder; "": outputs/<run_name>, or outputs/evaluate
     store_dir: str = ""                   # converted stores (one per dataset and rate); "": <out_dir>/evaluate/stores
     cache_dir: str = ""                   # cached features; "": <out_dir>/evaluate/features (share it across runs)

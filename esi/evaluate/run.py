@@ -92,7 +92,7 @@ def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 5
         workspace = ChallengeWorkspace(
             run_dir, root, dataset=dataset, split=config.challenge_split, length_policy=config.challenge_length_policy,
             min_positives=config.challenge_min_positives, unknown_codes=config.challenge_unknown_codes,
-            task_fs=fs_hint, **common)
+            labels=config.challenge_labels, task_fs=fs_hint, **common)
         workspace.records()     # reads the headers: a dataset the folder does not hold stops here
         workspaces.append(workspace)
     return workspaces

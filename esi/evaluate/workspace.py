@@ -216,6 +216,8 @@ class ChallengeWorkspace(Workspace):
         centre-crop long ones), merl (the first 10 s; for cpsc2018 only the first 5 s, zeros after, as MERL).
     min_positives: a class of csn or a source needs this many positive records (cpsc2018: its 9 classes).
     unknown_codes: keep | drop_empty | drop_unknown (see `esi.data.challenge_tasks`).
+    labels: exact (SNOMED codes) | merl_released (MERL's 38 released CSN columns); split ecgfix brings ecg-fix's
+        own labels on cpsc2018 and csn. The summary's "labels" row names the rule applied.
     split_seed: seed of the stratified / folds10 / ecgfix presets; None: 42, and for ecgfix the seed ecg-fix used
         for the dataset (774635088 for CSN).
     task_fs: the rate of the store whose index the task is built from (records the reader rejected there are
@@ -229,12 +231,13 @@ class ChallengeWorkspace(Workspace):
     length_policy: str = "crop_pad"
     min_positives: int = 10
     unknown_codes: str = "keep"
+    labels: str = "exact"
     split_seed: int | None = None
     task_fs: float = 500.0
     has_patient_ids = False     # record-level datasets: no identification, splits not patient-disjoint
 
     def __post_init__(self):
-        from esi.data.challenge_tasks import LENGTH_POLICIES
+        from esi.data.challenge_tasks import LENGTH_POLICIES, label_rule
         from esi.data.splits import PRESETS
 
         super().__post_init__()
@@ -243,6 +246,7 @@ class ChallengeWorkspace(Workspace):
         if self.length_policy not in LENGTH_POLICIES:
             raise ValueError(f"unknown length policy {self.length_policy!r}; expected one of: "
                              f"{', '.join(LENGTH_POLICIES)}")
+        label_rule(self.dataset, self.split, self.labels)   # a label mode the dataset cannot take stops here
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.dataset}: dataset folder {self.root} does not exist")
         # The record source this folder is read as: ecg-arrhythmia (the folder holding WFDBRecords/, or one inside
@@ -306,7 +310,8 @@ class ChallengeWorkspace(Workspace):
             store = self.store(self.task_fs)
             self._task = load_challenge_task(store.index, self.dataset, split=self.split,
                                              min_positives=self.min_positives, unknown_codes=self.unknown_codes,
-                                             seed=self.split_seed, length_policy=self.length_policy)
+                                             seed=self.split_seed, length_policy=self.length_policy,
+                                             labels=self.labels)
             # Records the reader could not convert never reach the index: count them here too.
             rejected = {"kind": "records", "name": "rejected by the reader", "count": len(store.rejected),
                         "status": "dropped" if len(store.rejected) else "",
