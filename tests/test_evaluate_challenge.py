@@ -57,6 +57,7 @@ def test_every_protocol_runs_on_both_datasets_and_each_row_names_dataset_split_a
         protocols = set(table.loc[table["dataset"] == dataset, "protocol"])
         assert protocols == {"linear_probe", "benchmark_finetune", "zero_shot"}, (dataset, protocols)
     assert set(table["length_policy"]) == {"drop_short"}
+    assert set(table["labels"]) == {"exact"}                  # the label rule, which comparability reads
     trained = table[table["protocol"] != "zero_shot"]
     assert set(trained["split"]) == {"stratified_70/10/20_records"}
     assert set(table.loc[table["protocol"] == "zero_shot", "split"]) == {"stratified_70/10/20_records:test"}

@@ -27,13 +27,14 @@ from esi.evaluate.metrics import (SUPPORTED_MIN_POSITIVES, bootstrap_metrics, ho
                                  per_class_auroc, per_class_average_precision, scorable, supported)
 from esi.evaluate.published import with_comparability
 
-RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "recipe", "selection", "subset_draw",
+RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "labels", "recipe", "selection", "subset_draw",
                   "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
                   "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "notes")
 PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
                      "class_name", "auroc", "auprc", "n_positive_test")
-# What a row of a PTB-XL protocol says in the dataset and length_policy columns (every record is 10 s).
-PTBXL_CONTEXT = {"dataset": "ptbxl", "length_policy": "ptbxl_10s"}
+# What a row of a PTB-XL protocol says in the dataset, length_policy and labels columns (every record is 10 s; labels
+# are the SCP statements of the benchmark's task).
+PTBXL_CONTEXT = {"dataset": "ptbxl", "length_policy": "ptbxl_10s", "labels": "ptbxl_scp_statements"}
 # The macro metrics every classification protocol reports (AUPRC beside AUROC: the field's practice for
 # imbalanced labels), each also over the supported classes only (>= SUPPORTED_MIN_POSITIVES test positives).
 CLASSIFICATION_METRICS = ("macro_auroc", "macro_auprc")
@@ -70,7 +71,7 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
                subset_draw: str = "", ci_level: float = float("nan"), p_value: float = float("nan"),
                label_fraction: float = float("nan"), n_test: int = 0, n_train: int = 0, seed: int | None = None,
                n_rare: int | None = None, notes: str = "", size_note: bool = True, dataset: str = "",
-               length_policy: str = "") -> dict:
+               length_policy: str = "", labels: str = "") -> dict:
     """One row of the tidy results table (RESULT_COLUMNS).
 
     Args:
@@ -93,10 +94,12 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         notes: facts a reader needs (model selection, coverage, ...).
         size_note: prefix the smoke-size note when n_test < SMOKE_TEST_RECORDS (protocols with another notion of
             size, such as identification's probes, write their own).
-        dataset, length_policy: which benchmark and how its records were brought to 10 s; "" lets
+        dataset, length_policy, labels: which benchmark, how its records were brought to 10 s and which rule made
+            its labels ("exact" SNOMED codes, "merl_released", "ecgfix"; PTB-XL's SCP statements); "" lets
             `ProtocolResults.from_rows` fill in the workspace's.
     """
     return {"dataset": dataset, "task": task, "protocol": protocol, "split": split, "length_policy": length_policy,
+            "labels": labels,
             "recipe": recipe, "selection": selection, "subset_draw": subset_draw, "label_fraction": label_fraction,
             "encoder": encoder, "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
@@ -267,7 +270,8 @@ class ProtocolResults:
 
     @classmethod
     def from_rows(cls, rows: list[dict], per_class_rows: list[dict], dataset: str = PTBXL_CONTEXT["dataset"],
-                  length_policy: str = PTBXL_CONTEXT["length_policy"]) -> ProtocolResults:
+                  length_policy: str = PTBXL_CONTEXT["length_policy"],
+                  labels: str = PTBXL_CONTEXT["labels"]) -> ProtocolResults:
         """Both tables from lists of row dicts (`result_row` and `per_class_rows` output).
 
         Args:
@@ -275,8 +279,9 @@ class ProtocolResults:
             dataset: the `dataset` column of rows that do not set it ("ptbxl", "cpsc2018", "csn", ...).
             length_policy: the `length_policy` column of rows that do not set it (how records were brought to
                 the 10 s frame; PTB-XL's are all 10 s).
+            labels: the `labels` column of rows that do not set it (the rule that made the task's labels).
         """
-        context = {"dataset": dataset, "length_policy": length_policy}
+        context = {"dataset": dataset, "length_policy": length_policy, "labels": labels}
         rows = [{**row, **{k: v for k, v in context.items() if not row.get(k)}} for row in rows]
         per_class_rows = [{**row, "dataset": row.get("dataset") or dataset} for row in per_class_rows]
         return cls(finish_table(pd.DataFrame(rows, columns=list(RESULT_COLUMNS))),

@@ -144,6 +144,7 @@ class Workspace:
     # What this workspace's rows say in the results' dataset and length_policy columns.
     dataset = PTBXL_CONTEXT["dataset"]
     length_policy = PTBXL_CONTEXT["length_policy"]
+    label_rule = PTBXL_CONTEXT["labels"]
     # Identification needs several records per patient: PTB-XL has patient ids, the Challenge datasets none.
     has_patient_ids = True
 
@@ -157,8 +158,9 @@ class Workspace:
 
     @property
     def context(self) -> dict:
-        """{"dataset", "length_policy"}: the columns every row of this workspace carries (see ProtocolResults)."""
-        return {"dataset": self.dataset, "length_policy": self.length_policy}
+        """{"dataset", "length_policy", "labels"}: the columns every row of this workspace carries (see
+        ProtocolResults)."""
+        return {"dataset": self.dataset, "length_policy": self.length_policy, "labels": self.label_rule}
 
     def class_aliases(self, classes: Sequence[str]) -> dict[str, list[str]]:
         """Other texts a class is known by, to look its description up under: the SCP statement's texts."""
@@ -235,6 +237,13 @@ class ChallengeWorkspace(Workspace):
     split_seed: int | None = None
     task_fs: float = 500.0
     has_patient_ids = False     # record-level datasets: no identification, splits not patient-disjoint
+
+    @property
+    def label_rule(self) -> str:
+        """The rule the task's labels follow ("exact", "merl_released", "ecgfix"): the rows' `labels` column."""
+        from esi.data.challenge_tasks import label_rule
+
+        return label_rule(self.dataset, self.split, self.labels)
 
     def __post_init__(self):
         from esi.data.challenge_tasks import LENGTH_POLICIES, label_rule
