@@ -120,7 +120,8 @@ def train_with_live_curves(params: Params, figure_name: str = "03_training_curve
     plotter = threading.Thread(target=redraw, name="esi-live-curves", daemon=True)
     plotter.start()
     try:
-        launch_training([str(config_file)], nproc_per_node=params.run.nproc_per_node)
+        launch_training([str(config_file)], nproc_per_node=params.run.nproc_per_node,
+                        max_restarts=params.run.max_restarts)
     finally:
         stop.set()
         plotter.join()

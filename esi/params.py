@@ -61,11 +61,16 @@ class RunConfig:
     # training processes: 1 trains inside the notebook; more start torchrun (one process per GPU) as a subprocess
     # and plot the curves live while it runs
     nproc_per_node: int = 1
+    # with several processes: how often torchrun may restart them all after one dies; each restart resumes from
+    # the newest checkpoint (torchrun's --max-restarts)
+    max_restarts: int = 0
     refresh_s: float = 15.0               # seconds between live re-plots of the training curves (torchrun mode)
 
     def __post_init__(self):
         if self.nproc_per_node < 1:
             raise ConfigError(f"run_nproc_per_node must be >= 1, got {self.nproc_per_node}")
+        if self.max_restarts < 0:
+            raise ConfigError(f"run_max_restarts must be >= 0, got {self.max_restarts}")
 
 
 @dataclass

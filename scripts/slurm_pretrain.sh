@@ -13,7 +13,10 @@
 #
 # Keep ntasks-per-node equal to gpus-per-node, and do not bind one GPU per task (no --gpus-per-task /
 # --gpu-bind=single): every task must see all GPUs of its node and picks GPU number SLURM_LOCALID.
-# A requeued or resubmitted job continues from the newest checkpoint in train_out_dir (train_resume: auto).
+# Lost workers: a task that dies (killed, out of memory, a crashed GPU) ends the srun step; the step is started again,
+# up to MAX_RESTARTS times (default 3), and resumes from the newest checkpoint in train_out_dir (train_resume: auto).
+# A lost node ends the job; with --requeue SLURM puts it back in the queue and it resumes the same way, as does a
+# resubmitted job.
 
 #SBATCH --job-name=esi-pretrain
 #SBATCH --nodes=1
@@ -28,6 +31,7 @@ set -euo pipefail
 
 CONFIG=${CONFIG:-params/mimic_paper.yaml}
 PYTHON=${PYTHON:-.venv/bin/python}
+MAX_RESTARTS=${MAX_RESTARTS:-3}   # new srun steps after a failed one, as torchrun's --max-restarts
 cd "${SLURM_SUBMIT_DIR:-.}"
 if [[ ! -f "${CONFIG}" ]]; then
     echo "slurm_pretrain.sh: params file ${CONFIG} not found in $(pwd); submit from the repository root or set CONFIG" >&2
@@ -40,4 +44,12 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 
 echo "esi pretraining: ${SLURM_JOB_NUM_NODES:-1} node(s) x ${SLURM_NTASKS_PER_NODE:-1} task(s), nodes ${SLURM_JOB_NODELIST:-?}, config ${CONFIG}"
-srun --kill-on-bad-exit=1 "${PYTHON}" -m esi.train --config "${CONFIG}" "$@"
+for ((restart = 0; ; restart++)); do
+    status=0
+    srun --kill-on-bad-exit=1 "${PYTHON}" -m esi.train --config "${CONFIG}" "$@" || status=$?
+    # 0: done. 2: esi.train refused the settings or input (the same again on a restart).
+    if [[ ${status} -eq 0 || ${status} -eq 2 || ${restart} -ge ${MAX_RESTARTS} ]]; then
+        exit "${status}"
+    fi
+    echo "slurm_pretrain.sh: the training step failed (status ${status}); restart $((restart + 1)) of ${MAX_RESTARTS} resumes from the newest checkpoint" >&2
+done

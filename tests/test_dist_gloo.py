@@ -8,13 +8,18 @@ a single process on the concatenated batch.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.distributed import TCPStore
 
 from esi.models import distributed as collectives
 from esi.models.losses import caption_loss, contrastive_loss, logit_scale_value
@@ -60,6 +65,39 @@ def test_slurm_rendezvous_port_comes_from_the_job_id_unless_set():
     assert (addr, port) == ("gpu12", 20000 + 123456 % 20000)
     explicit = {"SLURM_NODELIST": "gpu[12-13]", "MASTER_ADDR": "head", "MASTER_PORT": "40000"}
     assert dist.rendezvous_from_slurm(explicit) == ("head", 40000)
+
+
+def test_only_torchruns_shared_store_makes_the_workers_host_their_own():
+    assert dist.uses_agent_store({"TORCHELASTIC_USE_AGENT_STORE": "True"})
+    assert not dist.uses_agent_store({"TORCHELASTIC_USE_AGENT_STORE": "False"})   # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+    assert not dist.uses_agent_store({})                                          # srun, a single process
+
+
+def test_a_restarted_rank_skips_the_previous_attempts_notice_and_joins_rank_0s_new_store(monkeypatch):
+    """The agent's store still holds the notice of the attempt before: a closed port, then a live store with another
+    token (a port the OS handed out again). Rank 1 must wait for rank 0's new notice and take its store."""
+    timeout = timedelta(seconds=30)
+    agent = TCPStore("127.0.0.1", 0, is_master=True, timeout=timeout)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(agent.port))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+    other = TCPStore("127.0.0.1", 0, is_master=True, timeout=timeout)
+    other.set("token", "0123456789abcdef")
+    joined = {}
+    rank_1 = threading.Thread(target=lambda: joined.update(store=dist.attempt_store(dist.DistContext(1, 2), timeout)))
+    for stale in (f"{closed_port} 0123456789abcdef", f"{other.port} fedcba9876543210"):
+        agent.set(dist.NOTICE_KEY, stale)
+        if not rank_1.is_alive():
+            rank_1.start()
+        time.sleep(0.5)
+        assert "store" not in joined
+    store = dist.attempt_store(dist.DistContext(0, 2), timeout)
+    rank_1.join(timeout=30)
+    assert joined["store"].port == store.port != other.port
+    joined["store"].set("from rank 1", "hello")
+    assert store.get("from rank 1") == b"hello"
 
 
 def test_helpers_work_without_a_process_group():

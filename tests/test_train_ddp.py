@@ -93,10 +93,15 @@ def test_training_command_runs_torchrun_on_a_free_local_port(tmp_path):
     assert command[command.index("--nproc-per-node") + 1] == "4"
     assert command[command.index("--master-addr") + 1] == "127.0.0.1"
     assert int(command[command.index("--master-port") + 1]) > 0
+    assert command[command.index("--max-restarts") + 1] == "0"           # torchrun's default: a lost worker ends it
+    restarting = training_command([params], nproc_per_node=4, max_restarts=3)
+    assert restarting[restarting.index("--max-restarts") + 1] == "3"
     assert command[-6:] == ["-m", "esi.train", "--config", str(params), "--set", "train_epochs=3"]
     assert training_command([params], use_torchrun=False)[1:] == ["-m", "esi.train", "--config", str(params)]
     with pytest.raises(ValueError, match="multi-node run needs master_addr"):
         training_command([params], nnodes=2, node_rank=1)
+    with pytest.raises(ValueError, match="restarts need torchrun"):
+        training_command([params], use_torchrun=False, max_restarts=1)
 
 
 def test_two_processes_run_end_to_end_and_write_one_model(two_processes):

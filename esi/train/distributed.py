@@ -5,6 +5,9 @@ LOCAL_RANK (plus MASTER_ADDR/MASTER_PORT); SLURM's srun sets SLURM_PROCID, SLURM
 and the rendezvous address is then derived from SLURM_NODELIST and SLURM_JOB_ID. Without either, the run
 is a single process and every helper here works without `torch.distributed` being initialised.
 
+Under torchrun every attempt (the first start and each restart after a lost worker) joins a store of its own,
+hosted by rank 0, never the store torchrun's agent keeps across restarts (see `attempt_store`).
+
 The collectives the losses call inside the forward pass live with the losses (esi.models.distributed).
 
 Importing this module never touches CUDA (a CPU-only login node, or a parent process that forks workers,
@@ -17,6 +20,9 @@ import dataclasses
 import datetime
 import os
 import re
+import secrets
+import socket
+import time
 from typing import Mapping
 
 import torch
@@ -25,6 +31,10 @@ import torch.distributed as dist
 from esi.models.distributed import get_rank, is_initialized
 
 DEFAULT_MASTER_PORT = 29500
+# Where rank 0 posts, on torchrun's store, the port and token of the store it hosts for this attempt.
+NOTICE_KEY = "esi/attempt_store"
+# Seconds a rank gives a posted store to answer before it reads the notice again (it may be a dead attempt's).
+PROBE_TIMEOUT_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +128,56 @@ def rendezvous_from_slurm(environ: Mapping[str, str] | None = None) -> tuple[str
     return addr, port
 
 
+def uses_agent_store(environ: Mapping[str, str] | None = None) -> bool:
+    """True when torchrun told its workers to rendezvous on its agent's store, which outlives each attempt.
+
+    environ: the variables to read; defaults to `os.environ`.
+    """
+    env = os.environ if environ is None else environ
+    return env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def attempt_store(context: DistContext, timeout: datetime.timedelta) -> dist.TCPStore:
+    """A fresh TCPStore for this attempt's process group, hosted by rank 0; the agent's store only carries its address.
+
+    torchrun (torch >= 2.5) points MASTER_ADDR/MASTER_PORT at a store its agent keeps across restarts. After a
+    lost worker, the restarted group finds the previous attempt's rendezvous keys there and connects to the
+    addresses of dead processes: gloo fails after its timeout, NCCL may pick up a stale id and hang
+    (pytorch/pytorch#135712). So rank 0 starts a store on a free port and posts "<port> <token>" on the agent's
+    store; the other ranks accept a posted store only if it answers with the same token: a notice left by the
+    previous attempt names a closed port (or another store), and they read the notice again until rank 0's new
+    one is there.
+
+    context: this process's place in the job.
+    timeout: how long to wait for rank 0's notice, and for the keys of the rendezvous on the new store.
+    """
+    host = os.environ["MASTER_ADDR"]
+    notices = dist.TCPStore(host, int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    if context.rank == 0:
+        store = dist.TCPStore(host, 0, is_master=True, timeout=timeout)   # port 0: the OS picks a free one
+        token = secrets.token_hex(8)
+        store.set("token", token)
+        notices.set(NOTICE_KEY, f"{store.port} {token}")
+        return store
+    deadline = time.monotonic() + timeout.total_seconds()
+    probe = datetime.timedelta(seconds=PROBE_TIMEOUT_S)
+    while time.monotonic() < deadline:
+        port, token = notices.get(NOTICE_KEY).decode().split()     # waits until rank 0 of some attempt posted
+        # A plain connect first: a dead attempt's closed port is refused at once and quietly (a TCPStore client
+        # retries it for its whole timeout and logs every try).
+        try:
+            socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+            store = dist.TCPStore(host, int(port), is_master=False, timeout=probe)
+            if store.get("token").decode() == token:
+                store.set_timeout(timeout)
+                return store
+        except (OSError, RuntimeError):   # refused, or not the posted store (DistError is a RuntimeError)
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"rank {context.rank}: no store from rank 0 at {host} within {timeout} (key {NOTICE_KEY!r} "
+                       f"on torchrun's store {host}:{os.environ['MASTER_PORT']})")
+
+
 def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) -> DistContext:
     """Join the process group described by the environment; a no-op for a single process.
 
@@ -139,12 +199,16 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) 
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(context.local_rank)
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    # Under torchrun's shared store, a store of this attempt's own; else env://: rank 0 hosts one at MASTER_PORT.
+    store = attempt_store(context, timeout) if uses_agent_store() else None
     dist.init_process_group(
         backend=backend,
-        init_method="env://",
+        init_method=None if store is not None else "env://",
+        store=store,
         rank=context.rank,
         world_size=context.world_size,
-        timeout=datetime.timedelta(minutes=timeout_minutes),
+        timeout=timeout,
     )
     return context
 

@@ -6,7 +6,7 @@
 A Jupyter kernel must never fork itself once CUDA is initialised, and torch.distributed wants one process per
 GPU anyway, so the notebook does not train in its own process: it runs the command a terminal would run,
 
-    python -m torch.distributed.run --nnodes 1 --nproc-per-node N --node-rank 0 \
+    python -m torch.distributed.run --nnodes 1 --nproc-per-node N --node-rank 0 --max-restarts R \
         --master-addr ADDR --master-port PORT -m esi.train --config a.yaml --set train_<setting>=value ...
 
 (or plain `python -m esi.train ...` with `use_torchrun=False`), streams its output into the cell as it comes,
@@ -54,7 +54,7 @@ def training_command(config_files: Sequence[str | os.PathLike] | str | os.PathLi
                      overrides: Sequence[str] | Mapping[str, object] = (), nproc_per_node: int = 1,
                      nnodes: int = 1, node_rank: int = 0, master_addr: str | None = None,
                      master_port: int | None = None, use_torchrun: bool = True,
-                     python: str | None = None) -> list[str]:
+                     python: str | None = None, max_restarts: int = 0) -> list[str]:
     """The argument list that `launch_training` runs (see there for the parameters)."""
     if isinstance(config_files, (str, os.PathLike)):
         config_files = [config_files]
@@ -62,6 +62,8 @@ def training_command(config_files: Sequence[str | os.PathLike] | str | os.PathLi
         raise ValueError(f"nproc_per_node and nnodes must be >= 1, got {nproc_per_node} and {nnodes}")
     if not 0 <= node_rank < nnodes:
         raise ValueError(f"node_rank must be in 0..{nnodes - 1}, got {node_rank}")
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
     python = python or sys.executable
     train_args = ["-m", "esi.train"]
     for path in config_files:
@@ -78,8 +80,8 @@ def training_command(config_files: Sequence[str | os.PathLike] | str | os.PathLi
         train_args += ["--set", str(item)]
 
     if not use_torchrun:
-        if nproc_per_node != 1 or nnodes != 1:
-            raise ValueError("use_torchrun=False runs one process; more processes need torchrun")
+        if nproc_per_node != 1 or nnodes != 1 or max_restarts != 0:
+            raise ValueError("use_torchrun=False runs one process once; more processes or restarts need torchrun")
         return [python, *train_args]
     if nnodes > 1 and master_addr is None:
         raise ValueError("a multi-node run needs master_addr: the host name of node 0, reachable from every node")
@@ -90,15 +92,15 @@ def training_command(config_files: Sequence[str | os.PathLike] | str | os.PathLi
         # it in advance, so they get torch's default unless told otherwise.
         master_port = free_port(master_addr) if nnodes == 1 else DEFAULT_MASTER_PORT
     return [python, "-m", "torch.distributed.run", "--nnodes", str(nnodes), "--nproc-per-node", str(nproc_per_node),
-            "--node-rank", str(node_rank), "--master-addr", master_addr, "--master-port", str(master_port),
-            *train_args]
+            "--node-rank", str(node_rank), "--max-restarts", str(max_restarts), "--master-addr", master_addr,
+            "--master-port", str(master_port), *train_args]
 
 
 def launch_training(config_files: Sequence[str | os.PathLike] | str | os.PathLike,
                     overrides: Sequence[str] | Mapping[str, object] = (), nproc_per_node: int = 1, nnodes: int = 1,
                     node_rank: int = 0, master_addr: str | None = None, master_port: int | None = None,
                     stream: bool = True, use_torchrun: bool = True, env: Mapping[str, str] | None = None,
-                    python: str | None = None) -> subprocess.CompletedProcess:
+                    python: str | None = None, max_restarts: int = 0) -> subprocess.CompletedProcess:
     """Run `esi.train` in a child process (under torchrun) and wait for it.
 
     Args:
@@ -116,6 +118,8 @@ def launch_training(config_files: Sequence[str | os.PathLike] | str | os.PathLik
         use_torchrun: False runs plain `python -m esi.train` (one process only, no torch.distributed).
         env: extra environment variables for the child (e.g. {"CUDA_VISIBLE_DEVICES": "0,1"}).
         python: the interpreter to run; default: this one (sys.executable).
+        max_restarts: how many times torchrun may restart all workers after one fails (a worker killed, a node
+            lost); each restart resumes from the newest checkpoint (train_resume: auto, the default).
 
     Returns:
         subprocess.CompletedProcess with args, returncode 0 and stdout (stdout and stderr, interleaved).
@@ -125,7 +129,7 @@ def launch_training(config_files: Sequence[str | os.PathLike] | str | os.PathLik
         KeyboardInterrupt: the caller was interrupted; the child and its workers are stopped first.
     """
     command = training_command(config_files, overrides, nproc_per_node, nnodes, node_rank, master_addr,
-                               master_port, use_torchrun, python)
+                               master_port, use_torchrun, python, max_restarts)
     child_env = {**os.environ, **(env or {})}
     child_env["PYTHONUNBUFFERED"] = "1"   # lines arrive as they are printed, not when a buffer fills
     # The child runs from the repository root so that `-m esi.train` imports this checkout.
