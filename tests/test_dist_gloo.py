@@ -73,6 +73,12 @@ def test_only_torchruns_shared_store_makes_the_workers_host_their_own():
     assert not dist.uses_agent_store({})                                          # srun, a single process
 
 
+def test_rank_0_posts_the_address_other_nodes_reach_it_by():
+    assert dist._address_towards("127.0.0.1") == "127.0.0.1"
+    address = dist._address_towards(socket.gethostname())
+    socket.inet_aton(address)                                 # an IPv4 address, not a name only this node resolves
+
+
 def test_a_restarted_rank_skips_the_previous_attempts_notice_and_joins_rank_0s_new_store(monkeypatch):
     """The agent's store still holds the notice of the attempt before: a closed port, then a live store with another
     token (a port the OS handed out again). Rank 1 must wait for rank 0's new notice and take its store."""
@@ -87,7 +93,7 @@ def test_a_restarted_rank_skips_the_previous_attempts_notice_and_joins_rank_0s_n
     other.set("token", "0123456789abcdef")
     joined = {}
     rank_1 = threading.Thread(target=lambda: joined.update(store=dist.attempt_store(dist.DistContext(1, 2), timeout)))
-    for stale in (f"{closed_port} 0123456789abcdef", f"{other.port} fedcba9876543210"):
+    for stale in (f"127.0.0.1 {closed_port} 0123456789abcdef", f"127.0.0.1 {other.port} fedcba9876543210"):
         agent.set(dist.NOTICE_KEY, stale)
         if not rank_1.is_alive():
             rank_1.start()

@@ -143,10 +143,11 @@ def attempt_store(context: DistContext, timeout: datetime.timedelta) -> dist.TCP
     torchrun (torch >= 2.5) points MASTER_ADDR/MASTER_PORT at a store its agent keeps across restarts. After a
     lost worker, the restarted group finds the previous attempt's rendezvous keys there and connects to the
     addresses of dead processes: gloo fails after its timeout, NCCL may pick up a stale id and hang
-    (pytorch/pytorch#135712). So rank 0 starts a store on a free port and posts "<port> <token>" on the agent's
-    store; the other ranks accept a posted store only if it answers with the same token: a notice left by the
-    previous attempt names a closed port (or another store), and they read the notice again until rank 0's new
-    one is there.
+    (pytorch/pytorch#135712). So rank 0 starts a store on a free port and posts "<address> <port> <token>" on the
+    agent's store (its address as the agent's host sees it: rank 0 need not run on that host when several nodes
+    rendezvous); the other ranks accept a posted store only if it answers with the same token: a notice left by
+    the previous attempt names a closed port (or another store), and they read the notice again until rank 0's
+    new one is there.
 
     context: this process's place in the job.
     timeout: how long to wait for rank 0's notice, and for the keys of the rendezvous on the new store.
@@ -157,17 +158,17 @@ def attempt_store(context: DistContext, timeout: datetime.timedelta) -> dist.TCP
         store = dist.TCPStore(host, 0, is_master=True, timeout=timeout)   # port 0: the OS picks a free one
         token = secrets.token_hex(8)
         store.set("token", token)
-        notices.set(NOTICE_KEY, f"{store.port} {token}")
+        notices.set(NOTICE_KEY, f"{_address_towards(host)} {store.port} {token}")
         return store
     deadline = time.monotonic() + timeout.total_seconds()
     probe = datetime.timedelta(seconds=PROBE_TIMEOUT_S)
     while time.monotonic() < deadline:
-        port, token = notices.get(NOTICE_KEY).decode().split()     # waits until rank 0 of some attempt posted
+        address, port, token = notices.get(NOTICE_KEY).decode().split()   # waits until some attempt's rank 0 posted
         # A plain connect first: a dead attempt's closed port is refused at once and quietly (a TCPStore client
         # retries it for its whole timeout and logs every try).
         try:
-            socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
-            store = dist.TCPStore(host, int(port), is_master=False, timeout=probe)
+            socket.create_connection((address, int(port)), timeout=PROBE_TIMEOUT_S).close()
+            store = dist.TCPStore(address, int(port), is_master=False, timeout=probe)
             if store.get("token").decode() == token:
                 store.set_timeout(timeout)
                 return store
@@ -176,6 +177,16 @@ def attempt_store(context: DistContext, timeout: datetime.timedelta) -> dist.TCP
         time.sleep(0.1)
     raise RuntimeError(f"rank {context.rank}: no store from rank 0 at {host} within {timeout} (key {NOTICE_KEY!r} "
                        f"on torchrun's store {host}:{os.environ['MASTER_PORT']})")
+
+
+def _address_towards(host: str) -> str:
+    """This machine's address on the route to `host` (the interface other nodes reach it by; no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((socket.gethostbyname(host), 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return socket.gethostbyname(host)
 
 
 def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) -> DistContext:
