@@ -1,0 +1,77 @@
+"""The committed notebooks as JupyterLab opens and saves them: they name the kernel `make setup` installs, and a
+save with no edit leaves `git diff` empty through the nbstripout filter that `make setup` and `make lab` install."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from esi.report import NOTEBOOKS, PROJECT_KERNEL, notebook_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def makefile_value(name: str) -> str:
+    """The value of `NAME := value` in the Makefile."""
+    found = re.search(rf"^{name} := (.*)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert found, f"Makefile sets no {name}"
+    return found.group(1).strip()
+
+
+def test_every_notebook_names_the_kernel_make_setup_installs():
+    kernel, display_name = makefile_value("KERNEL"), makefile_value("KERNEL_DISPLAY_NAME")
+    assert "--name $(KERNEL) --display-name \"$(KERNEL_DISPLAY_NAME)\"" in (REPO / "Makefile").read_text()
+    assert kernel == PROJECT_KERNEL      # esi.report (make demo) executes with the same kernel
+    for name in NOTEBOOKS:
+        spec = nbformat.read(notebook_path(name), as_version=4).metadata.kernelspec
+        assert (spec.name, spec.display_name) == (kernel, display_name), name
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd=repo,
+                          capture_output=True, text=True, check=True)
+
+
+def save_as_jupyterlab_does(path: Path) -> None:
+    """Write the notebook back the way JupyterLab's save does: the server writes the frontend's model with
+    nbformat, and the model's metadata carries the running kernel's language_info (with its Python version)."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["language_info"] = dict(IPythonKernel.language_info)
+    nbformat.write(notebook, path)
+
+
+def test_a_notebook_saved_without_an_edit_diffs_empty_through_the_filter(tmp_path):
+    repo = tmp_path / "clone"
+    (repo / "notebooks").mkdir(parents=True)
+    git(repo, "init", "-q")
+    shutil.copy(REPO / ".gitattributes", repo / ".gitattributes")
+    for name in NOTEBOOKS:
+        shutil.copy(notebook_path(name), repo / "notebooks")
+    # the Makefile's own recipe installs the filter (VENV: the environment running these tests)
+    subprocess.run(["make", "--no-print-directory", "-f", str(REPO / "Makefile"), "notebook-filter",
+                    f"VENV={Path(sys.executable).parent.parent}"], cwd=repo, check=True, capture_output=True)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "notebooks as committed")
+
+    saved = repo / "notebooks" / f"{NOTEBOOKS[2]}.ipynb"
+    before = saved.read_text()
+    save_as_jupyterlab_does(saved)
+    assert saved.read_text() != before and '"version": "' in saved.read_text()   # the save did rewrite the file
+    assert git(repo, "diff", "--stat").stdout == ""
+    # git status still lists the file (its size changed) until `git add`, which then stages nothing
+    git(repo, "add", "-u")
+    assert git(repo, "diff", "--cached", "--stat").stdout == ""
+
+    # an edit still shows, and only the edit
+    notebook = nbformat.read(saved, as_version=4)
+    notebook.cells[1].source += "\ntrain_epochs: int = 5"
+    nbformat.write(notebook, saved)
+    diff = git(repo, "diff", "-U0").stdout
+    assert "+    \"train_epochs: int = 5\"" in diff and "language_info" not in diff, diff
