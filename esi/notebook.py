@@ -54,6 +54,24 @@ def show_image(path: str | os.PathLike) -> None:
     display(Image(filename=str(path)))
 
 
+def show_table(table, digits: int = 3) -> None:
+    """Display a DataFrame that reads at notebook width: numbers to `digits` decimals, long headers and cells
+    wrapped, and a horizontal scroll bar (in JupyterLab and the rendered HTML) when it is still too wide.
+    Prints the table outside IPython."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        print(table.to_string())
+        return
+    if get_ipython() is None:
+        print(table.to_string())
+        return
+    styled = (table.style.format(precision=digits, na_rep="")
+              .set_table_styles([{"selector": "th, td", "props": "white-space: normal; max-width: 16em;"}]))
+    display(HTML(f'<div style="overflow-x: auto; max-width: 100%;">{styled.to_html()}</div>'))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # stages
 
