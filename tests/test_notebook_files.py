@@ -75,3 +75,15 @@ def test_a_notebook_saved_without_an_edit_diffs_empty_through_the_filter(tmp_pat
     nbformat.write(notebook, saved)
     diff = git(repo, "diff", "-U0").stdout
     assert "+    \"train_epochs: int = 5\"" in diff and "language_info" not in diff, diff
+
+
+def test_make_lab_serves_the_repository_root_passes_lab_args_and_allows_root_only_as_root():
+    import os
+
+    dry_run = subprocess.run(["make", "-n", "--no-print-directory", "lab", "LAB_ARGS=--no-browser --port 8899"],
+                             cwd=REPO, capture_output=True, text=True, check=True).stdout
+    command = next(line for line in dry_run.replace("\\\n", " ").splitlines() if "jupyter lab" in line)
+    assert f'--ServerApp.root_dir="{REPO}"' in command and "--LabApp.default_url=/lab/tree/notebooks" in command
+    assert f"--KernelSpecManager.allowed_kernelspecs={PROJECT_KERNEL}" in command
+    assert command.rstrip().endswith("--no-browser --port 8899")
+    assert ("--allow-root" in command) == (os.geteuid() == 0)
