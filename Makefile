@@ -67,13 +67,15 @@ notebook-filter:
 	fi
 
 # Serves the repository root (params/, the figures and index.html under outputs/ open from the file browser) and
-# opens on notebooks/. The pickers offer the project's kernel only (ipykernel's own "python3" would run whatever
-# `python` is first on PATH). As root (a container), Jupyter refuses to start without --allow-root.
+# opens on notebooks/. The pickers offer the project's kernel only, and new notebooks start it (ipykernel's own
+# "python3" would run whatever `python` is first on PATH). As root (a container) Jupyter refuses to start without
+# --allow-root, so it is added then, and only then.
 # Inline figures need matplotlib's default backend, not the Agg exported above for batch runs.
 lab: setup
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -e ".[lab]"
 	env -u MPLBACKEND $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
-		--KernelSpecManager.allowed_kernelspecs=$(KERNEL) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+		--KernelSpecManager.allowed_kernelspecs=$(KERNEL) --MultiKernelManager.default_kernel_name=$(KERNEL) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-outputs:
 	rm -rf outputs/*/

@@ -85,5 +85,6 @@ def test_make_lab_serves_the_repository_root_passes_lab_args_and_allows_root_onl
     command = next(line for line in dry_run.replace("\\\n", " ").splitlines() if "jupyter lab" in line)
     assert f'--ServerApp.root_dir="{REPO}"' in command and "--LabApp.default_url=/lab/tree/notebooks" in command
     assert f"--KernelSpecManager.allowed_kernelspecs={PROJECT_KERNEL}" in command
+    assert f"--MultiKernelManager.default_kernel_name={PROJECT_KERNEL}" in command
     assert command.rstrip().endswith("--no-browser --port 8899")
     assert ("--allow-root" in command) == (os.geteuid() == 0)
