@@ -500,8 +500,12 @@ def plot_results_summary(table: pd.DataFrame):
     ax.set_xlim(0, 1)
     levels = table["ci_level"].dropna().unique() if "ci_level" in table else []
     interval = f"{levels[0]:.0%} CI" if len(levels) == 1 else "bootstrap CI"
-    metric = "accuracy" if protocols == ["identification"] else "macro AUROC / AUPRC" if "identification" not in \
-        protocols else "macro AUROC / AUPRC, or accuracy (identification)"
+    if protocols == ["identification"]:
+        metric = "top-k accuracy"
+    elif "identification" in protocols:
+        metric = "macro AUROC / AUPRC, or top-k accuracy (identification)"
+    else:
+        metric = "macro AUROC / AUPRC"
     ax.set_xlabel(f"{metric}; line: {interval}", fontsize=8)
     datasets = list(dict.fromkeys(table["dataset"])) if "dataset" in table else ["ptbxl"]
     names = {"ptbxl": "PTB-XL", "cpsc2018": "CPSC2018", "csn": "CSN"}
