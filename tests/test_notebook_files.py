@@ -88,3 +88,12 @@ def test_make_lab_serves_the_repository_root_passes_lab_args_and_allows_root_onl
     assert f"--MultiKernelManager.default_kernel_name={PROJECT_KERNEL}" in command
     assert command.rstrip().endswith("--no-browser --port 8899")
     assert ("--allow-root" in command) == (os.geteuid() == 0)
+
+
+def test_committed_notebooks_are_stripped_as_the_filter_leaves_them():
+    """What the filter strips (NOTEBOOK_STRIP_KEYS too) is not in the committed files, so a fresh clone's first save
+    diffs empty as well."""
+    paths = [str(notebook_path(name)) for name in NOTEBOOKS]
+    result = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--extra-keys",
+                             makefile_value("NOTEBOOK_STRIP_KEYS"), *paths], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
