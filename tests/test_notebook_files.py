@@ -97,3 +97,14 @@ def test_committed_notebooks_are_stripped_as_the_filter_leaves_them():
     result = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--extra-keys",
                              makefile_value("NOTEBOOK_STRIP_KEYS"), *paths], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_show_table_says_a_column_of_one_value_once_and_rounds_the_numbers(capsys):
+    import pandas as pd
+
+    from esi.notebook import show_table
+
+    show_table(pd.DataFrame({"dataset": ["ptbxl", "ptbxl"], "task": ["rhythm", "form"], "value": [0.81234, 0.7]}))
+    printed = capsys.readouterr().out      # outside IPython the table is printed
+    assert printed.startswith("in every row: dataset: ptbxl\n")
+    assert "dataset" not in printed.splitlines()[1] and "rhythm" in printed
