@@ -99,7 +99,7 @@ def test_committed_notebooks_are_stripped_as_the_filter_leaves_them():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_show_table_says_a_column_of_one_value_once_and_rounds_the_numbers(capsys):
+def test_show_table_says_a_column_of_one_value_once(capsys):
     import pandas as pd
 
     from esi.notebook import show_table
