@@ -54,6 +54,31 @@ def show_image(path: str | os.PathLike) -> None:
     display(Image(filename=str(path)))
 
 
+def show_table(table, digits: int = 3) -> None:
+    """Display a DataFrame that reads at notebook width: a column holding one value in every row is said once
+    above the table instead of repeated, numbers have `digits` decimals, long headers wrap (cells do not), and a
+    table still too wide scrolls sideways (in JupyterLab and the rendered HTML). Prints it outside IPython."""
+    import pandas as pd
+
+    constant = [c for c in table.columns if len(table) > 1 and table[c].nunique(dropna=False) == 1]
+    same = "; ".join(f"{c}: {'none' if pd.isna(table[c].iloc[0]) else table[c].iloc[0]}" for c in constant)
+    shown = table.drop(columns=constant)
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print((f"in every row: {same}\n" if same else "") + shown.to_string())
+        return
+    styled = (shown.style.format(precision=digits, na_rep="")
+              .set_caption(f"in every row: {same}" if same else "")
+              .set_table_styles([{"selector": "th", "props": "white-space: normal; max-width: 12em;"},
+                                 {"selector": "td", "props": "white-space: nowrap;"},
+                                 {"selector": "caption", "props": "text-align: left; caption-side: top;"}]))
+    display(HTML(f'<div style="overflow-x: auto; max-width: 100%;">{styled.to_html()}</div>'))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # stages
 

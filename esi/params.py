@@ -236,7 +236,15 @@ def load_params(namespace: dict, where: str = "the notebook's parameters") -> Pa
     if first_names is None:
         namespace[_SEEN_KEY] = frozenset(values)
     # The base files first (the parameters cell names the demo's; an injected params file names its own).
-    return params_from_mapping({**read_params(values.get(BASE_KEY) or []), **values}, where)
+    base = read_params(values.get(BASE_KEY) or [])
+    layered = {**base, **values}
+    variant = variant_of(base, layered)
+    if variant != layered:
+        old, new = (shown(params_from_mapping(v, where).run_dir) for v in (layered, variant))
+        print(f"[esi] these parameters change {', '.join(edits_to(base, layered))} of "
+              f"{', '.join(map(str, values[BASE_KEY]))}: this run writes to {new}, not to {old} (the base run's "
+              "folder); set run_dir to choose another", flush=True)
+    return params_from_mapping(variant, where)
 
 
 def layer_params(files: Sequence[str | os.PathLike] = (), overrides: Mapping[str, Any] | None = None) -> dict:
@@ -282,3 +290,83 @@ def relocate(values: Mapping[str, Any], new_dir: str | os.PathLike) -> dict:
     moved = {key: move(value) for key, value in values.items()}
     moved["run_dir"] = str(new)
     return moved
+
+
+# --- an edited base: its own run folder ---------------------------------------------------------------------------
+
+# train_* settings the ECG store is converted with: changing one needs a store of its own.
+STORE_SETTINGS = ("train_corpus", "train_data_root", "train_fs", "train_seconds", "train_max_records")
+
+
+def edits_to(base: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """The keys whose value in `values` differs from what the base files (`base`, on the defaults) give."""
+    defaults = {f"{section}_{k}": v for section, config in _default_configs().items()
+                for k, v in dataclasses.asdict(config).items()}
+    return [key for key, value in values.items()
+            if key != BASE_KEY and value != base.get(key, defaults.get(key))]
+
+
+def _default_configs() -> dict:
+    return {section: cls() for section, cls in stage_classes().items()}
+
+
+def variant_of(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict:
+    """`values` with its outputs moved out of the base run's folder when they change the base files' settings.
+
+    A notebook layered on params/demo.yaml with one edited key (03's `train_epochs: int = 5`) would otherwise
+    write into outputs/demo, the folder `make demo` renders, and resume its finished model under other settings.
+    Its run folder becomes <base run folder>-<key>_<value> (or outputs/<run_name> when run_name is among the
+    edits); inside it go the figures, the evaluation results and, when a train_* key changed, the pretraining run
+    (whose model evaluate_encoders then names) and, when a setting the ECG store is converted with changed, the
+    store. Inputs (corpus, store, the CQA's dictionary) are still read from the base.
+    Nothing moves without base files or when the edits set run_dir; a folder the edits set stays where they say.
+    """
+    edits = edits_to(base, values)
+    if not base or not edits or "run_dir" in edits:
+        return dict(values)
+    old = params_from_mapping(values, "the base")
+    if "run_name" in edits:
+        new_dir = outputs_dir() / values["run_name"]
+    else:
+        named = [key for key in edits if key not in ("train_out_dir", "evaluate_out_dir")] or edits
+        suffix = "-".join(f"{key}_{_slug(values[key])}" for key in named[:2])
+        if len(named) > 2:   # a short, stable name for many edits
+            suffix += f"-and-{len(named) - 2}-more-" + _digest({key: values[key] for key in named})
+        new_dir = old.run_dir.with_name(f"{old.run_dir.name}-{suffix}")
+    moved = dict(values, run_dir=str(new_dir))
+    if old.evaluate.out_dir and "evaluate_out_dir" not in edits:
+        moved["evaluate_out_dir"] = str(_move(resolve(old.evaluate.out_dir), old.run_dir, new_dir))
+    if any(section_of(key) == "train" for key in edits) and "train_out_dir" not in edits:
+        old_train, new_train = resolve(old.train.out_dir), new_dir / "pretrain"
+        moved["train_out_dir"] = str(new_train)
+        if set(edits) & set(STORE_SETTINGS) and old.train.store_dir:
+            moved["train_store_dir"] = str(new_dir / "store")
+        if "evaluate_encoders" in values:   # the encoders 04 evaluates: the model this run trains, not the base's
+            moved["evaluate_encoders"] = [
+                dict(spec, path=str(_move(resolve(spec["path"]), old_train, new_train)))
+                if isinstance(spec, dict) and spec.get("path") else spec for spec in values["evaluate_encoders"]]
+    return moved
+
+
+def _move(path: Path, old: Path, new: Path) -> Path:
+    """`path` with folder `old` replaced by `new` when it lies inside `old`; else `path` itself."""
+    return new / path.relative_to(old) if path == old or old in path.parents else path
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the repository root when inside it (how params name paths), else as it is."""
+    from esi.paths import repo_root
+
+    return str(_move(path, repo_root(), Path(".")))
+
+
+def _slug(value: Any) -> str:
+    text = str(value).replace(os.sep, "_")
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:40]
+
+
+def _digest(values: Mapping[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]

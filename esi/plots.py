@@ -439,9 +439,11 @@ def plot_training_curves(metrics: pd.DataFrame | str | os.PathLike,
 # 04 evaluation
 
 
-def _result_label(row) -> str:
-    """A results row's bar label: protocol, task, label fraction, and the metric when it is not macro AUROC."""
-    parts = [row["protocol"].replace("_", " "), row["task"]]
+def _result_label(row, with_protocol: bool = True) -> str:
+    """A results row's bar label: protocol (unless the figure has one), task, label fraction, and the metric when
+    it is not macro AUROC."""
+    parts = [row["protocol"].replace("_", " ")] if with_protocol else []
+    parts.append(row["task"])
     if pd.notna(row.get("label_fraction")):
         parts.append(f"{row['label_fraction']:.0%} labels")
     if row["metric"] != "macro_auroc":
@@ -450,8 +452,11 @@ def _result_label(row) -> str:
 
 
 def plot_results_summary(table: pd.DataFrame):
-    """Every result of an evaluation run as horizontal bars with bootstrap intervals, one colour per encoder; the
-    p-value against the random-init twin is written beside each pretrained encoder's bar.
+    """The results of an evaluation run as horizontal bars with bootstrap intervals, one colour per encoder; the
+    p-value against the random-init twin in a column of its own right of the bars (never over a whisker).
+
+    At notebook width one figure per protocol reads best (notebook 04 draws `table` grouped by protocol); a
+    figure of one protocol names it in the title instead of on every bar.
 
     Args:
         table: the tidy results (esi.evaluate's results.csv: protocol, task, label_fraction, encoder, metric,
@@ -464,11 +469,15 @@ def plot_results_summary(table: pd.DataFrame):
         raise ValueError("no results to plot")
     # The macros over the supported classes only stay in the table: one bar per result is already a tall figure.
     table = table[~table["metric"].astype(str).str.endswith("_supported")]
-    table = table.assign(label=[_result_label(r) for _, r in table.iterrows()])
+    protocols = list(dict.fromkeys(table["protocol"]))
+    table = table.assign(label=[_result_label(r, with_protocol=len(protocols) > 1) for _, r in table.iterrows()])
     labels = list(dict.fromkeys(table["label"]))
     encoders = list(dict.fromkeys(table["encoder"]))
     colour = {encoder: f"C{j}" for j, encoder in enumerate(encoders)}
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(table) + 0.25 * len(labels) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(table) + 0.25 * len(labels) + 1.6))
+    # p-values sit right of the axes, at the height of their bar
+    beside = matplotlib.transforms.blended_transform_factory(ax.transAxes, ax.transData)
+    has_p = False
     for i, label in enumerate(labels):
         rows = table[table["label"] == label]
         height = 0.8 / len(rows)
@@ -479,22 +488,34 @@ def plot_results_summary(table: pd.DataFrame):
                 ax.plot([r["ci_low"], r["ci_high"]], [y, y], color="black", linewidth=1)
             p = r.get("p_value", np.nan)
             if pd.notna(p):
-                right = r["ci_high"] if np.isfinite(r["ci_high"]) else r["value"]
-                ax.text(min(right + 0.01, 0.9), y, f"p={p:.2g}", va="center", fontsize=6)
+                ax.text(1.02, y, f"{p:.2g}", transform=beside, va="center", fontsize=7, color=colour[r["encoder"]])
+                has_p = True
+    if has_p:
+        ax.text(1.02, 1.0, "p vs\nrandom init", transform=ax.transAxes, va="bottom", fontsize=7)
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    columns = min(len(unique), 3)     # the legend sits between the title and the bars, at most 3 to a row
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0),
+              ncol=columns, frameon=False)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     levels = table["ci_level"].dropna().unique() if "ci_level" in table else []
     interval = f"{levels[0]:.0%} CI" if len(levels) == 1 else "bootstrap CI"
-    ax.set_xlabel(f"macro AUROC / AUPRC (probes, benchmark, zero-shot) or accuracy (identification); line: {interval}; "
-                  "p: vs random-init twin", fontsize=8)
+    if protocols == ["identification"]:
+        metric = "top-k accuracy"
+    elif "identification" in protocols:
+        metric = "macro AUROC / AUPRC, or top-k accuracy (identification)"
+    else:
+        metric = "macro AUROC / AUPRC"
+    ax.set_xlabel(f"{metric}; line: {interval}", fontsize=8)
     datasets = list(dict.fromkeys(table["dataset"])) if "dataset" in table else ["ptbxl"]
     names = {"ptbxl": "PTB-XL", "cpsc2018": "CPSC2018", "csn": "CSN"}
-    ax.set_title("PTB-XL results (test fold 10)" if datasets == ["ptbxl"] else
-                 f"Results on {', '.join(names.get(d, d) for d in datasets)} (each one's test split)")
+    where = ("PTB-XL (test fold 10)" if datasets == ["ptbxl"] else
+             f"{', '.join(names.get(d, d) for d in datasets)} (each one's test split)")
+    what = protocols[0].replace("_", " ").capitalize() if len(protocols) == 1 else "Results"
+    ax.set_title(f"{what} on {where}", fontsize=10,
+                 pad=8 + 15 * -(-len(unique) // columns))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -179,3 +179,22 @@ def test_every_row_names_its_split():
     out = classification_rows("form", "linear_probe", "ESI", list("ABCD"), y, scores, split=SPLIT,
                               recipe="esi_probe", selection="fold9_best", n_boot=10)
     assert {r["split"] for r in out["rows"]} == {SPLIT}
+
+
+def test_a_model_with_constant_scores_is_said_not_to_have_learned_in_its_notes_and_the_pivot():
+    import pandas as pd
+
+    from esi.evaluate.results import CONSTANT_SCORES, results_pivot
+
+    y, scores = labels_and_scores()
+    constant = np.full_like(scores, 0.3)
+    out = classification_rows("superdiagnostic", "benchmark_supervised", "xresnet1d101", list("ABCD"), y, constant,
+                              split=SPLIT, recipe="benchmark", selection="last_epoch", n_boot=10)
+    auroc = next(r for r in out["rows"] if r["metric"] == "macro_auroc")
+    assert (auroc["value"], auroc["ci_low"], auroc["ci_high"]) == (0.5, 0.5, 0.5)
+    assert CONSTANT_SCORES in auroc["notes"]
+    cell = results_pivot(pd.DataFrame(out["rows"], columns=list(RESULT_COLUMNS))).iloc[0]["xresnet1d101"]
+    assert cell == "0.500 [0.500, 0.500] (constant scores: did not learn)"
+    learned = classification_rows("superdiagnostic", "benchmark_supervised", "xresnet1d101", list("ABCD"), y, scores,
+                                  split=SPLIT, recipe="benchmark", selection="last_epoch", n_boot=10)
+    assert all(CONSTANT_SCORES not in r["notes"] for r in learned["rows"])

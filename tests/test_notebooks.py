@@ -24,7 +24,7 @@ PROMISED_FIGURES = {
     "02_data_exploration": ["02_statement_frequencies.png", "02_text_lengths.png", "02_leads_quality.png",
                             "02_average_beats.png", "02_ecg_*.png"],
     "03_pretrain": ["03_training_curves.png", "03_caption_*.png"],
-    "04_ptbxl_evaluation": ["04_results_summary.png", "per_class_auroc_linear_probe_superdiagnostic.png",
+    "04_ptbxl_evaluation": ["04_results_linear_probe.png", "per_class_auroc_linear_probe_superdiagnostic.png",
                             "identification_cmc.png"],
 }
 

@@ -232,6 +232,54 @@ def test_load_params_reads_a_notebooks_globals_and_rejects_an_injected_typo():
         load_params({"run_name": "demo", "train_epoch": 2})
 
 
+# --- an edited notebook writes its own run folder ------------------------------------------------------------
+
+
+def try_an_idea(notebook: Path) -> dict:
+    """The notebook's globals after its parameters cell with the suggested ideas uncommented, as a user does."""
+    lines = parameters_cell(notebook).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# Try an idea"))
+    source = "\n".join(lines[:start + 1] + [line.removeprefix("# ") for line in lines[start + 1:]])
+    namespace: dict = {}
+    exec(source, namespace)
+    namespace.pop("__builtins__")
+    return namespace
+
+
+def test_03s_suggested_idea_trains_into_its_own_folder_beside_the_demo(capsys):
+    params = load_params(try_an_idea(REPO / "notebooks" / "03_pretrain.ipynb"))
+    demo = load_params({"run_params_files": ["params/demo.yaml"]})
+    assert params.train.epochs == 5 and demo.train.epochs == 3
+    variant = demo.run_dir.with_name("demo-train_epochs_5")
+    assert params.run_dir == variant and params.figures_dir == variant / "figures"
+    assert Path(params.train.out_dir) == variant / "pretrain"
+    assert Path(params.evaluate.out_dir) == variant
+    assert Path(params.evaluate.encoders[0].path) == variant / "pretrain" / "model"   # 04 scores this run's model
+    # inputs are the demo's: its corpus, store and the dictionary 01 wrote
+    for field in ("data_root", "store_dir", "waveform_dict", "patients"):
+        assert getattr(params.train, field) == getattr(demo.train, field), field
+    assert "writes to outputs/demo-train_epochs_5, not to outputs/demo" in capsys.readouterr().out
+
+
+def test_an_evaluation_idea_keeps_scoring_the_demos_model():
+    params = load_params(try_an_idea(REPO / "notebooks" / "04_ptbxl_evaluation.ipynb"))
+    demo = load_params({"run_params_files": ["params/demo.yaml"]})
+    assert params.run_dir == demo.run_dir.with_name("demo-evaluate_probe_epochs_100")
+    assert params.train.out_dir == demo.train.out_dir
+    assert params.evaluate.encoders == demo.evaluate.encoders
+
+
+def test_make_demo_and_explicit_folders_write_where_they_say(tmp_path):
+    # esi.report injects every key with the file's own `run_params_files: []`: nothing to differ from
+    demo = layer_params([DEMO])
+    assert load_params(dict(demo)).run_dir == params_from_mapping(demo).run_dir
+    # an edit that names the run folder is taken as it is; run_name alone names outputs/<run_name>
+    cell = {"run_params_files": ["params/demo.yaml"], "train_epochs": 5}
+    assert load_params({**cell, "run_dir": str(tmp_path)}).run_dir == tmp_path
+    named = load_params({**cell, "run_name": "five_epochs"})
+    assert named.run_dir.name == "five_epochs" and Path(named.train.out_dir) == named.run_dir / "pretrain"
+
+
 # --- the notebooks' parameter cells ---------------------------------------------------------------------------
 
 

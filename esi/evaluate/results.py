@@ -62,6 +62,16 @@ def smoke_note(n_test: int) -> str:
     return ""
 
 
+# The note of a model whose test scores are the same for every record in every class: it ranks nothing (its
+# AUROC is 0.5 by construction, with a zero-width interval), typically a smoke-sized run stopped too early.
+CONSTANT_SCORES = "constant scores: the model did not learn to rank the test records (train longer)"
+
+
+def constant_scores_note(y_score: np.ndarray) -> str:
+    """CONSTANT_SCORES when every column of `y_score` holds one value ("" otherwise)."""
+    return CONSTANT_SCORES if len(y_score) and bool((np.ptp(y_score, axis=0) == 0).all()) else ""
+
+
 def join_notes(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
@@ -154,7 +164,7 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
     results = bootstrap_metrics(y_true, y_score, metrics=CLASSIFICATION_METRICS, n_boot=n_boot, level=ci_level,
                                 seed=seed, classes=list(classes), where=where)
     n_rare = n_rare_classes(y_true)
-    notes = join_notes(unscorable_note(y_true, classes), notes)
+    notes = join_notes(constant_scores_note(y_score), unscorable_note(y_true, classes), notes)
     rows = [result_row(task, protocol, encoder, metric, r.value, r.low, r.high, ci_level=r.level, n_rare=n_rare,
                        notes=notes, **common)
             for metric, r in results.items()]
@@ -338,13 +348,15 @@ def results_pivot(table: pd.DataFrame) -> pd.DataFrame:
     holds several) and one column per encoder.
 
     Cells read "value [ci_low, ci_high]", followed by "p=..." (paired test against the random-init twin) where the
-    row has one.
+    row has one, and by "(constant scores: did not learn)" for a model that scored every record alike.
     """
     if table.empty:
         return pd.DataFrame()
     p_values = table["p_value"] if "p_value" in table else pd.Series(float("nan"), index=table.index)
+    notes = table["notes"].fillna("") if "notes" in table else pd.Series("", index=table.index)
     shown = table.assign(result=[text + ("" if pd.isna(p) else f" p={p:.2g}")
-                                 for text, p in zip(_interval_texts(table), p_values)],
+                                 + (" (constant scores: did not learn)" if CONSTANT_SCORES in note else "")
+                                 for text, p, note in zip(_interval_texts(table), p_values, notes)],
                          fraction=table["label_fraction"].map(_fraction_text),
                          recipe=table["recipe"].fillna("") if "recipe" in table else "")
     keys = ["protocol", "recipe", "task", "fraction", "metric"]

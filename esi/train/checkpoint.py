@@ -5,6 +5,9 @@ the RNG states of python/numpy/torch (and CUDA), and the data position (epoch, b
 Files are written to a temporary name and renamed, so a kill during a save never leaves a broken newest file.
 They hold only tensors and plain Python values (the RNG states too), so they load with `weights_only=True`:
 resuming never unpickles code, and a file that would need it is refused.
+
+Each checkpoint also records the run's settings (`config`); `check_same_settings` refuses to resume it under
+settings that would change the model or its schedule, so a run folder never holds a mix of two runs.
 """
 
 from __future__ import annotations
@@ -24,8 +27,20 @@ from esi.paths import resolve
 _NAME = re.compile(r"^step_(\d{9})\.pt$")
 
 
+# The train_* settings a resume may change: they decide where and how often a run logs and checkpoints, how it
+# loads data, where it runs and when it stops, never what an optimizer step computes. Every other setting shapes
+# the model, its data or its schedule (train_epochs sets the learning-rate curve), so it must match the checkpoint.
+RESUME_MAY_CHANGE = frozenset({
+    "out_dir", "resume", "num_workers", "convert_workers", "device", "compile", "checkpoint_every",
+    "keep_checkpoints", "log_every", "tensorboard", "progress", "max_steps", "caption_samples"})
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be resumed from; the message says which file and why."""
+
+
+class SettingsChanged(CheckpointError):
+    """A resume under settings that differ from the checkpoint's in something that shapes the result."""
 
 
 def rng_state() -> dict:
@@ -98,10 +113,11 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep_last: int = 3)
     return path
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """The state `save_checkpoint` wrote. Raises CheckpointError for a file that holds pickled objects."""
+def load_checkpoint(path: Path, map_location="cpu", mmap: bool = False) -> dict:
+    """The state `save_checkpoint` wrote (`mmap`: tensors read only when used). Raises CheckpointError for a file
+    that holds pickled objects."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         # torch's long explanation names the offending class or function as "GLOBAL module.name"
         found = re.search(r"GLOBAL (\S+)", str(err))
@@ -123,3 +139,32 @@ def resume_path(resume: str, directory: Path) -> Path | None:
     if not path.exists():
         raise FileNotFoundError(f"train_resume: checkpoint not found: {path}")
     return path
+
+
+def check_same_settings(path: Path, settings: dict, defaults: dict) -> None:
+    """Raise SettingsChanged, naming every differing key, when checkpoint `path` was written under other settings.
+
+    Args:
+        path: the checkpoint a run is about to resume.
+        settings: the run's settings now (TrainConfig as a dict).
+        defaults: each setting's default; a key the checkpoint does not record (a setting added since it was
+            written) counts as its default, which by convention reproduces the earlier behaviour.
+    """
+    saved = load_checkpoint(path, mmap=True).get("config")
+    if saved is None:
+        raise CheckpointError(f"checkpoint {path} records no settings, so a resume cannot be checked against them; "
+                              "start over with train_resume: none, or set a new train_out_dir")
+    changed = [f"train_{key} {saved.get(key, defaults.get(key))!r} -> {value!r}" for key, value in settings.items()
+               if key not in RESUME_MAY_CHANGE and saved.get(key, defaults.get(key)) != value]
+    if changed:
+        raise SettingsChanged(
+            f"{path} was written with other settings ({'; '.join(changed)}); resuming it would mix two runs. "
+            "Set a new train_out_dir for this run, or train_resume: none to start over in this folder")
+
+
+def remove_checkpoints(directory: Path) -> int:
+    """Delete every checkpoint in `directory` (a run that starts over); returns how many there were."""
+    old = list_checkpoints(directory)
+    for path in old:
+        path.unlink(missing_ok=True)
+    return len(old)

@@ -1,7 +1,9 @@
 """One pretraining run: `train(cfg)` sets up, then loops over epochs (train_one_epoch, validate, checkpoint).
 
 What a run does, in order:
-  1. join the process group (torchrun/SLURM or none), pick the device, write <out_dir>/config.yaml;
+  1. join the process group (torchrun/SLURM or none), pick the device; stop if the checkpoint to resume was written
+     under settings that shape the result (checkpoint.RESUME_MAY_CHANGE lists those that may change); write
+     <out_dir>/config.yaml (train_resume none: remove an earlier run's checkpoints first);
   2. convert the dataset into an ECG store if needed (rank 0; resumable), pair ECGs with their texts, split;
   3. build the model, tokenise every text once (cached under <out_dir>/cache/);
   4. AdamW with parameter groups, the schedule, autocast/scaler; resume from the newest checkpoint (`resume: auto`);
@@ -32,7 +34,8 @@ from tqdm.auto import tqdm
 from esi.config import ConfigError, save_config
 from esi.models.distributed import mean_over_ranks
 from esi.paths import resolve
-from esi.train.checkpoint import load_checkpoint, resume_path, save_checkpoint, set_rng_state
+from esi.train.checkpoint import (check_same_settings, load_checkpoint, remove_checkpoints, resume_path,
+                                  save_checkpoint, set_rng_state)
 from esi.train.config import TrainConfig, model_config
 from esi.train.data import (NonFiniteBatchError, PairDataset, check_finite_batch, load_corpus, load_tokens,
                             make_loader, pair_datasets, records_of)
@@ -83,8 +86,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     device = pick_device(cfg.device, ctx)
     amp_dtype = autocast_dtype(cfg.precision, device)
     run_dir = resolve(cfg.out_dir)
+    # Before any work: a checkpoint written under other settings stops the run (naming them), and config.yaml is
+    # written only once it is known to describe the folder's model.
+    checkpoint = resume_path(cfg.resume, run_dir / "checkpoints")
+    if checkpoint is not None:
+        check_same_settings(checkpoint, asdict(cfg), asdict(TrainConfig()))
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.resume in ("none", "") and (removed := remove_checkpoints(run_dir / "checkpoints")):
+            # starting over: an older run's checkpoints must never be resumed under this run's settings
+            print(f"[esi.train] train_resume none: removed {removed} checkpoint(s) of an earlier run in {run_dir}",
+                  flush=True)
         save_config(cfg, run_dir / "config.yaml")
 
     # -- data and model (same seed on every rank; DDP also broadcasts rank 0's weights)
@@ -102,7 +114,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     # -- optimisation, resumption, wrappers
     optimizer, scheduler, scaler = build_optimization(cfg, model, device, amp_dtype, len(sampler) // cfg.grad_accum)
     step, start_epoch, start_batch = 0, 0, 0
-    checkpoint = resume_path(cfg.resume, run_dir / "checkpoints")
     if checkpoint is not None:
         step, start_epoch, start_batch = restore(checkpoint, model, optimizer, scheduler, scaler, ctx)
     net = wrap(model, cfg, ctx, device)
