@@ -16,6 +16,10 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 PARAMS ?= params/demo.yaml
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist), one per core of the 2-core machine the suite is timed on; 0: one process.
+# --dist loadscope runs each test module in one worker (its fixtures are built once); tests/conftest.py orders the
+# modules with slow tests first.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup demo test bench lab clean-outputs
 
@@ -41,7 +45,7 @@ demo: setup
 	$(PY) -m esi.report --config $(PARAMS)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: setup
 	@set -e; for script in bench/bench_*.py; do \

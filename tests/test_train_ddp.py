@@ -27,17 +27,14 @@ import torch
 from esi.train.launch import TrainingFailed, launch_training, training_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import (largest_gap, ptbxl_store, tiny_settings, tiny_text_encoder, weights_after,  # noqa: E402
-                        write_params)
+from test_train import largest_gap, tiny_settings, tiny_text_encoder, weights_after, write_params  # noqa: E402
 
 PER_RANK_BATCH = 8
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, ptbxl_dir) -> dict:
-    basetemp = tmp_path_factory.getbasetemp()
-    store_dir = ptbxl_store(basetemp, ptbxl_dir)
-    encoder = tiny_text_encoder(basetemp / "tiny-bert-no-dropout", dropout=0.0)
+def setup(tmp_path_factory, store_dir, ptbxl_dir) -> dict:
+    encoder = tiny_text_encoder(tmp_path_factory.getbasetemp() / "tiny-bert-no-dropout", dropout=0.0)
     root = tmp_path_factory.mktemp("ddp")
 
     def params(name: str, **changes) -> Path:
