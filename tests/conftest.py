@@ -2,12 +2,13 @@
 
 `make test` runs the suite in two worker processes (pytest-xdist, `-n 2 --dist loadscope`): each module's tests
 run in one worker, so a module fixture is built once; a session fixture is built once per worker that needs it.
-The modules holding `slow` tests are handed out first, so that the two workers end together.
+The modules holding the most `slow` tests are handed out first, so that the two workers end together.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -71,9 +72,10 @@ def esi_dir(tmp_path_factory) -> Path:
 def pytest_collection_modifyitems(config, items):
     if not hasattr(config, "workerinput"):   # only in xdist's worker processes
         return
-    # xdist hands the modules out in the order their first test is collected (--no-loadscope-reorder)
-    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module not in slow_modules)
+    # xdist hands the modules out in the order their first test is collected (--no-loadscope-reorder): the
+    # modules with the most slow tests first, the others as collected
+    slow_tests = Counter(item.module for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_tests[item.module])
 
 
 @pytest.fixture(scope="session")

@@ -127,6 +127,7 @@ def test_two_processes_log_the_gradient_norm_and_losses_of_one_process(two_proce
                                                                          rel=1e-4), column
 
 
+@pytest.mark.slow   # torch.compile in two processes: half a minute on 2 idle cores
 @pytest.mark.parametrize("step", [1, 2])
 def test_compiled_ddp_takes_the_same_steps_as_eager_ddp(two_processes_compiled, two_processes, step):
     name, gap = largest_gap(weights_after(two_processes_compiled["run_dir"], step),
