@@ -25,6 +25,10 @@ KERNEL_DISPLAY_NAME := ESI (.venv)
 # What nbstripout's git filter strips besides outputs and counts: what every save rewrites without an edit
 # (language_info holds the kernel's Python version), so a save with no edit leaves `git diff` empty.
 NOTEBOOK_STRIP_KEYS := metadata.language_info
+# Test worker processes (pytest-xdist), one per core of the 2-core machine the suite is timed on; 0: one process.
+# --dist loadscope runs each test module in one worker (its fixtures are built once); tests/conftest.py orders the
+# modules with slow tests first.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup demo test bench lab notebook-filter clean-outputs
 
@@ -49,8 +53,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m esi.report --config $(PARAMS)
 
+# One BLAS/OpenMP thread per worker: two workers already fill the two cores, and idle BLAS threads spinning for a
+# busy core slow small matrix products many times over.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: setup
 	@set -e; for script in bench/bench_*.py; do \

@@ -1,8 +1,14 @@
-"""Shared test fixtures. Tests run offline and may read ../shared (beside the checkout)."""
+"""Shared test fixtures. Tests run offline and may read ../shared (beside the checkout).
+
+`make test` runs the suite in two worker processes (pytest-xdist, `-n 2 --dist loadscope`): each module's tests
+run in one worker, so a module fixture is built once; a session fixture is built once per worker that needs it.
+The modules holding the most `slow` tests are handed out first, so that the two workers end together.
+"""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -60,4 +66,23 @@ def esi_dir(tmp_path_factory) -> Path:
     directory = ESIModel(config).save_pretrained(tmp_path_factory.mktemp("esi") / "model")
     preprocessing = {"fs": 100.0, "seconds": 10.0, "normalize": "per_lead", "leads": list(STANDARD_LEADS)}
     (directory / "preprocessing.json").write_text(json.dumps(preprocessing))
+    return directory
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):   # only in xdist's worker processes
+        return
+    # xdist hands the modules out in the order their first test is collected (--no-loadscope-reorder): the
+    # modules with the most slow tests first, the others as collected
+    slow_tests = Counter(item.module for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_tests[item.module])
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory, ptbxl_dir) -> Path:
+    """The PTB-XL records of ../shared converted once per session into a 100 Hz x 10 s store."""
+    from esi.data.corpus import ensure_store
+
+    directory = tmp_path_factory.getbasetemp() / "ptbxl100-store"
+    ensure_store("ptbxl", ptbxl_dir, directory, fs=100, seconds=10, workers=2, progress=False)
     return directory

@@ -47,6 +47,7 @@ def run(trees, esi_dir, esi_dict_path, tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow   # builds `run`: probe, fine-tuning and zero-shot on two datasets, half a minute
 def test_every_protocol_runs_on_both_datasets_and_each_row_names_dataset_split_and_length(run):
     result, out = run
     table = result.table

@@ -1,8 +1,9 @@
 """The pretraining engine `esi.train`, end to end on the real PTB-XL records in ../shared.
 
 Most runs use a tiny text encoder (a 2-layer BERT with random weights and MiniLM's tokenizer, built into a temporary
-folder) so that a few optimizer steps take a fraction of a second; the real pretraining run uses the bundled
-MiniLM. All runs read one 100 Hz store converted once per test session.
+folder) so that a few optimizer steps take a fraction of a second. All runs read one 100 Hz store converted once
+per test session (conftest's `store_dir`). The short real pretraining (the bundled MiniLM, retrieval far above
+chance) is in test_evaluate_end_to_end.py, where the same run also serves the linear-probe comparison.
 
 The kill-and-resume test starts `python -m esi.train` in subprocesses and SIGKILLs one of them from outside once
 it has checkpointed a chosen step, as an out-of-memory killer or a pre-empted node would.
@@ -11,7 +12,6 @@ it has checkpointed a chosen step, as an out-of-memory killer or a pre-empted no
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 import signal
@@ -33,16 +33,7 @@ from esi.train.data import NonFiniteBatchError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-# ---- shared material: one store, one tiny text encoder, a config writer -----------------------------------
-
-def ptbxl_store(basetemp: Path, ptbxl_dir: Path) -> Path:
-    """The PTB-XL records of ../shared converted once per session into a 100 Hz x 10 s store."""
-    from esi.data.corpus import ensure_store
-
-    store_dir = basetemp / "ptbxl100-store"
-    ensure_store("ptbxl", ptbxl_dir, store_dir, fs=100, seconds=10, workers=2, progress=False)
-    return store_dir
-
+# ---- shared material: one tiny text encoder, a config writer (the store: conftest's store_dir) -----------
 
 def tiny_text_encoder(folder: Path, dropout: float) -> Path:
     """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer, saved as a Hugging Face folder."""
@@ -110,11 +101,6 @@ def largest_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple
     gaps = {name: float((a[name].float() - b[name].float()).abs().max()) for name in a}
     worst = max(gaps, key=gaps.get)
     return worst, gaps[worst]
-
-
-@pytest.fixture(scope="session")
-def store_dir(tmp_path_factory, ptbxl_dir) -> Path:
-    return ptbxl_store(tmp_path_factory.getbasetemp(), ptbxl_dir)
 
 
 @pytest.fixture(scope="session")
@@ -284,56 +270,6 @@ def test_gradient_accumulation_of_two_batches_of_b_steps_like_one_batch_of_2b(tm
         logged = [[float(r[column]) for r in read_metrics(run.run_dir) if r["split"] == "train"]
                   for run in (whole, accumulated)]
         assert logged[0] == pytest.approx(logged[1], rel=1e-4), column
-
-
-def rank_of_true_text(model_dir: Path, corpus, rows, normalize: str) -> torch.Tensor:
-    """For each validation ECG, how many validation texts the saved model scores above the ECG's own text."""
-    from esi.data.datasets import ECGDataset
-    from esi.models.esi_model import ESIModel
-
-    model = ESIModel.from_pretrained(model_dir)
-    ecgs = ECGDataset(corpus.store, rows, normalize=normalize).fetch(np.arange(len(rows)))["ecg"]
-    texts = model.tokenize([corpus.texts[row] for row in rows])
-    with torch.no_grad():
-        similarity = model.encode_ecg(ecgs) @ model.encode_text(texts["input_ids"], texts["attention_mask"]).T
-    return (similarity > similarity.diagonal()[:, None]).sum(dim=1)
-
-
-@pytest.mark.slow
-def test_a_short_real_pretraining_run_retrieves_texts_far_above_chance(tmp_path, store_dir, ptbxl_dir, capsys):
-    """ConvNeXt V2 atto + MiniLM, 3 epochs on PTB-XL folds 1-8 (353 records, text: demographics, SCP statements,
-    the report), validated on fold 9 (81 pairs). About a minute on 2 idle cores.
-
-    With 81 pairs, recall@5 moves in steps of 1/81 and its sampling noise (sd ~0.045 near 0.2) is as large as
-    any margin one could ask of it, so "far above chance" is judged on the rank of each ECG's own text among the
-    81 texts, which uses every pair: by chance its mean is 40 with a standard error of 2.6.
-    """
-    from esi.data.corpus import build_corpus
-
-    cfg = load_config(TrainConfig, overrides=dict(
-        out_dir=str(tmp_path / "real"), corpus="ptbxl", data_root=str(ptbxl_dir), store_dir=str(store_dir),
-        fs=100, seconds=10, ecg_encoder="convnextv2_atto", text_encoder="minilm", max_text_length=32,
-        # a narrow decoder with a small caption weight: captioning is not what retrieval needs, and the
-        # 30522-word output layer of a full-width decoder would cost more than the ECG encoder
-        model={"decoder_depth": 1, "decoder_heads": 4, "decoder_dim": 64, "decoder_embeddings": "random",
-               "n_queries": 8, "latent_dim": 64, "caption_weight": 0.1},
-        batch_size=16, epochs=3, lr=1e-3, text_lr=5e-5, warmup_epochs=0.5, checkpoint_every=1000,
-        keep_checkpoints=1, caption_samples=2, tensorboard=False, progress=False))
-    result = train(cfg)
-    recall, pool = result.val_metrics, int(result.val_metrics["retrieval_pool"])
-    corpus = build_corpus("ptbxl", ptbxl_dir, store_dir, fs=100, seconds=10, progress=False)
-    ranks = rank_of_true_text(result.model_dir, corpus, corpus.rows["val"], cfg.normalize).float()
-    chance_rank, chance_error = (pool - 1) / 2, math.sqrt((pool ** 2 - 1) / 12 / pool)
-    z = (chance_rank - float(ranks.mean())) / chance_error
-    with capsys.disabled():
-        print(f"\n[real pretraining] {result.steps} steps; validation pool {pool}: " + ", ".join(
-            f"recall@{k} {recall[f'recall@{k}']:.3f} (chance {k / pool:.3f})" for k in (1, 5, 10))
-            + f"; mean rank of the true text {float(ranks.mean()):.1f} (chance {chance_rank:.0f}, z = {z:.1f})")
-    assert pool == len(corpus.rows["val"]) == 81                 # PTB-XL fold 9 of the 500 records in ../shared
-    assert recall["recall@10"] == pytest.approx(float((ranks < 10).float().mean()), abs=2 / pool)
-    assert z > 4                                                  # p < 1e-4 under chance
-    assert recall["recall@10"] > 1.5 * 10 / pool
-    assert (result.run_dir / "captions.jsonl").read_text().count("\n") == 2
 
 
 # ---- bad input and bad settings: clear errors --------------------------------------------------------------

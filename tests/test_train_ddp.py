@@ -27,17 +27,14 @@ import torch
 from esi.train.launch import TrainingFailed, launch_training, training_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import (largest_gap, ptbxl_store, tiny_settings, tiny_text_encoder, weights_after,  # noqa: E402
-                        write_params)
+from test_train import largest_gap, tiny_settings, tiny_text_encoder, weights_after, write_params  # noqa: E402
 
 PER_RANK_BATCH = 8
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, ptbxl_dir) -> dict:
-    basetemp = tmp_path_factory.getbasetemp()
-    store_dir = ptbxl_store(basetemp, ptbxl_dir)
-    encoder = tiny_text_encoder(basetemp / "tiny-bert-no-dropout", dropout=0.0)
+def setup(tmp_path_factory, store_dir, ptbxl_dir) -> dict:
+    encoder = tiny_text_encoder(tmp_path_factory.getbasetemp() / "tiny-bert-no-dropout", dropout=0.0)
     root = tmp_path_factory.mktemp("ddp")
 
     def params(name: str, **changes) -> Path:
@@ -135,6 +132,7 @@ def test_two_processes_log_the_gradient_norm_and_losses_of_one_process(two_proce
                                                                          rel=1e-4), column
 
 
+@pytest.mark.slow   # torch.compile in two processes: half a minute on 2 idle cores
 @pytest.mark.parametrize("step", [1, 2])
 def test_compiled_ddp_takes_the_same_steps_as_eager_ddp(two_processes_compiled, two_processes, step):
     name, gap = largest_gap(weights_after(two_processes_compiled["run_dir"], step),

@@ -22,18 +22,15 @@ from esi.train import TrainConfig, train
 from esi.train.checkpoint import checkpoint_path, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import (largest_gap, ptbxl_store, read_metrics, tiny_settings, tiny_text_encoder,  # noqa: E402
-                        weights_after)
+from test_train import largest_gap, read_metrics, tiny_settings, tiny_text_encoder, weights_after  # noqa: E402
 from test_train_ddp import initial_weights  # noqa: E402
 
 STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, ptbxl_dir):
-    basetemp = tmp_path_factory.getbasetemp()
-    store_dir = ptbxl_store(basetemp, ptbxl_dir)
-    encoder = tiny_text_encoder(basetemp / "tiny-bert-no-dropout", dropout=0.0)
+def run(tmp_path_factory, store_dir, ptbxl_dir):
+    encoder = tiny_text_encoder(tmp_path_factory.getbasetemp() / "tiny-bert-no-dropout", dropout=0.0)
     root = tmp_path_factory.mktemp("precision")
     done: dict[tuple, Path] = {}
 

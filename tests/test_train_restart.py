@@ -24,7 +24,7 @@ from esi.train.checkpoint import latest_checkpoint
 from esi.train.launch import launch_training, training_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import load_weights, ptbxl_store, tiny_settings, tiny_text_encoder, write_params  # noqa: E402
+from test_train import load_weights, tiny_settings, tiny_text_encoder, write_params  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KILL_AFTER = 2         # rank 1 is killed once step 2 (of 4) is checkpointed: mid-epoch, so the data position resumes
@@ -71,9 +71,8 @@ def run_killing_rank_1(command: list[str], checkpoints: Path, log: Path) -> dict
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, ptbxl_dir) -> dict:
+def runs(tmp_path_factory, ptbxl_dir, store_dir) -> dict:
     basetemp = tmp_path_factory.getbasetemp()
-    store_dir = ptbxl_store(basetemp, ptbxl_dir)
     # Dropout on, as in test_train's kill-and-resume test: the resumed ranks must replay the masks, too.
     encoder = tiny_text_encoder(basetemp / "tiny-bert-dropout", dropout=0.1)
     root = tmp_path_factory.mktemp("restart")
@@ -97,6 +96,7 @@ def runs(tmp_path_factory, ptbxl_dir) -> dict:
     return {"root": root, "uninterrupted": uninterrupted, "restarted": restarted}
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_run_finishes(runs):
     restarted = runs["restarted"]
     assert restarted["killed_step"] is not None, "the run finished before a worker could be killed"

@@ -19,16 +19,15 @@ import yaml
 from esi.config import load_config
 from esi.train import TrainConfig, train
 from esi.train.checkpoint import RESUME_MAY_CHANGE, list_checkpoints
-from test_train import ptbxl_store, tiny_settings, tiny_text_encoder, write_params
+from test_train import tiny_settings, tiny_text_encoder, write_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def one_step_run(tmp_path_factory, ptbxl_dir) -> dict:
+def one_step_run(tmp_path_factory, ptbxl_dir, store_dir) -> dict:
     """A run stopped after one optimizer step (max_steps: its checkpoint is written), as a params file."""
     basetemp = tmp_path_factory.getbasetemp()
-    store_dir = ptbxl_store(basetemp, ptbxl_dir)
     encoder = tiny_text_encoder(basetemp / "tiny-bert-dropout", dropout=0.1)
     root = tmp_path_factory.mktemp("resume-check")
     settings = tiny_settings(root / "run", store_dir, encoder, ptbxl_dir, max_steps=1)
