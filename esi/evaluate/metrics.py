@@ -531,11 +531,13 @@ def paired_test(y_true: np.ndarray | None, score_a: np.ndarray, score_b: np.ndar
 
         p = (1 + #{|d*| >= |delta|}) / (B + 1),
 
-    exact under that hypothesis for any number of test positives (a bootstrap over records is not: a class with
-    k positives never shows a resample where the other model wins it, which made its p-values too small). Before
-    swapping, each model's scores of a class are replaced by their ranks / records: AUROC and AUPRC depend on a
-    model's ordering only, and this puts the two models on one scale, so a model whose probabilities are merely
-    more confident is not "different". Identical models give p = 1; the smallest p is 1 / (B + 1).
+    for any number of test positives (a bootstrap over records is not: a class with k positives never shows a
+    resample where the other model wins it, which made its p-values too small). Before swapping, each model's
+    scores of a class are replaced by their ranks / records: AUROC and AUPRC depend on a model's ordering only, and
+    this puts the two models on one scale, so a model whose probabilities are merely more confident is not
+    "different". The test is exact when these rank scores are exchangeable record by record; simulations with
+    exchangeable raw scores keep the error rate (tests/test_evaluate_paired_calibration.py). Identical models give
+    p = 1; the smallest p is 1 / (B + 1).
 
     Args:
         y_true: (records, classes) 0/1 labels; unused (None) for metric="accuracy".
