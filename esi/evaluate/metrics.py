@@ -582,11 +582,9 @@ def paired_test(y_true: np.ndarray | None, score_a: np.ndarray, score_b: np.ndar
     if base == "macro_auroc":
         g = _auroc_swap_weights(y, a, b)
         observed, permuted = g.sum(), np.where(not_swapped, 1.0, -1.0) @ g
-    else:
-        ap_a, ap_b = _average_precision_swaps(y, a, b, np.ones((1, len(y)), dtype=bool))
-        observed = float(ap_a[0] - ap_b[0])
-        ap_a, ap_b = _average_precision_swaps(y, a, b, not_swapped)
-        permuted = ap_a - ap_b
+    else:   # the unswapped pattern first: the observed difference from the same counts as every swap's
+        ap_a, ap_b = _average_precision_swaps(y, a, b, np.vstack([np.ones((1, len(y)), dtype=bool), not_swapped]))
+        observed, permuted = float(ap_a[0] - ap_b[0]), ap_a[1:] - ap_b[1:]
     return PairedTest(delta, _two_sided_permutation_p(observed, permuted), n_permutations)
 
 

@@ -104,10 +104,6 @@ MERL_LENGTH_POLICIES = {"cpsc2018": ("merl",), "csn": ("merl", "crop_pad")}
 PTBXL_V101_FOLD10 = 2203
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
 def comparability(row, paper: str) -> tuple[bool, str]:
     """(comparable, why not) of one results row against what `paper` publishes for the same task and fraction.
 
@@ -118,7 +114,7 @@ def comparability(row, paper: str) -> tuple[bool, str]:
     released labels; on PTB-XL against the benchmark, the same PTB-XL version.
 
     Args:
-        row: a results row (mapping or pandas row) with dataset, task, protocol, split, length_policy, selection,
+        row: a results row (a mapping: dict or pandas Series) with dataset, task, protocol, split, length_policy, selection,
             subset_draw, label_fraction, seed, n_test, encoder and optionally labels.
         paper: one of PAPERS.
 
@@ -127,9 +123,9 @@ def comparability(row, paper: str) -> tuple[bool, str]:
     """
     from esi.evaluate.results import SMOKE_TEST_RECORDS   # (results imports this module's neighbours: only here)
 
-    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+    get = row.get
     fraction = get("label_fraction")
-    fraction = None if _missing(fraction) else float(fraction)
+    fraction = None if pd.isna(fraction) else float(fraction)
     published = published_auroc(paper, get("protocol"), get("task"), fraction, str(get("encoder", "")))
     if np.isnan(published) or get("metric", "macro_auroc") != "macro_auroc":   # papers publish macro AUROC only
         return False, f"{paper} publishes no number for this metric, protocol, task and label fraction"
@@ -199,7 +195,7 @@ def beside_published(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for row in grouped.to_dict("records"):
         for paper in PAPERS:
-            fraction = None if _missing(row.get("label_fraction")) else row["label_fraction"]
+            fraction = None if pd.isna(row.get("label_fraction")) else row["label_fraction"]
             value = published_auroc(paper, row["protocol"], row["task"], fraction, str(row.get("encoder", "")))
             if np.isnan(value):
                 continue
