@@ -74,7 +74,7 @@ def protocols(args, workspace) -> list[dict]:
     """Wall time of each protocol with small settings (printed with the result)."""
     import torch
 
-    from esi.evaluate import (BenchmarkSettings, EncoderSpec, run_identification, run_linear_probe, run_ptbxl_benchmark,
+    from esi.evaluate import (BenchmarkSettings, EncoderSpec, run_identification, run_linear_probe, run_benchmark,
                               run_zero_shot)
     from esi.models.esi_model import ESIConfig, ESIModel
 
@@ -92,7 +92,7 @@ def protocols(args, workspace) -> list[dict]:
                                   epochs=args.probe_epochs, random_baselines=False)),
         ("PTB-XL benchmark", f"xresnet1d101 from scratch, superdiagnostic, {args.benchmark_epochs} epoch(s), "
                              f"batch {args.benchmark_batch}",
-         lambda: run_ptbxl_benchmark([], workspace, ["superdiagnostic"], settings=BenchmarkSettings(
+         lambda: run_benchmark([], workspace, ["superdiagnostic"], settings=BenchmarkSettings(
              epochs=args.benchmark_epochs, batch_size=args.benchmark_batch), save_models=False)),
         ("zero-shot", "random small ESI (atto + MiniLM) and its random twin, superdiagnostic, class names only",
          lambda: run_zero_shot([esi], workspace, ["superdiagnostic"])),

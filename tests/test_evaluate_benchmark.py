@@ -18,10 +18,10 @@ from esi.data.ptbxl import load_task
 from esi.data.transforms import sliding_windows
 from esi.evaluate.encoders import EncoderSpec, load_encoder
 from esi.evaluate.features import ptbxl_store, store_rows
-from esi.evaluate.ptbxl_benchmark import (PROTOCOL_FINETUNE, PROTOCOL_SUPERVISED, RECIPES, BenchmarkClassifier,
+from esi.evaluate.benchmark import (PROTOCOL_FINETUNE, PROTOCOL_SUPERVISED, RECIPES, BenchmarkClassifier,
                                           BenchmarkSettings, OneCycle, aggregate_max, benchmark_optimizer,
                                           benchmark_task, build_classifier, predict_records, recipe_deviations,
-                                          recipe_label, recipe_settings, run_ptbxl_benchmark, supervised_spec,
+                                          recipe_label, recipe_settings, run_benchmark, supervised_spec,
                                           train_benchmark_model, training_phases)
 from esi.evaluate.workspace import Workspace
 from esi.models.registry import EncoderOutput
@@ -445,7 +445,7 @@ def test_fine_tuning_a_pretrained_encoder_and_its_twin_gives_rows_with_a_paired_
     workspace = Workspace(tmp_path / "run", ptbxl_dir, store_dir=shared["store_dir"], progress=False)
     encoders = [tiny_loaded(True, "tiny pretrained"), tiny_loaded(False, "tiny random")]
     settings = tiny_settings(batch_size=128, significance_resamples=50)
-    results = run_ptbxl_benchmark(encoders, workspace, ["superdiagnostic"], supervised=(), settings=settings,
+    results = run_benchmark(encoders, workspace, ["superdiagnostic"], supervised=(), settings=settings,
                                   random_baselines=False, save_models=False)
     table = results.table
     assert len(table) == 8 and set(table["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"}

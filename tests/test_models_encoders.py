@@ -92,7 +92,7 @@ def test_xresnet1d101_every_stage_outputs_256_channels(small_encoders):
 
 
 def test_xresnet1d101_residual_branches_start_at_zero_unless_the_benchmark_recipe_reinitialises_them():
-    from esi.evaluate.ptbxl_benchmark import benchmark_weight_init
+    from esi.evaluate.benchmark import benchmark_weight_init
 
     encoder = create_encoder("xresnet1d101")
     last_bn_weights = [block.convs[-1][1].weight for stage in encoder.stages for block in stage]

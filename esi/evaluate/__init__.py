@@ -20,7 +20,7 @@ from esi.evaluate.encoders import EncoderSpec, load_encoder
 from esi.evaluate.identification import run_identification
 from esi.evaluate.linear_probe import label_fraction_subset, run_linear_probe
 from esi.evaluate.metrics import macro_auprc, macro_auroc, paired_test
-from esi.evaluate.ptbxl_benchmark import BenchmarkSettings, recipe_settings, run_ptbxl_benchmark
+from esi.evaluate.benchmark import BenchmarkSettings, recipe_settings, run_benchmark
 from esi.evaluate.results import ProtocolResults, results_pivot
 from esi.evaluate.run import EvaluationResult, evaluate
 from esi.evaluate.workspace import ChallengeWorkspace, Workspace
@@ -30,5 +30,5 @@ __all__ = [
     "BenchmarkSettings", "ChallengeWorkspace", "EncoderSpec", "EvaluationResult", "ProtocolResults", "Workspace",
     "evaluate", "label_fraction_subset", "load_encoder", "load_evaluate_config", "macro_auprc", "macro_auroc",
     "paired_test", "recipe_settings", "results_pivot", "run_identification", "run_linear_probe",
-    "run_ptbxl_benchmark", "run_zero_shot",
+    "run_benchmark", "run_zero_shot",
 ]

@@ -10,7 +10,7 @@ Four kinds of encoder:
   against. `random_twin(spec)` makes the twin of a pretrained spec: same architecture, rate, normalisation
   and lead order, random weights.
 - "supervised": an encoder trained from scratch on PTB-XL labels by Protocol A
-  (`esi.evaluate.ptbxl_benchmark`, which saves `<task>/<encoder>.pt`), used as a frozen feature extractor.
+  (`esi.evaluate.benchmark`, which saves `<task>/<encoder>.pt`), used as a frozen feature extractor.
 
 An encoder is identified by a hash of its weights and preprocessing (`LoadedEncoder.identity`), which keys the
 feature cache: a retrained checkpoint at the same path never reuses stale features.

@@ -36,7 +36,7 @@ from esi.evaluate.config import EvaluateConfig, load_evaluate_config
 from esi.evaluate.encoders import load_encoders
 from esi.evaluate.identification import run_identification
 from esi.evaluate.linear_probe import run_linear_probe
-from esi.evaluate.ptbxl_benchmark import recipe_settings, run_ptbxl_benchmark
+from esi.evaluate.benchmark import recipe_settings, run_benchmark
 from esi.evaluate.results import (RESULTS_CSV, SMOKE_TEST_RECORDS, ProtocolResults, load_predictions, summary,
                                  write_results)
 from esi.evaluate.workspace import ChallengeWorkspace, Workspace
@@ -140,7 +140,7 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
                 train_fraction=config.benchmark_train_fraction, subset_draw=config.probe_subset_draw,
                 seed=config.seed, n_boot=config.n_boot, ci_level=config.ci_level,
                 significance_resamples=config.significance_resamples, num_workers=config.benchmark_loader_workers)
-            finished(run_ptbxl_benchmark(
+            finished(run_benchmark(
                 encoders if config.benchmark_finetune else [], workspace,
                 workspace.task_names(config.benchmark_tasks), supervised=config.benchmark_supervised,
                 supervised_fs=config.benchmark_supervised_fs, settings=settings, min_samples=config.min_samples,

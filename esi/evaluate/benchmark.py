@@ -1,4 +1,5 @@
-"""Protocol A: the PTB-XL benchmark (Strodthoff et al., IEEE JBHI 2021), trained end to end.
+"""Protocol A: the PTB-XL benchmark recipe (Strodthoff et al., IEEE JBHI 2021), trained end to end, on any dataset
+(PTB-XL, CPSC2018, CSN, a Challenge source).
 
 What every recipe shares, as the benchmark's code (helme/ecg_ptbxl_benchmarking, code/models/fastai_model.py):
   - folds 1-8 train, fold 9 validates, fold 10 is scored once;
@@ -27,7 +28,7 @@ Two protocols: "benchmark_supervised" trains an architecture (default xresnet1d1
 random-init twin with the same recipe, tested against it with a paired permutation test).
 
     workspace = Workspace("outputs/run", "data/ptbxl")
-    results = run_ptbxl_benchmark([], workspace, tasks=["superdiagnostic"], supervised=["xresnet1d101"],
+    results = run_benchmark([], workspace, tasks=["superdiagnostic"], supervised=["xresnet1d101"],
                                   settings=recipe_settings("benchmark"))
 """
 
@@ -714,7 +715,7 @@ def supervised_spec(architecture: str, fs: float = 100.0, seed: int = 0) -> Enco
                        normalize="scaler", seed=seed)
 
 
-def run_ptbxl_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
+def run_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
                         tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
                         supervised_fs: float = 100.0, settings: BenchmarkSettings | None = None,
                         min_samples: int = 0, random_baselines: bool = True,
