@@ -219,7 +219,42 @@ def ked_xresnet1d101(repo: Path, ptbxl: Path):
     return model, lambda x: model(x).mean(dim=-1), torch.stack(inputs), call
 
 
+# --- ECG-JEPA -----------------------------------------------------------------------------------------------
+
+def ecg_jepa_small(repo: Path, ptbxl: Path):
+    """ECG-JEPA's MaskTransformer at width 192, 4 blocks, 4 heads (48 channels per head, as the released 768-wide,
+    16-head encoder); its own waves_ptbxl steps and its representation()."""
+    import types
+
+    import wfdb
+    from torch import nn
+
+    # ecg_jepa.py imports DropPath and trunc_normal_ from timm, whose import needs a torchvision matching this torch;
+    # DropPath is built only for drop_path_rate > 0 (0 here) and ecg_jepa.py defines its own trunc_normal_.
+    timm_layers = types.ModuleType("timm.models.layers")
+    timm_layers.DropPath, timm_layers.trunc_normal_ = nn.Identity, nn.init.trunc_normal_
+    for name in ("timm", "timm.models"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["timm.models.layers"] = timm_layers
+    sys.path.insert(0, str(repo))
+    from ecg_data import downsample_waves
+    from ecg_jepa import ecg_jepa
+
+    # models.load_encoder's builder with a smaller encoder (mask_scale (0, 0), 8 leads, sin-cos positions).
+    model = ecg_jepa(encoder_embed_dim=192, encoder_depth=4, encoder_num_heads=4, predictor_embed_dim=96,
+                     predictor_depth=1, predictor_num_heads=2, c=8, pos_type="sincos", mask_scale=(0, 0),
+                     leads=[0, 1, 2, 3, 4, 5, 6, 7]).encoder
+    # waves_ptbxl: wfdb records at 500 Hz, (leads, samples), Fourier-resampled to 2,500, leads [0, 1] + [6:].
+    data = np.stack([wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T for ecg_id in RECORDS])
+    data = downsample_waves(data, 2500)
+    data = np.concatenate([data[:, :2], data[:, 6:]], axis=1)
+    call = ("ecg_jepa(encoder_embed_dim=192, encoder_depth=4, encoder_num_heads=4, c=8).encoder (ecg_jepa.py): "
+            "features = representation(x)")
+    return model, model.representation, torch.from_numpy(data), call
+
+
 FIXTURE_BUILDERS = {
+    "ecg_jepa_small": ("sehunfromdaegu/ECG_JEPA", ecg_jepa_small),
     "ked_xresnet1d101": ("control-spiderman/ECGFM-KED", ked_xresnet1d101),
     "hubert_ecg_small": ("Edoar-do/HuBERT-ECG", hubert_ecg_small),
     "stmem_vit_small": ("bakqui/ST-MEM", stmem_vit_small),

@@ -32,6 +32,7 @@ ADAPTERS = {
     "stmem_vit_small": ("stmem", "STMEMViT", 384, r"^head\."),  # ST_MEM_ViT at width 384 (released: 768)
     "hubert_ecg_small": ("hubert_ecg", "HubertECGEncoder", 192, r"^(final_proj|label_embedding)\."),
     "ked_xresnet1d101": ("ked", "KEDXResNet1d", 768, r"^$"),  # nothing to drop
+    "ecg_jepa_small": ("ecg_jepa", "ECGJEPAEncoder", 192, r"^$"),  # MaskTransformer at width 192 (released: 768)
 }
 
 

@@ -13,6 +13,7 @@ One file per family, each holding the architecture written from the reference re
     stmem       ST-MEM (bakqui/ST-MEM): ST_MEM_ViT (released as ViT-B/75)
     hubert_ecg  HuBERT-ECG (Edoar-do/HuBERT-ECG): transformers' HubertModel from config.json + model.safetensors
     ked         ECGFM-KED (control-spiderman/ECGFM-KED): its xresnet1d101 (the "ecg_model" of its .pt)
+    ecg_jepa    ECG-JEPA (sehunfromdaegu/ECG_JEPA): its MaskTransformer encoder (the "encoder" of its .pth)
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
 only the heads a family documents are dropped, by name. Each adapter is checked against its reference
@@ -56,8 +57,15 @@ def _ked(source, **options):
     return load_ked(source, **options)
 
 
+def _ecg_jepa(source, **options):
+    from esi.models.external.ecg_jepa import load_ecg_jepa
+
+    return load_ecg_jepa(source, **options)
+
+
 # kind -> loader(path or state_dict, **options) -> (module, InputSpec)
-LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked}
+LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked,
+           "ecg_jepa": _ecg_jepa}
 
 
 def load_external(kind: str, source, **options):
