@@ -253,7 +253,50 @@ def ecg_jepa_small(repo: Path, ptbxl: Path):
     return model, model.representation, torch.from_numpy(data), call
 
 
+# --- D-BETA -------------------------------------------------------------------------------------------------
+
+# configs/config.json's model settings at a smaller size (the release: 8 layers of 768, conv 256, 12 heads, text
+# side 768 wide); the pretraining mask embedding is kept (apply_mask), as the released checkpoint holds it.
+DBETA_CONFIG = {"encoder_layers": 2, "encoder_embed_dim": 192, "encoder_ffn_embed_dim": 384,
+                "encoder_attention_heads": 4, "conv_feature_layers": "[(64, 2, 2)] * 4", "apply_mask": True,
+                "hidden_dim": 192, "num_layers": 1, "num_heads": 4, "num_top_layer": 1, "vocab_size": 100,
+                "mem_decoder_hidden_dim": 64, "mem_decoder_num_layers": 1, "mem_decoder_num_heads": 2,
+                "max_text_size": 32}
+
+
+def dbeta_small(repo: Path, ptbxl: Path):
+    import types
+
+    import transformers.modeling_utils
+    import transformers.pytorch_utils
+    import wfdb
+    from transformers import T5Config, T5EncoderModel
+
+    # models/cross_layer.py imports three helpers from transformers.modeling_utils that transformers 5 moved to
+    # pytorch_utils (find_pruneable_heads_and_indices is gone; only prune_heads, never called here, uses it).
+    transformers.modeling_utils.apply_chunking_to_forward = transformers.pytorch_utils.apply_chunking_to_forward
+    transformers.modeling_utils.prune_linear_layer = transformers.pytorch_utils.prune_linear_layer
+    transformers.modeling_utils.find_pruneable_heads_and_indices = None
+    sys.path.insert(0, str(repo))
+    import models.dbeta as dbeta
+    from models.processor import get_ecg_feats
+
+    # DBETA's text tower is T5EncoderModel.from_pretrained("google/flan-t5-base"), which would download; the ECG
+    # features never use it, so a tiny random T5 stands in (its keys are among the heads the adapter drops).
+    tiny_t5 = T5Config(vocab_size=100, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+    dbeta.T5EncoderModel = types.SimpleNamespace(from_pretrained=lambda name: T5EncoderModel(tiny_t5))
+    config = json.loads((repo / "configs" / "config.json").read_text())
+    config["model"].update(DBETA_CONFIG)
+    model = dbeta.DBETA(types.SimpleNamespace(**config["model"]))
+    # example.ipynb: Fourier-resample to 500 Hz (PTB-XL records already are), keep the first 5,000 samples.
+    data = np.stack([wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T[:, :5000] for ecg_id in RECORDS])
+    call = ("DBETA(configs/config.json with DBETA_CONFIG) (models/dbeta.py): features = "
+            "models.processor.get_ecg_feats(model, x)")
+    return model, lambda x: get_ecg_feats(model, x), torch.from_numpy(data), call, config
+
+
 FIXTURE_BUILDERS = {
+    "dbeta_small": ("manhph2211/D-BETA", dbeta_small),
     "ecg_jepa_small": ("sehunfromdaegu/ECG_JEPA", ecg_jepa_small),
     "ked_xresnet1d101": ("control-spiderman/ECGFM-KED", ked_xresnet1d101),
     "hubert_ecg_small": ("Edoar-do/HuBERT-ECG", hubert_ecg_small),
@@ -273,7 +316,7 @@ def main() -> None:
     args = parser.parse_args()
 
     repository, builder = FIXTURE_BUILDERS[args.name]
-    model, features_of, inputs, call = builder(args.repo.resolve(), args.ptbxl.resolve())
+    model, features_of, inputs, call, *config = builder(args.repo.resolve(), args.ptbxl.resolve())
     layout = layout_of(model.state_dict())
     model.load_state_dict(seeded_state_dict(layout, SEED), strict=True)
     model.eval()
@@ -287,6 +330,7 @@ def main() -> None:
             "torch": torch.__version__, "ptbxl_records": list(RECORDS), "rate": 500, "feature_call": call,
             "input_shape": list(inputs.shape), "feature_scale": float(np.abs(features).max()),
             **({"config": HUBERT_ECG_CONFIG} if args.name.startswith("hubert_ecg") else {}),
+            **({"config": config[0]} if config else {}),  # the config.json the model was built from
             "layout": layout}
     (folder / "reference.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{folder}: features {features.shape}, scale {meta['feature_scale']:.4g}")

@@ -32,6 +32,9 @@ ADAPTERS = {
     "stmem_vit_small": ("stmem", "STMEMViT", 384, r"^head\."),  # ST_MEM_ViT at width 384 (released: 768)
     "hubert_ecg_small": ("hubert_ecg", "HubertECGEncoder", 192, r"^(final_proj|label_embedding)\."),
     "ked_xresnet1d101": ("ked", "KEDXResNet1d", 768, r"^$"),  # nothing to drop
+    "dbeta_small": ("dbeta", "DBETAEncoder", 192, r"^(ecg_encoder\.mask_emb|language_encoder|multi_modal_language_proj|"
+                    r"modality_type_embeddings|multi_modal_(ecg|language)_(layers|pooler)|unimodal_language_pooler|"
+                    r"(mlm|mim|itm)_head)(\.|$)"),  # at width 192 (released: 768)
     "ecg_jepa_small": ("ecg_jepa", "ECGJEPAEncoder", 192, r"^$"),  # MaskTransformer at width 192 (released: 768)
 }
 
@@ -45,10 +48,11 @@ def load(name: str, source):
 def save(name: str, state: dict, folder) -> Path:
     """Write `state` in fixture `name`'s release format; the path to load."""
     meta = fixture_weights(name)[0]
-    if "config" in meta:  # HuBERT-ECG: a model card folder
+    if "config" in meta:  # the release's config.json beside its weights
+        (folder / "config.json").write_text(json.dumps(meta["config"]))
+    if ADAPTERS[name][0] == "hubert_ecg":  # a model card folder
         from safetensors.torch import save_file
 
-        (folder / "config.json").write_text(json.dumps(meta["config"]))
         save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
         return folder / "model.safetensors"
     torch.save(state, folder / "encoder.pth")
