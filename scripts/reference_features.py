@@ -295,7 +295,92 @@ def dbeta_small(repo: Path, ptbxl: Path):
     return model, lambda x: get_ecg_feats(model, x), torch.from_numpy(data), call, config
 
 
+# --- ECG-FM (fairseq-signals) -------------------------------------------------------------------------------
+
+# Wav2Vec2CMSCConfig at a smaller size (ECG-FM: 12 layers of 768, FFN 3072, 12 heads, conv 256); the rest as
+# examples/w2v_cmsc/config/pretraining/w2v_cmsc_rlm.yaml sets it (mask embedding and quantiser kept, as the
+# released pretrained checkpoint holds them).
+ECG_FM_CONFIG = {"encoder_layers": 2, "encoder_embed_dim": 192, "encoder_ffn_embed_dim": 384,
+                 "encoder_attention_heads": 4, "conv_feature_layers": "[(64, 2, 2)] * 4", "in_d": 12,
+                 "apply_mask": True, "mask_prob": 0.65, "quantize_targets": True, "final_dim": 64,
+                 "latent_vars": 8, "latent_groups": 2, "layer_norm_first": False}
+
+
+def fairseq_signals_importable(repo: Path) -> None:
+    """Make fairseq-signals (a checkout at `repo`, not installed) importable on Python 3.11 and transformers 5.
+
+    Its nested config dataclasses are unhashable defaults, which Python 3.11's dataclasses refuse (the reason its
+    README asks for Python <= 3.10): each dataclass gets object.__hash__. Its ECG-text datasets and M3AE/MedViLL
+    models import transformers names that version 5 moved or removed; ECG-FM's model uses none of them.
+    Needs hydra-core 1.0.7 and omegaconf 2.0.6 (its setup.py pins) on the path.
+    """
+    import dataclasses
+
+    import transformers
+    import transformers.modeling_utils
+    import transformers.pytorch_utils
+
+    original = dataclasses._process_class
+
+    def process_class(cls, *args, **kwargs):
+        cls = original(cls, *args, **kwargs)
+        if cls.__hash__ is None:
+            cls.__hash__ = object.__hash__
+        return cls
+
+    dataclasses._process_class = process_class
+    transformers.DataCollatorForWholeWordMask = type("DataCollatorForWholeWordMask", (), {})
+    for name in ("apply_chunking_to_forward", "prune_linear_layer", "find_pruneable_heads_and_indices"):
+        setattr(transformers.modeling_utils, name, getattr(transformers.pytorch_utils, name, None))
+    sys.path.insert(0, str(repo))
+    import fairseq_signals  # noqa: F401
+
+
+def ecg_fm_small(repo: Path, ptbxl: Path):
+    """fairseq-signals' Wav2Vec2CMSCModel (ECG-FM's pretraining model) through its own preprocessing scripts."""
+    import tempfile
+
+    import pandas as pd
+    import wfdb
+    from scipy.io import loadmat
+
+    fairseq_signals_importable(repo)
+    sys.path.insert(0, str(repo / "scripts" / "preprocess" / "ecg"))
+    from preprocess import extract_wfdb, preprocess_mat, segment_mat
+
+    from fairseq_signals.models.wav2vec2.wav2vec2_cmsc import Wav2Vec2CMSCConfig, Wav2Vec2CMSCModel
+
+    model = Wav2Vec2CMSCModel(Wav2Vec2CMSCConfig(**ECG_FM_CONFIG))
+    # preprocess.py's pipeline for each record: extract_wfdb (.mat in the leads_to_load order; PTB-XL spells the
+    # leads AVR/AVL/AVF in its standard order, so that spelling is the order asked for), preprocess_mat (resample to
+    # 500 Hz, per-lead standardisation, constant leads to 0), segment_mat (non-overlapping 5 s segments).
+    folder = Path(tempfile.mkdtemp())
+    segments = []
+    for ecg_id in RECORDS:
+        path = str(ptbxl_path(ptbxl, ecg_id))
+        names = wfdb.rdheader(path).sig_name
+        leads = pd.DataFrame({"global_order": np.arange(len(names))}, index=names)
+        org, pre = folder / f"{ecg_id}_org.mat", folder / f"{ecg_id}.mat"
+        extract_wfdb({"path": path, "save_path": str(org), "idx": ecg_id}, leads)
+        preprocess_mat({"path": str(org), "save_path": str(pre)}, 500, True, "zero")
+        files = segment_mat({"path": str(pre), "save_path": str(pre)}, 5, 500)
+        segments.append(np.stack([loadmat(f)["feats"] for f in files]))
+    inputs = torch.from_numpy(np.stack(segments))  # (records, 2 segments, 12, 2500)
+
+    def encoder_out_to_emb(x):  # ECG-FM scripts/embs.py
+        return torch.div(x.sum(dim=1), (x != 0).sum(dim=1))
+
+    def features_of(x):  # each segment through extract_features (mask=False), embedded, then averaged
+        return torch.stack([encoder_out_to_emb(model.extract_features(x[:, i], None)["x"])
+                            for i in range(x.shape[1])], dim=1).mean(dim=1)
+
+    call = ("Wav2Vec2CMSCModel(Wav2Vec2CMSCConfig(**ECG_FM_CONFIG)) (fairseq_signals/models/wav2vec2): features = "
+            "mean over the 5 s segments of encoder_out_to_emb(extract_features(segment)['x'])")
+    return model, features_of, inputs, call, ECG_FM_CONFIG
+
+
 FIXTURE_BUILDERS = {
+    "ecg_fm_small": ("Jwoo5/fairseq-signals", ecg_fm_small),
     "dbeta_small": ("manhph2211/D-BETA", dbeta_small),
     "ecg_jepa_small": ("sehunfromdaegu/ECG_JEPA", ecg_jepa_small),
     "ked_xresnet1d101": ("control-spiderman/ECGFM-KED", ked_xresnet1d101),

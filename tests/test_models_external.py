@@ -35,6 +35,7 @@ ADAPTERS = {
     "dbeta_small": ("dbeta", "DBETAEncoder", 192, r"^(ecg_encoder\.mask_emb|language_encoder|multi_modal_language_proj|"
                     r"modality_type_embeddings|multi_modal_(ecg|language)_(layers|pooler)|unimodal_language_pooler|"
                     r"(mlm|mim|itm)_head)(\.|$)"),  # at width 192 (released: 768)
+    "ecg_fm_small": ("ecg_fm", "ECGFMEncoder", 192, r"^(mask_emb|quantizer|project_q|final_proj)(\.|$)"),  # width 192
     "ecg_jepa_small": ("ecg_jepa", "ECGJEPAEncoder", 192, r"^$"),  # MaskTransformer at width 192 (released: 768)
 }
 

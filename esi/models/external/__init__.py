@@ -14,6 +14,7 @@ One file per family, each holding the architecture written from the reference re
     hubert_ecg  HuBERT-ECG (Edoar-do/HuBERT-ECG): transformers' HubertModel from config.json + model.safetensors
     ked         ECGFM-KED (control-spiderman/ECGFM-KED): its xresnet1d101 (the "ecg_model" of its .pt)
     dbeta       D-BETA (manhph2211/D-BETA): its fairseq-signals ECG transformer, class token, projection and pooler
+    ecg_fm      ECG-FM (bowang-lab/ECG-FM, fairseq-signals): its ECGTransformerModel, pretrained or fine-tuned .pt
     ecg_jepa    ECG-JEPA (sehunfromdaegu/ECG_JEPA): its MaskTransformer encoder (the "encoder" of its .pth)
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
@@ -70,9 +71,16 @@ def _dbeta(source, **options):
     return load_dbeta(source, **options)
 
 
+def _ecg_fm(source, **options):
+    from esi.models.external.ecg_fm import load_ecg_fm
+
+    return load_ecg_fm(source, **options)
+
+
 # kind -> loader(path or state_dict, **options) -> (module, InputSpec)
 LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked,
-           "ecg_jepa": _ecg_jepa, "dbeta": _dbeta}
+           "ecg_jepa": _ecg_jepa, "dbeta": _dbeta,
+           "ecg_fm": _ecg_fm}
 
 
 def load_external(kind: str, source, **options):
@@ -81,7 +89,7 @@ def load_external(kind: str, source, **options):
     Args:
         kind: the family (a key of LOADERS).
         source: the checkpoint file (HuBERT-ECG: its folder), or its state_dict.
-        options: passed to the family's loader (HuBERT-ECG, D-BETA: `config`, the config.json dict).
+        options: passed to the family's loader (HuBERT-ECG, D-BETA, ECG-FM: `config`, its config dict).
 
     Raises:
         ValueError: an unknown kind, or weights that are not of the family (naming the file and tensor).

@@ -34,7 +34,7 @@ from torch import nn
 from esi.data.leads import STANDARD_LEADS
 from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict, required
 from esi.models.external.inputs import InputSpec
-from esi.models.external.w2v_ecg import ECGTransformer, rename_weight_norm, sizes_from_keys
+from esi.models.external.w2v_ecg import ECGTransformer, sizes_from_keys
 from esi.models.registry import EncoderOutput
 
 INPUT = InputSpec(fs=500.0, window_s=10.0, leads=STANDARD_LEADS, normalize="none", resample="fourier",
@@ -127,6 +127,6 @@ def load_dbeta(source, config: dict | None = None) -> tuple[nn.Module, InputSpec
         ValueError: not a D-BETA model, or a tensor missing, unexpected or mis-shaped (naming it).
     """
     state, label = read_state_dict(source, containers=("model",))
-    state = drop_heads(rename_weight_norm(state), HEADS)
+    state = drop_heads(state, HEADS)
     module = build_from_keys(state, read_config(config, source), label)
     return load_strict(module, state, label).eval(), INPUT

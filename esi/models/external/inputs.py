@@ -20,9 +20,9 @@ import numpy as np
 
 from esi.data.leads import STANDARD_LEADS
 
-NORMALIZATIONS = ("minmax_record", "zscore_record", "minmax_lead_pm1", "none")
+NORMALIZATIONS = ("minmax_record", "zscore_record", "minmax_lead_pm1", "zscore_lead", "none")
 FILTERS = ("none", "ecgfounder", "stmem", "hubert_ecg")
-RESAMPLERS = ("polyphase", "fourier")
+RESAMPLERS = ("polyphase", "fourier", "linear")
 # The reference loaders add this to the denominator of their min-max and z-score.
 NORMALIZE_EPS = 1e-8
 
@@ -44,7 +44,8 @@ class InputSpec:
         crop: 5th-order Butterworth high-pass 0.67 Hz then low-pass 40 Hz, zero-phase second-order sections);
         "hubert_ecg" (on the record: FIR band-pass 0.05-47 Hz, int(0.3 fs) taps made odd, zero-phase: biosppy's
         filter_signal as HuBERT-ECG's utils.apply_filter calls it).
-    resample: "polyphase" (the toolkit's reader) or "fourier" (scipy.signal.resample, to int(T * fs / fs_in)).
+    resample: "polyphase" (the toolkit's reader), "fourier" (scipy.signal.resample, to int(T * fs / fs_in)) or
+        "linear" (linear interpolation onto int(T * fs / fs_in) samples spanning the record: fairseq-signals').
     crop_s, crops: the encoder sees `crops` equally spaced crops of `crop_s` seconds (first at the start, last at
         the end) and its features are their mean; crops=1: the window itself.
     flatten_decimate: if set, the leads of the window are concatenated (lead after lead) into one sequence that
@@ -121,6 +122,13 @@ def hubert_ecg_filter(x: np.ndarray, fs: float) -> np.ndarray:
     return filtfilt(b, np.array([1.0]), x, axis=-1)
 
 
+def linear_resample(x: np.ndarray, samples: int) -> np.ndarray:
+    """(..., T) linearly interpolated onto `samples` points, the first and last kept (fairseq-signals' resample)."""
+    from scipy.interpolate import interp1d
+
+    return interp1d(np.linspace(0, samples - 1, x.shape[-1]), x, kind="linear", axis=-1)(np.arange(samples))
+
+
 def normalize(x: np.ndarray, mode: str) -> np.ndarray:
     """Normalise (..., leads, samples) per record (the last two axes) as `mode` says (see InputSpec)."""
     if mode == "minmax_record":
@@ -128,6 +136,9 @@ def normalize(x: np.ndarray, mode: str) -> np.ndarray:
         return (x - low) / (high - low + NORMALIZE_EPS)
     if mode == "zscore_record":
         mean, std = x.mean(axis=(-2, -1), keepdims=True), x.std(axis=(-2, -1), keepdims=True)
+        return (x - mean) / (std + NORMALIZE_EPS)
+    if mode == "zscore_lead":
+        mean, std = x.mean(axis=-1, keepdims=True), x.std(axis=-1, keepdims=True)
         return (x - mean) / (std + NORMALIZE_EPS)
     if mode == "minmax_lead_pm1":
         low, high = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
@@ -177,6 +188,8 @@ def prepare_input(x: np.ndarray, fs: float, spec: InputSpec) -> np.ndarray:
     n, leads, length = x.shape
     if float(fs) != float(spec.fs) and spec.resample == "fourier":
         x = resample(x, int(length * spec.fs / fs), axis=-1)
+    elif float(fs) != float(spec.fs) and spec.resample == "linear":
+        x = linear_resample(x, int(length * spec.fs / fs))
     elif float(fs) != float(spec.fs):
         x = resample_signal(x.reshape(n * leads, length).astype(np.float32), fs, spec.fs)[0]
         x = x.astype(np.float64).reshape(n, leads, -1)

@@ -25,14 +25,17 @@ from torch import nn
 from esi.models.external.checkpoint import required
 
 LAYER_NORM_EPS = 1e-5  # fairseq's LayerNorm (torch's default)
-# Newer torch stores a weight-normed convolution as parametrizations; fairseq-signals checkpoints hold weight_g/_v.
-WEIGHT_NORM_NAMES = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+# How a weight-normed convolution's (magnitude, direction) are named: torch's older weight_norm hook, or the newer
+# parametrization (which fairseq-signals uses where torch has it). The module takes the checkpoint's spelling.
+WEIGHT_NORM_KEYS = {"hook": ("weight_g", "weight_v"),
+                    "parametrization": ("parametrizations.weight.original0", "parametrizations.weight.original1")}
 
 
 @dataclass(frozen=True)
 class W2VSizes:
     """What an ECGTransformerModel's keys and config fix: conv (channels, kernel, stride) per layer, input
-    leads, conv bias, extractor mode, width, FFN width, layers, heads, pre-norm, position conv kernel/groups."""
+    leads, conv bias, extractor mode, width, FFN width, layers, heads, pre-norm, position conv kernel/groups and
+    the spelling of its weight norm (a key of WEIGHT_NORM_KEYS)."""
 
     conv: tuple[tuple[int, int, int], ...]
     in_d: int
@@ -45,6 +48,7 @@ class W2VSizes:
     layer_norm_first: bool
     conv_pos: int
     conv_pos_groups: int
+    weight_norm: str
 
 
 class ConvBlock(nn.Module):
@@ -71,22 +75,31 @@ class ConvBlock(nn.Module):
 
 class ConvPosition(nn.Module):
     """fairseq's weight-normed grouped Conv1d position embedding: GELU(conv(x)), its last sample dropped when the
-    kernel is even (SamePad). Keys: `pos_conv.0.weight_g`, `.weight_v`, `.bias`."""
+    kernel is even (SamePad). Keys: `pos_conv.0.bias` and the weight norm's two tensors, as `spelling` names them
+    (WEIGHT_NORM_KEYS)."""
 
-    def __init__(self, width: int, kernel: int, groups: int):
+    def __init__(self, width: int, kernel: int, groups: int, spelling: str):
         super().__init__()
         self.pos_conv = nn.Module()
         conv = nn.Module()
-        conv.weight_g = nn.Parameter(torch.ones(1, 1, kernel))
-        conv.weight_v = nn.Parameter(torch.zeros(width, width // groups, kernel))
+        self.names = WEIGHT_NORM_KEYS[spelling]
+        for name, value in zip(self.names, (torch.ones(1, 1, kernel), torch.zeros(width, width // groups, kernel))):
+            *parents, leaf = name.split(".")
+            owner = conv
+            for parent in parents:
+                if not hasattr(owner, parent):
+                    owner.add_module(parent, nn.Module())
+                owner = getattr(owner, parent)
+            owner.register_parameter(leaf, nn.Parameter(value))
         conv.bias = nn.Parameter(torch.zeros(width))
         self.pos_conv.add_module("0", conv)
         self.kernel, self.groups = kernel, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, width) -> (B, T, width)
         conv = self.pos_conv.get_submodule("0")
-        # weight_norm(dim=2): each kernel tap's (out, in) slice scaled to norm weight_g.
-        weight = conv.weight_v * (conv.weight_g / torch.linalg.vector_norm(conv.weight_v, dim=(0, 1), keepdim=True))
+        g, v = (conv.get_parameter(name) for name in self.names)
+        # weight_norm(dim=2): each kernel tap's (out, in) slice scaled to norm g.
+        weight = v * (g / torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True))
         y = F.conv1d(x.transpose(1, 2), weight, conv.bias, padding=self.kernel // 2, groups=self.groups)
         if self.kernel % 2 == 0:
             y = y[..., :-1]
@@ -142,7 +155,7 @@ class ECGTransformer(nn.Module):
         self.feature_extractor.conv_layers = nn.ModuleList(blocks)
         self.layer_norm = nn.LayerNorm(n_in, eps=LAYER_NORM_EPS)
         self.post_extract_proj = nn.Linear(n_in, sizes.width) if n_in != sizes.width else None
-        self.conv_pos = ConvPosition(sizes.width, sizes.conv_pos, sizes.conv_pos_groups)
+        self.conv_pos = ConvPosition(sizes.width, sizes.conv_pos, sizes.conv_pos_groups, sizes.weight_norm)
         self.encoder = nn.Module()
         self.encoder.layers = nn.ModuleList(EncoderLayer(sizes.width, sizes.ffn, sizes.heads, sizes.layer_norm_first)
                                             for _ in range(sizes.layers))
@@ -165,16 +178,6 @@ class ECGTransformer(nn.Module):
         return self.encoder.layer_norm(x) if self.sizes.layer_norm_first else x
 
 
-def rename_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` with a newer torch's weight-norm names (parametrizations.weight.original0/1) as weight_g/_v."""
-    renamed = {}
-    for key, tensor in state.items():
-        for new, old in WEIGHT_NORM_NAMES.items():
-            key = key.replace(new, old)
-        renamed[key] = tensor
-    return renamed
-
-
 def sizes_from_keys(state: dict, prefix: str, strides: list[int], heads: int, layer_norm_first: bool,
                     family: str, label: str) -> W2VSizes:
     """The W2VSizes of the ECGTransformerModel under `prefix` in `state`; strides, heads and pre-norm from the
@@ -192,7 +195,9 @@ def sizes_from_keys(state: dict, prefix: str, strides: list[int], heads: int, la
         raise ValueError(f"{label}: {len(conv_keys)} conv layers under {prefix}feature_extractor, but the config "
                          f"gives {len(strides)} strides")
     conv = tuple((state[k].shape[0], state[k].shape[2], stride) for (_, k), stride in zip(conv_keys, strides))
-    weight_v = required(state, f"{prefix}conv_pos.pos_conv.0.weight_v", family, label)
+    spelling = next((name for name, (_, v) in WEIGHT_NORM_KEYS.items() if f"{prefix}conv_pos.pos_conv.0.{v}" in state),
+                    "hook")
+    weight_v = required(state, f"{prefix}conv_pos.pos_conv.0.{WEIGHT_NORM_KEYS[spelling][1]}", family, label)
     width = weight_v.shape[0]
     ffn = required(state, f"{prefix}encoder.layers.0.fc1.weight", family, label).shape[0]
     layers = len({m.group(1) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))})
@@ -201,4 +206,4 @@ def sizes_from_keys(state: dict, prefix: str, strides: list[int], heads: int, la
                     conv_bias=f"{prefix}feature_extractor.conv_layers.0.0.bias" in state,
                     extractor_mode="layer_norm" if layer_mode else "default", width=width, ffn=ffn, layers=layers,
                     heads=heads, layer_norm_first=layer_norm_first, conv_pos=weight_v.shape[2],
-                    conv_pos_groups=width // weight_v.shape[1])
+                    conv_pos_groups=width // weight_v.shape[1], weight_norm=spelling)
