@@ -279,3 +279,55 @@ def test_ked_reads_the_ecg_model_of_its_training_checkpoint(tmp_path, ptbxl_dir)
         load_external("ked", path)
     with pytest.raises(ValueError, match=r"state_dict: not an ECGFM-KED xresnet1d101"):
         load_external("ked", {"query_embed.weight": torch.zeros(2, 2)})
+
+
+def test_ecg_jepa_input_is_eight_leads_at_250_hz_in_millivolts(ptbxl_dir):
+    """ECG-JEPA sees I, II, V1-V6 of the first 10 s, Fourier-resampled to 2,500 samples, not normalised."""
+    from scipy.signal import resample
+
+    _, spec = load_external("ecg_jepa", fixture_weights("ecg_jepa_small")[1])
+    ecgs = ptbxl_records(ptbxl_dir, [1])
+    x = prepare_input(ecgs, 500, spec)
+    assert x.shape == (1, 8, 2500) and spec.leads == ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    np.testing.assert_allclose(x[0], resample(ecgs[0, [0, 1, 6, 7, 8, 9, 10, 11]], 2500, axis=-1), atol=1e-5)
+    with pytest.raises(ValueError, match=r"state_dict: not an ECG-JEPA encoder"):
+        load_external("ecg_jepa", {"blocks.0.weight": torch.zeros(2, 2)})
+
+
+def test_ecg_fm_reads_its_fine_tuned_layout_and_standardises_each_lead(ptbxl_dir):
+    """A fine-tuned ECG-FM holds the same transformer under `encoder.` with a label head `proj` (dropped); its
+    input is each lead standardised over the record, as two 5 s segments."""
+    meta, state, _ = fixture_weights("ecg_fm_small")
+    pretrained, spec = load_external("ecg_fm", state, config=meta["config"])
+    kept = pretrained.state_dict()
+    fine_tuned = {**{f"encoder.{k}": state[k] for k in kept}, "proj.weight": torch.zeros(17, 192),
+                  "proj.bias": torch.zeros(17)}
+    module, _ = load_external("ecg_fm", fine_tuned, config=meta["config"])
+    x = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, spec)
+    assert x.shape == (1, 2, 12, 2500)
+    record = np.concatenate([x[0, 0], x[0, 1]], axis=-1)  # the two segments are the record's first 10 s
+    np.testing.assert_allclose(record.mean(axis=-1), 0, atol=1e-5)
+    np.testing.assert_allclose(record.std(axis=-1), 1, atol=1e-4)
+    with torch.no_grad():
+        assert torch.equal(module.encode(torch.from_numpy(x)), pretrained.encode(torch.from_numpy(x)))
+    with pytest.raises(ValueError, match=r"unexpected 1 tensor\(s\): classifier\.weight$"):
+        load_external("ecg_fm", {**fine_tuned, "classifier.weight": torch.zeros(2)}, config=meta["config"])
+
+
+def test_dbeta_takes_strides_and_heads_from_its_config(tmp_path):
+    """No key holds D-BETA's conv strides or heads: they come from config.json (beside the checkpoint, or given);
+    a config whose conv layers do not match the weights is refused."""
+    meta, state, _ = fixture_weights("dbeta_small")
+    path = save("dbeta_small", state, tmp_path)  # writes the fixture's config.json beside it
+    module, spec = load_external("dbeta", path)
+    assert module.ecg_encoder.sizes.heads == 4
+    assert spec.fs == 500.0 and spec.normalize == "none" and spec.leads[4] == "aVL"
+    x = torch.randn(2, 12, 5000, generator=torch.Generator().manual_seed(0))
+    two_heads = load_external("dbeta", state, config={**meta["config"]["model"], "encoder_attention_heads": 2})[0]
+    with torch.no_grad():
+        assert (module.encode(x) - two_heads.encode(x)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"state_dict: 4 conv layers under ecg_encoder.feature_extractor, but the "
+                                         r"config gives 5 strides"):
+        load_external("dbeta", state, config={"conv_feature_layers": "[(64, 2, 2)] * 5"})
+    with pytest.raises(ValueError, match=r"conv_feature_layers 'import os' is not"):
+        load_external("dbeta", state, config={"conv_feature_layers": "import os"})
