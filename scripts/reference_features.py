@@ -379,7 +379,62 @@ def ecg_fm_small(repo: Path, ptbxl: Path):
     return model, features_of, inputs, call, ECG_FM_CONFIG
 
 
+# --- HeartLang ----------------------------------------------------------------------------------------------
+
+def heartlang_small(repo: Path, ptbxl: Path):
+    """HeartLang's ST_ECGFormer at width 128, 2 blocks, 2 heads (64 channels each, as the release's 8 x 64), fed
+    by its MIMIC-IV preprocessing functions and its QRSTokenizer's steps."""
+    import types
+
+    import wfdb
+    from torch import nn
+
+    # modeling_pretrain / modeling_vqhbr import timm (create_model, register_model, trunc_normal_), whose import
+    # needs a torchvision matching this torch; register_model only records the builders, which are not used here.
+    timm = types.ModuleType("timm")
+    timm.create_model = None
+    for name in ("timm.models", "timm.models.layers", "timm.models.registry"):
+        module = types.ModuleType(name)
+        module.register_model, module.trunc_normal_ = (lambda fn: fn), nn.init.trunc_normal_
+        sys.modules[name] = module
+    sys.modules["timm"] = timm
+    sys.path.insert(0, str(repo))
+    sys.path.insert(0, str(repo / "datasets" / "dataset_preprocess" / "MIMIC-IV"))
+    from mimic_preprocess import bandpass_filter, replace_nan_with_window_average, resample_signals
+    from modeling_pretrain import ST_ECGFormer
+    from QRSTokenizer import QRSTokenizer
+
+    # modeling_pretrain.HeartLang's builder at a smaller size (vocab_size only sizes the dropped lm_head).
+    model = ST_ECGFormer(seq_len=256, time_window=96, depth=2, embed_dim=128, heads=2, mlp_dim=256, dim_head=64,
+                         vocab_size=64, dropout=0.1, emb_dropout=0.1)
+    # mimic_preprocess.process_batch (is_norm=False): NaN repair, Fourier resampling 500 -> 100 Hz, lead reorder
+    # (PTB-XL files are in the standard order it produces), band-pass 0.67-40 Hz.
+    data = np.stack([wfdb.rdsamp(str(ptbxl_path(ptbxl, ecg_id)))[0].T for ecg_id in RECORDS])
+    data = bandpass_filter(resample_signals(replace_nan_with_window_average(data), 500, 100), 0.67, 40, 100)
+    # QRSTokenizer.forward's steps per record (forward itself samples 5 records to plot, so needs at least 5).
+    tokenizer = QRSTokenizer(fs=100, max_len=256, token_len=96, save_path="", stage="test",
+                             used_channels=list(range(12)))
+    words, leads, seconds = [], [], []
+    for ecg in data:
+        qrs = tokenizer.qrs_detection(ecg)
+        sentence, in_chans, in_times = tokenizer.qrs_to_sequence(tokenizer.extract_qrs_segments(ecg, qrs), qrs)
+        words.append(sentence.astype(np.float32))
+        leads.append(in_chans.astype(np.int64))
+        seconds.append(in_times.astype(np.int64))
+    inputs = torch.from_numpy(np.stack(words))
+    leads, seconds = torch.from_numpy(np.stack(leads)), torch.from_numpy(np.stack(seconds))
+
+    def features_of(x):  # ST_ECGFormerClassifier.forward's feature: the class token of all tokens
+        return model(x, in_chan_matrix=leads, in_time_matrix=seconds, return_all_tokens=True)[:, 0]
+
+    call = ("ST_ECGFormer(seq_len=256, time_window=96, depth=2, embed_dim=128, heads=2, mlp_dim=256) "
+            "(modeling_pretrain.py) on QRSTokenizer sentences: features = model(x, in_chan_matrix, in_time_matrix, "
+            "return_all_tokens=True)[:, 0]")
+    return model, features_of, inputs, call
+
+
 FIXTURE_BUILDERS = {
+    "heartlang_small": ("PKUDigitalHealth/HeartLang", heartlang_small),
     "ecg_fm_small": ("Jwoo5/fairseq-signals", ecg_fm_small),
     "dbeta_small": ("manhph2211/D-BETA", dbeta_small),
     "ecg_jepa_small": ("sehunfromdaegu/ECG_JEPA", ecg_jepa_small),

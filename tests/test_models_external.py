@@ -36,6 +36,7 @@ ADAPTERS = {
                     r"modality_type_embeddings|multi_modal_(ecg|language)_(layers|pooler)|unimodal_language_pooler|"
                     r"(mlm|mim|itm)_head)(\.|$)"),  # at width 192 (released: 768)
     "ecg_fm_small": ("ecg_fm", "ECGFMEncoder", 192, r"^(mask_emb|quantizer|project_q|final_proj)(\.|$)"),  # width 192
+    "heartlang_small": ("heartlang", "HeartLangEncoder", 128, r"^(lm_head|mask_token)(\.|$)"),  # width 128
     "ecg_jepa_small": ("ecg_jepa", "ECGJEPAEncoder", 192, r"^$"),  # MaskTransformer at width 192 (released: 768)
 }
 

@@ -15,6 +15,7 @@ One file per family, each holding the architecture written from the reference re
     ked         ECGFM-KED (control-spiderman/ECGFM-KED): its xresnet1d101 (the "ecg_model" of its .pt)
     dbeta       D-BETA (manhph2211/D-BETA): its fairseq-signals ECG transformer, class token, projection and pooler
     ecg_fm      ECG-FM (bowang-lab/ECG-FM, fairseq-signals): its ECGTransformerModel, pretrained or fine-tuned .pt
+    heartlang   HeartLang (PKUDigitalHealth/HeartLang): its heartbeat tokenizer and ST_ECGFormer (the "model" of its .pth)
     ecg_jepa    ECG-JEPA (sehunfromdaegu/ECG_JEPA): its MaskTransformer encoder (the "encoder" of its .pth)
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;
@@ -77,10 +78,17 @@ def _ecg_fm(source, **options):
     return load_ecg_fm(source, **options)
 
 
+def _heartlang(source, **options):
+    from esi.models.external.heartlang import load_heartlang
+
+    return load_heartlang(source, **options)
+
+
 # kind -> loader(path or state_dict, **options) -> (module, InputSpec)
 LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked,
            "ecg_jepa": _ecg_jepa, "dbeta": _dbeta,
-           "ecg_fm": _ecg_fm}
+           "ecg_fm": _ecg_fm,
+           "heartlang": _heartlang}
 
 
 def load_external(kind: str, source, **options):

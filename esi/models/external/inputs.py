@@ -5,8 +5,8 @@ anything else (a 100 Hz model at 500 Hz, aVL and aVF swapped) degrades it silent
 `InputSpec` once, beside its architecture; `prepare_input` applies it to ECGs in the toolkit's convention:
 (n, 12, T) millivolts in the standard lead order (esi.data.leads.STANDARD_LEADS).
 
-Order of operations, each as the reference loaders do it: resample to `fs` -> ECGFounder's or HuBERT-ECG's
-filter (on the whole record) -> normalise the record (normalize_scope "record") -> take the first `window_s`
+Order of operations, each as the reference loaders do it: resample to `fs` -> ECGFounder's, HuBERT-ECG's or
+HeartLang's filter (on the whole record) -> normalise the record (normalize_scope "record") -> take the first `window_s`
 seconds (zero-padding a shorter record at its end) -> cut `crops` equally spaced crops of `crop_s` (ST-MEM's
 evaluation) -> ST-MEM's filter (on each crop) -> normalise each window or crop (padding included; the default
 scope) -> order the leads -> concatenate the leads into one sequence and decimate it (HuBERT-ECG).
@@ -21,7 +21,7 @@ import numpy as np
 from esi.data.leads import STANDARD_LEADS
 
 NORMALIZATIONS = ("minmax_record", "zscore_record", "minmax_lead_pm1", "zscore_lead", "none")
-FILTERS = ("none", "ecgfounder", "stmem", "hubert_ecg")
+FILTERS = ("none", "ecgfounder", "stmem", "hubert_ecg", "heartlang")
 RESAMPLERS = ("polyphase", "fourier", "linear")
 # The reference loaders add this to the denominator of their min-max and z-score.
 NORMALIZE_EPS = 1e-8
@@ -43,7 +43,8 @@ class InputSpec:
         both zero-phase, then minus a 0.4 s running median: ECGFounder's `filter_bandpass`); "stmem" (on each
         crop: 5th-order Butterworth high-pass 0.67 Hz then low-pass 40 Hz, zero-phase second-order sections);
         "hubert_ecg" (on the record: FIR band-pass 0.05-47 Hz, int(0.3 fs) taps made odd, zero-phase: biosppy's
-        filter_signal as HuBERT-ECG's utils.apply_filter calls it).
+        filter_signal as HuBERT-ECG's utils.apply_filter calls it); "heartlang" (on the record: 5th-order
+        Butterworth band-pass 0.67-40 Hz as (b, a), filtfilt: HeartLang's bandpass_filter).
     resample: "polyphase" (the toolkit's reader), "fourier" (scipy.signal.resample, to int(T * fs / fs_in)) or
         "linear" (linear interpolation onto int(T * fs / fs_in) samples spanning the record: fairseq-signals').
     crop_s, crops: the encoder sees `crops` equally spaced crops of `crop_s` seconds (first at the start, last at
@@ -129,6 +130,14 @@ def linear_resample(x: np.ndarray, samples: int) -> np.ndarray:
     return interp1d(np.linspace(0, samples - 1, x.shape[-1]), x, kind="linear", axis=-1)(np.arange(samples))
 
 
+def heartlang_filter(x: np.ndarray, fs: float) -> np.ndarray:
+    """HeartLang's band-pass of (..., T) at `fs`: 5th-order Butterworth 0.67-40 Hz as (b, a), zero-phase."""
+    from scipy.signal import butter, filtfilt
+
+    b, a = butter(5, [0.67 / (fs / 2), 40 / (fs / 2)], btype="band")
+    return filtfilt(b, a, x, axis=-1)
+
+
 def normalize(x: np.ndarray, mode: str) -> np.ndarray:
     """Normalise (..., leads, samples) per record (the last two axes) as `mode` says (see InputSpec)."""
     if mode == "minmax_record":
@@ -197,6 +206,8 @@ def prepare_input(x: np.ndarray, fs: float, spec: InputSpec) -> np.ndarray:
         x = ecgfounder_filter(x, spec.fs)
     elif spec.filter == "hubert_ecg":
         x = hubert_ecg_filter(x, spec.fs)
+    elif spec.filter == "heartlang":
+        x = heartlang_filter(x, spec.fs)
     if spec.normalize_scope == "record":
         x = normalize(x, spec.normalize)
     window = x.shape[-1] if spec.window_s is None else int(round(spec.fs * spec.window_s))
