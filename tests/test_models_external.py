@@ -332,3 +332,26 @@ def test_dbeta_takes_strides_and_heads_from_its_config(tmp_path):
         load_external("dbeta", state, config={"conv_feature_layers": "[(64, 2, 2)] * 5"})
     with pytest.raises(ValueError, match=r"conv_feature_layers 'import os' is not"):
         load_external("dbeta", state, config={"conv_feature_layers": "import os"})
+
+
+def test_heartlang_sentence_is_lead_i_heartbeats_word_by_word(ptbxl_dir):
+    """HeartLang's words: each beat XQRS finds on lead I, cut from every lead and centred in a 96-sample word,
+    lead after lead, tagged with its lead (1-12) and second; zero words (lead 0, second 0) fill 256."""
+    from wfdb.processing import xqrs_detect
+
+    module, spec = load_external("heartlang", fixture_weights("heartlang_small")[1])
+    x = prepare_input(ptbxl_records(ptbxl_dir, [1]), 500, spec)
+    assert x.shape == (1, 12, 1000) and spec.fs == 100.0 and spec.filter == "heartlang"
+    words, leads, seconds = (t[0].numpy() for t in module.tokenize(torch.from_numpy(x)))
+    qrs = xqrs_detect(sig=x[0, 0], fs=100, verbose=False)
+    beats = len(qrs)
+    assert words.shape == (256, 96) and 5 < beats < 21
+    np.testing.assert_array_equal(leads[:12 * beats], np.repeat(np.arange(1, 13), beats))
+    np.testing.assert_array_equal(seconds[:12 * beats], np.tile(qrs // 100 + 1, 12))
+    assert not leads[12 * beats:].any() and not seconds[12 * beats:].any() and not words[12 * beats:].any()
+    # A beat whose halfway points to its neighbours lie within 48 samples sits at the word's centre, in every lead.
+    centred = [i for i in range(1, beats - 1) if qrs[i] - (qrs[i] + qrs[i - 1]) // 2 <= 48
+               and (qrs[i] + qrs[i + 1]) // 2 - qrs[i] <= 48]
+    assert len(centred) >= beats // 2
+    np.testing.assert_array_equal(words[centred, 48], x[0, 0, qrs[centred]])
+    np.testing.assert_array_equal(words[[11 * beats + i for i in centred], 48], x[0, 11, qrs[centred]])

@@ -15,7 +15,7 @@ One file per family, each holding the architecture written from the reference re
     ked         ECGFM-KED (control-spiderman/ECGFM-KED): its xresnet1d101 (the "ecg_model" of its .pt)
     dbeta       D-BETA (manhph2211/D-BETA): its fairseq-signals ECG transformer, class token, projection and pooler
     ecg_fm      ECG-FM (bowang-lab/ECG-FM, fairseq-signals): its ECGTransformerModel, pretrained or fine-tuned .pt
-    heartlang   HeartLang (PKUDigitalHealth/HeartLang): its heartbeat tokenizer and ST_ECGFormer (the "model" of its .pth)
+    heartlang   HeartLang (PKUDigitalHealth/HeartLang): its heartbeat tokenizer and ST_ECGFormer
     ecg_jepa    ECG-JEPA (sehunfromdaegu/ECG_JEPA): its MaskTransformer encoder (the "encoder" of its .pth)
 
 Every load is strict: a missing, unexpected or mis-shaped tensor is a ValueError naming the file and the tensor;

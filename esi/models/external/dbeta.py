@@ -7,8 +7,8 @@ ECGTransformerModel, esi.models.external.w2v_ecg), `class_embedding`, `multi_mod
 `unimodal_ecg_pooler`. Dropped by name, as documented below in HEADS: the pretraining mask embedding (which
 get_model itself deletes) and the text, cross-modal and pretraining-head modules, none of which the ECG
 features use. What the keys do not fix (conv strides, heads, pre/post-norm) comes from the config: `config=`
-(config.json's dict), else a config.json beside the checkpoint, else the repository's configs/config.json
-(RELEASED_CONFIG).
+(config.json's dict), else a config.json beside the checkpoint; a setting neither gives is the repository's
+configs/config.json value (RELEASED_CONFIG).
 
 Features (`models/processor.get_ecg_feats`): the class embedding prepended to the ECG encoder's embedded frames,
 the transformer on all of them, `multi_modal_ecg_proj`, then `unimodal_ecg_pooler` (tanh(dense(first token)));
@@ -23,7 +23,6 @@ repository, so their lead order is not checked here).
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch import nn
 from esi.data.leads import STANDARD_LEADS
 from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict, required
 from esi.models.external.inputs import InputSpec
-from esi.models.external.w2v_ecg import ECGTransformer, sizes_from_keys
+from esi.models.external.w2v_ecg import ECGTransformer, sizes_from_config
 from esi.models.registry import EncoderOutput
 
 INPUT = InputSpec(fs=500.0, window_s=10.0, leads=STANDARD_LEADS, normalize="none", resample="fourier",
@@ -72,31 +71,13 @@ class DBETAEncoder(nn.Module):
         return self.forward(x).pooled
 
 
-def conv_strides(spec: str, label: str) -> list[int]:
-    """The strides of a fairseq `conv_feature_layers` string ("[(256, 2, 2)] * 4 + [(512, 3, 1)]"), read without
-    evaluating code.
-
-    Raises:
-        ValueError: a term that is not `[(dim, kernel, stride), ...]` optionally times an integer.
-    """
-    strides = []
-    for term in spec.split("+"):
-        layers, _, times = term.partition("*")
-        try:
-            parsed, repeat = ast.literal_eval(layers.strip()), int(times) if times.strip() else 1
-            strides += [int(stride) for _, _, stride in parsed] * repeat
-        except (ValueError, SyntaxError, TypeError) as err:
-            raise ValueError(f"{label}: conv_feature_layers {spec!r} is not [(dim, kernel, stride), ...] * n") from err
-    return strides
-
-
 def read_config(config, source) -> dict:
     """The model settings: `config` (config.json's dict, with or without its "model" level), else a config.json
-    beside the checkpoint file `source`, else RELEASED_CONFIG."""
+    beside the checkpoint file `source`; RELEASED_CONFIG fills in what they leave out."""
     if config is None and not isinstance(source, Mapping) and (Path(source).parent / "config.json").is_file():
         config = json.loads((Path(source).parent / "config.json").read_text())
-    config = RELEASED_CONFIG if config is None else config
-    return config.get("model", config)
+    config = {} if config is None else config
+    return {**RELEASED_CONFIG, **config.get("model", config)}
 
 
 def build_from_keys(state: dict, config: dict, label: str = "state_dict") -> DBETAEncoder:
@@ -107,11 +88,7 @@ def build_from_keys(state: dict, config: dict, label: str = "state_dict") -> DBE
     """
     if "class_embedding" not in state and not any(k.startswith("ecg_encoder.") for k in state):
         raise ValueError(f"{label}: not a D-BETA model (expected class_embedding and ecg_encoder.*)")
-    strides = conv_strides(config.get("conv_feature_layers", RELEASED_CONFIG["conv_feature_layers"]), label)
-    sizes = sizes_from_keys(state, "ecg_encoder.", strides,
-                            heads=int(config.get("encoder_attention_heads", RELEASED_CONFIG["encoder_attention_heads"])),
-                            layer_norm_first=bool(config.get("layer_norm_first", RELEASED_CONFIG["layer_norm_first"])),
-                            family="DBETAEncoder", label=label)
+    sizes = sizes_from_config(state, "ecg_encoder.", config, "DBETAEncoder", label)
     hidden = required(state, "multi_modal_ecg_proj.weight", "DBETAEncoder", label).shape[0]
     return DBETAEncoder(ECGTransformer(sizes), hidden)
 

@@ -8,7 +8,8 @@ ECGTransformerClassificationModel: the transformer under `encoder.`, its label h
 transformer is fairseq-signals' ECGTransformerModel (esi.models.external.w2v_ecg; released 12 layers of 768,
 90.9 M parameters). What no key holds (conv strides, heads, pre/post-norm) comes from the training config:
 `config=` (the YAML's `model` section as a dict), else the `<checkpoint stem>.yaml` published beside each
-checkpoint, else fairseq-signals' defaults that the pretraining config w2v_cmsc_rlm.yaml keeps (RELEASED_CONFIG).
+checkpoint; a setting neither gives is fairseq-signals' default, which the pretraining config w2v_cmsc_rlm.yaml
+keeps (RELEASED_CONFIG).
 A fairseq checkpoint is read with `weights_only=True`: one that pickles objects other than tensors and plain
 data must have its "model" entry saved alone first.
 
@@ -35,14 +36,13 @@ from torch import nn
 
 from esi.data.leads import STANDARD_LEADS
 from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict
-from esi.models.external.dbeta import conv_strides
 from esi.models.external.inputs import InputSpec
-from esi.models.external.w2v_ecg import ECGTransformer, sizes_from_keys
+from esi.models.external.w2v_ecg import ECGTransformer, sizes_from_config
 from esi.models.registry import EncoderOutput
 
 INPUT = InputSpec(fs=500.0, window_s=10.0, crop_s=5.0, crops=2, leads=STANDARD_LEADS, normalize="zscore_lead",
                   normalize_scope="record", resample="linear",
-                  source="fairseq-signals scripts/preprocess/ecg/preprocess.py; ECG-FM notebooks/infer_quickstart.ipynb",
+                  source="fairseq-signals scripts/preprocess/ecg/preprocess.py; ECG-FM infer_quickstart.ipynb",
                   pretrained_on=("MIMIC-IV-ECG", "PTB-XL", "CPSC2018", "CPSC2018-extra", "Georgia", "Chapman",
                                  "Ningbo"))
 # Wav2Vec2Model's pretraining parts (quantised targets, their projections, the mask embedding).
@@ -77,14 +77,14 @@ class ECGFMEncoder(ECGTransformer):
 
 def read_config(config, source) -> dict:
     """The model settings: `config` (a dict, with or without a "model" level), else the YAML with the checkpoint's
-    stem beside it, else RELEASED_CONFIG."""
+    stem beside it; RELEASED_CONFIG fills in what they leave out."""
     beside = None if isinstance(source, Mapping) else Path(source).with_suffix(".yaml")
     if config is None and beside is not None and beside.is_file():
         import yaml
 
         config = yaml.safe_load(beside.read_text())
-    config = RELEASED_CONFIG if config is None else config
-    return config.get("model", config)
+    config = {} if config is None else config
+    return {**RELEASED_CONFIG, **config.get("model", config)}
 
 
 def ecg_transformer_state(state: dict, label: str) -> dict:
@@ -117,10 +117,5 @@ def load_ecg_fm(source, config: dict | None = None) -> tuple[nn.Module, InputSpe
     """
     state, label = read_state_dict(source, containers=("model",))
     state = ecg_transformer_state(state, label)
-    config = read_config(config, source)
-    sizes = sizes_from_keys(state, "", conv_strides(config.get("conv_feature_layers",
-                                                               RELEASED_CONFIG["conv_feature_layers"]), label),
-                            heads=int(config.get("encoder_attention_heads", RELEASED_CONFIG["encoder_attention_heads"])),
-                            layer_norm_first=bool(config.get("layer_norm_first", RELEASED_CONFIG["layer_norm_first"])),
-                            family="ECGFMEncoder", label=label)
+    sizes = sizes_from_config(state, "", read_config(config, source), "ECGFMEncoder", label)
     return load_strict(ECGFMEncoder(sizes), state, label).eval(), INPUT

@@ -15,6 +15,7 @@ config. Dropouts are identities (the encoders are used in eval mode).
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -187,8 +188,8 @@ def sizes_from_keys(state: dict, prefix: str, strides: list[int], heads: int, la
         ValueError: a tensor that sets the sizes is missing, or the config's strides do not match the conv
             layers (naming `label`).
     """
-    conv_keys = sorted((int(m.group(1)), k) for k in state
-                       if (m := re.fullmatch(re.escape(prefix) + r"feature_extractor\.conv_layers\.(\d+)\.0\.weight", k)))
+    conv_key = re.escape(prefix) + r"feature_extractor\.conv_layers\.(\d+)\.0\.weight"
+    conv_keys = sorted((int(m.group(1)), k) for k in state if (m := re.fullmatch(conv_key, k)))
     if not conv_keys:
         required(state, f"{prefix}feature_extractor.conv_layers.0.0.weight", family, label)
     if len(conv_keys) != len(strides):
@@ -207,3 +208,29 @@ def sizes_from_keys(state: dict, prefix: str, strides: list[int], heads: int, la
                     extractor_mode="layer_norm" if layer_mode else "default", width=width, ffn=ffn, layers=layers,
                     heads=heads, layer_norm_first=layer_norm_first, conv_pos=weight_v.shape[2],
                     conv_pos_groups=width // weight_v.shape[1], weight_norm=spelling)
+
+
+def conv_strides(spec: str, label: str) -> list[int]:
+    """The strides of a fairseq `conv_feature_layers` string ("[(256, 2, 2)] * 4 + [(512, 3, 1)]"), read without
+    evaluating code.
+
+    Raises:
+        ValueError: a term that is not `[(dim, kernel, stride), ...]` optionally times an integer.
+    """
+    strides = []
+    for term in spec.split("+"):
+        layers, _, times = term.partition("*")
+        try:
+            parsed, repeat = ast.literal_eval(layers.strip()), int(times) if times.strip() else 1
+            strides += [int(stride) for _, _, stride in parsed] * repeat
+        except (ValueError, SyntaxError, TypeError) as err:
+            raise ValueError(f"{label}: conv_feature_layers {spec!r} is not [(dim, kernel, stride), ...] * n") from err
+    return strides
+
+
+def sizes_from_config(state: dict, prefix: str, config: dict, family: str, label: str) -> W2VSizes:
+    """sizes_from_keys with the strides, heads and pre-norm of a fairseq model config (`conv_feature_layers`,
+    `encoder_attention_heads`, `layer_norm_first`; the caller fills in what its config leaves out)."""
+    return sizes_from_keys(state, prefix, conv_strides(config["conv_feature_layers"], label),
+                           heads=int(config["encoder_attention_heads"]),
+                           layer_norm_first=bool(config["layer_norm_first"]), family=family, label=label)
