@@ -11,6 +11,11 @@ For each fixture it builds the reference model with the reference code, fills it
 prepares the records with the reference's own loader code, runs the reference's feature call in eval mode, and
 writes tests/data/encoders/<name>/reference.json (seed, repository, commit, records, key layout) and features.npy.
 Nothing here is imported by the package or the tests.
+
+Beyond torch, numpy, scipy, pandas, wfdb and transformers, the scratch environment needs: einops, scikit-learn and
+matplotlib (HeartLang, ECG-JEPA's loader), omegaconf 2.3 (D-BETA), and hydra-core 1.0.7 with omegaconf 2.0.6, the
+pins of fairseq-signals' setup.py (ECG-FM; then omegaconf 2.0.6 on the path, not 2.3). The fixtures of
+2026-12 were made with Python 3.11 and torch 2.13 CPU; each builder says what it stubs and why.
 """
 
 from __future__ import annotations

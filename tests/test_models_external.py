@@ -355,3 +355,10 @@ def test_heartlang_sentence_is_lead_i_heartbeats_word_by_word(ptbxl_dir):
     assert len(centred) >= beats // 2
     np.testing.assert_array_equal(words[centred, 48], x[0, 0, qrs[centred]])
     np.testing.assert_array_equal(words[[11 * beats + i for i in centred], 48], x[0, 11, qrs[centred]])
+    # A fine-tuned ST_ECGFormerClassifier: the same model under `backbone.`, its label head dropped.
+    state = fixture_weights("heartlang_small")[1]
+    fine_tuned = {**{f"backbone.{k}": v for k, v in state.items()}, "mlp_head.weight": torch.zeros(5, 128),
+                  "mlp_head.bias": torch.zeros(5)}
+    with torch.no_grad():
+        assert torch.equal(load_external("heartlang", fine_tuned)[0].encode(torch.from_numpy(x)),
+                           module.encode(torch.from_numpy(x)))

@@ -23,7 +23,7 @@ standard order, linear-interpolation resampling to 500 Hz, each lead standardise
 std 1; a constant lead 0), then non-overlapping 5 s segments (2,500 samples). Here: the first 10 s as two 5 s
 segments; a record shorter than 10 s is zero-padded (the reference keeps only its whole segments). Pretrained on
 MIMIC-IV-ECG v1.0 and PhysioNet 2021 v1.0.3 (README: "Pretrained on MIMIC-IV-ECG v1.0 and PhysioNet 2021
-v1.0.3"), which holds PTB-XL, CPSC2018, CPSC-Extra, Georgia, Chapman-Shaoxing and Ningbo.
+v1.0.3"), which holds PTB-XL, PTB, CPSC2018, CPSC-Extra, Georgia, INCART, Chapman-Shaoxing and Ningbo.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from esi.models.registry import EncoderOutput
 INPUT = InputSpec(fs=500.0, window_s=10.0, crop_s=5.0, crops=2, leads=STANDARD_LEADS, normalize="zscore_lead",
                   normalize_scope="record", resample="linear",
                   source="fairseq-signals scripts/preprocess/ecg/preprocess.py; ECG-FM infer_quickstart.ipynb",
-                  pretrained_on=("MIMIC-IV-ECG", "PTB-XL", "CPSC2018", "CPSC2018-extra", "Georgia", "Chapman",
-                                 "Ningbo"))
+                  pretrained_on=("MIMIC-IV-ECG", "PTB-XL", "PTB", "CPSC2018", "CPSC2018-extra", "Georgia", "INCART",
+                                 "Chapman", "Ningbo"))
 # Wav2Vec2Model's pretraining parts (quantised targets, their projections, the mask embedding).
 PRETRAINING_HEADS = ("mask_emb", "quantizer", "input_quantizer", "project_q", "project_inp", "target_glu", "final_proj")
 FINETUNED_PREFIX = "encoder."  # ECGTransformerFinetuningModel holds the transformer as `encoder`

@@ -3,7 +3,8 @@ PKUDigitalHealth/HeartLang): a transformer over "ECG sentences" of heartbeat "wo
 
 Weights: the masked-sentence pretraining checkpoint, its ST_ECGFormer state_dict under "model"
 (`modeling_pretrain.HeartLang`: width 768, 12 blocks, 8 heads of 64, MLP 1,024, 256 tokens of 96 samples). The
-masked-word prediction head `lm_head` and the mask token `mask_token` (unused without a mask) are dropped by name.
+masked-word prediction head `lm_head` and the mask token `mask_token` (unused without a mask) are dropped by name;
+a fine-tuned ST_ECGFormerClassifier's `backbone.*` is read as the same model, its `mlp_head` dropped.
 Sizes are read from the keys: width and word length from `token_embed.tokenConv.weight`, sentence length from
 `pos_embed`, depth, heads (64 channels each) and MLP from the blocks.
 
@@ -39,6 +40,8 @@ INPUT = InputSpec(fs=100.0, window_s=10.0, leads=STANDARD_LEADS, normalize="none
                   resample="fourier", source="HeartLang datasets/dataset_preprocess/MIMIC-IV/mimic_preprocess.py",
                   pretrained_on=("MIMIC-IV-ECG",))
 HEADS = ("lm_head", "mask_token")
+FINETUNED_PREFIX = "backbone."  # ST_ECGFormerClassifier holds the ST_ECGFormer as `backbone`
+FINETUNED_HEADS = ("mlp_head",)  # and its label head as `mlp_head`
 HEAD_DIM = 64  # channels per attention head: modeling_pretrain's dim_head default, which its builders keep
 SECOND_SAMPLES = 100  # QRSTokenizer.assign_time_blocks: a word's time index is its QRS sample // 100 + 1
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which the reference uses
@@ -172,12 +175,14 @@ def build_from_keys(state: dict, label: str = "state_dict") -> HeartLangEncoder:
 
 
 def load_heartlang(source) -> tuple[nn.Module, InputSpec]:
-    """HeartLang's ST_ECGFormer from `source` (its pretraining `.pth`, or a state_dict), in eval mode, with its
-    input.
+    """HeartLang's ST_ECGFormer from `source` (its pretraining or fine-tuning `.pth`, or a state_dict), in eval
+    mode, with its input.
 
     Raises:
         ValueError: not a HeartLang model, or a tensor missing, unexpected or mis-shaped (naming it).
     """
-    state, label = read_state_dict(source, containers=("model",))
+    state, label = read_state_dict(source, containers=("model", "module"))
+    if any(k.startswith(FINETUNED_PREFIX) for k in state):
+        state = {k.removeprefix(FINETUNED_PREFIX): v for k, v in drop_heads(state, FINETUNED_HEADS).items()}
     state = drop_heads(state, HEADS)
     return load_strict(build_from_keys(state, label), state, label).eval(), INPUT
