@@ -328,8 +328,8 @@ def test_dbeta_takes_strides_and_heads_from_its_config(tmp_path):
     with torch.no_grad():
         assert (module.encode(x) - two_heads.encode(x)).abs().max() > 1e-3
     with pytest.raises(ValueError, match=r"state_dict: 4 conv layers under ecg_encoder.feature_extractor, but the "
-                                         r"config gives 5 strides"):
-        load_external("dbeta", state, config={"conv_feature_layers": "[(64, 2, 2)] * 5"})
+                                         r"config gives 3 strides"):
+        load_external("dbeta", state, config={"conv_feature_layers": "[(64, 2, 2)] * 3"})
     with pytest.raises(ValueError, match=r"conv_feature_layers 'import os' is not"):
         load_external("dbeta", state, config={"conv_feature_layers": "import os"})
 

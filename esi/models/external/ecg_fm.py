@@ -93,15 +93,13 @@ def ecg_transformer_state(state: dict, label: str) -> dict:
     Raises:
         ValueError: neither layout (naming `label`).
     """
-    if f"{FINETUNED_PREFIX}feature_extractor.conv_layers.0.0.weight" in state:
-        state = drop_heads(state, FINETUNED_HEADS)
-        outside = sorted(k for k in state if not k.startswith(FINETUNED_PREFIX))
-        return {**{k.removeprefix(FINETUNED_PREFIX): v for k, v in state.items() if k.startswith(FINETUNED_PREFIX)},
-                **{k: state[k] for k in outside}}  # left in place, so the strict load names them
-    if "feature_extractor.conv_layers.0.0.weight" in state or "conv_pos.pos_conv.0.weight_v" in state:
-        return drop_heads(state, PRETRAINING_HEADS)
-    raise ValueError(f"{label}: not an ECG-FM (fairseq-signals ECGTransformerModel) checkpoint (expected "
-                     "feature_extractor.* or encoder.feature_extractor.*)")
+    if any(k.startswith(f"{FINETUNED_PREFIX}feature_extractor.") for k in state):
+        # Keys outside `encoder.` other than the head stay as they are, so the strict load names them.
+        state = {k.removeprefix(FINETUNED_PREFIX): v for k, v in drop_heads(state, FINETUNED_HEADS).items()}
+    elif not any(k.startswith(("feature_extractor.", "conv_pos.")) for k in state):
+        raise ValueError(f"{label}: not an ECG-FM (fairseq-signals ECGTransformerModel) checkpoint (expected "
+                         "feature_extractor.* or encoder.feature_extractor.*)")
+    return drop_heads(state, PRETRAINING_HEADS)
 
 
 def load_ecg_fm(source, config: dict | None = None) -> tuple[nn.Module, InputSpec]:

@@ -189,21 +189,22 @@ def sizes_from_keys(state: dict, prefix: str, strides: list[int], heads: int, la
             layers (naming `label`).
     """
     conv_key = re.escape(prefix) + r"feature_extractor\.conv_layers\.(\d+)\.0\.weight"
-    conv_keys = sorted((int(m.group(1)), k) for k in state if (m := re.fullmatch(conv_key, k)))
-    if not conv_keys:
-        required(state, f"{prefix}feature_extractor.conv_layers.0.0.weight", family, label)
-    if len(conv_keys) != len(strides):
-        raise ValueError(f"{label}: {len(conv_keys)} conv layers under {prefix}feature_extractor, but the config "
-                         f"gives {len(strides)} strides")
-    conv = tuple((state[k].shape[0], state[k].shape[2], stride) for (_, k), stride in zip(conv_keys, strides))
-    spelling = next((name for name, (_, v) in WEIGHT_NORM_KEYS.items() if f"{prefix}conv_pos.pos_conv.0.{v}" in state),
+    count = 1 + max((int(m.group(1)) for k in state if (m := re.fullmatch(conv_key, k))), default=-1)
+    if count > len(strides):
+        raise ValueError(f"{label}: {count} conv layers under {prefix}feature_extractor, but the config gives "
+                         f"{len(strides)} strides")
+    weights = [required(state, f"{prefix}feature_extractor.conv_layers.{i}.0.weight", family, label)
+               for i in range(len(strides))]
+    conv = tuple((w.shape[0], w.shape[2], stride) for w, stride in zip(weights, strides))
+    position = f"{prefix}conv_pos.pos_conv.0."
+    spelling = next((name for name, keys in WEIGHT_NORM_KEYS.items() if any(position + k in state for k in keys)),
                     "hook")
-    weight_v = required(state, f"{prefix}conv_pos.pos_conv.0.{WEIGHT_NORM_KEYS[spelling][1]}", family, label)
+    weight_v = required(state, position + WEIGHT_NORM_KEYS[spelling][1], family, label)
     width = weight_v.shape[0]
     ffn = required(state, f"{prefix}encoder.layers.0.fc1.weight", family, label).shape[0]
     layers = len({m.group(1) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))})
     layer_mode = f"{prefix}feature_extractor.conv_layers.0.2.1.weight" in state
-    return W2VSizes(conv=conv, in_d=state[conv_keys[0][1]].shape[1],
+    return W2VSizes(conv=conv, in_d=weights[0].shape[1],
                     conv_bias=f"{prefix}feature_extractor.conv_layers.0.0.bias" in state,
                     extractor_mode="layer_norm" if layer_mode else "default", width=width, ffn=ffn, layers=layers,
                     heads=heads, layer_norm_first=layer_norm_first, conv_pos=weight_v.shape[2],
