@@ -86,9 +86,7 @@ def _heartlang(source, **options):
 
 # kind -> loader(path or state_dict, **options) -> (module, InputSpec)
 LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked,
-           "ecg_jepa": _ecg_jepa, "dbeta": _dbeta,
-           "ecg_fm": _ecg_fm,
-           "heartlang": _heartlang}
+           "dbeta": _dbeta, "ecg_fm": _ecg_fm, "heartlang": _heartlang, "ecg_jepa": _ecg_jepa}
 
 
 def load_external(kind: str, source, **options):
