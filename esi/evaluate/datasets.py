@@ -8,7 +8,7 @@ A protocol reads a dataset only through `EvalDataset`: its store at a rate, its 
 ecg_ids, y, classes, folds 1-8 train / 9 validate / 10 test), the records it scores, its class names, and the
 columns its result rows carry. A third dataset (a folder of your own) is one more subclass: `store` and `task` are
 all it must write; the rest has defaults for a dataset with one task named after it (see
-tests/test_evaluate_datasets.py for one in twenty lines). A `Workspace` pairs a dataset with the run's folders.
+tests/test_evaluate_datasets.py for one in thirty lines). A `Workspace` pairs a dataset with the run's folders.
 """
 
 from __future__ import annotations
