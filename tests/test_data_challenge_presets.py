@@ -323,7 +323,8 @@ def test_the_workspace_passes_the_label_mode_and_names_it_in_the_summary(ptbxl_d
     write_ecg_arrhythmia_tree(ptbxl_dir, root, n=40)   # real WFDB records (PTB-XL samples) in CSN's layout
     for kwargs, rule in [({"labels": "merl_released"}, "merl_released"),
                          ({"split": "ecgfix", "length_policy": "drop_short"}, "ecgfix")]:
-        dataset = Workspace(tmp_path / "run", ChallengeDataset(root, "csn", **kwargs), workers=1, progress=False).dataset
+        dataset = ChallengeDataset(root, "csn", **kwargs)
+        Workspace(tmp_path / "run", dataset, workers=1, progress=False)       # the run's store and summary folders
         task = dataset.task()
         settings = {"split": "stratified", "length_policy": "crop_pad", **kwargs}
         from_headers = load_challenge_task(dataset.records().assign(n_samples_source=5000, fs_source=500), "csn",
