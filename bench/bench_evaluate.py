@@ -52,7 +52,7 @@ def extraction(args, workspace) -> list[dict]:
     for architecture in args.encoders:
         spec = EncoderSpec(kind="random", architecture=architecture, fs=100, normalize="per_lead")
         encoder = load_encoder(spec, args.device)
-        store = workspace.store(100)
+        store = workspace.dataset.store(100)
         with torch.inference_mode():
             encoder.module.encode(torch.zeros(2, 12, 1000, device=args.device))  # warm-up: allocator, kernels
         start = time.perf_counter()
@@ -62,7 +62,7 @@ def extraction(args, workspace) -> list[dict]:
         again = workspace.features(encoder)
         cached = time.perf_counter() - start
         assert not features.from_cache and again.from_cache
-        base = baseline_throughput(encoder, workspace.root, args.baseline_records, args.device)
+        base = baseline_throughput(encoder, workspace.dataset.root, args.baseline_records, args.device)
         ours = len(store) / first
         rows.append({"encoder": architecture, "records": len(store), "ours_ecg_per_s": ours,
                      "baseline_ecg_per_s": base, "ratio": ours / base, "cached_s": cached,
@@ -131,7 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_evaluate_") as tmp:
         workspace = Workspace(Path(tmp), args.ptbxl, device=args.device, batch_size=args.batch, progress=False)
         start = time.perf_counter()
-        store = workspace.store(100)
+        store = workspace.dataset.store(100)
         print(f"PTB-XL at 100 Hz: {len(store)} records converted in {time.perf_counter() - start:.1f} s "
               f"(device {args.device}, {torch.get_num_threads()} torch threads, batch {args.batch})")
         print("\nfeature extraction, whole 10 s records (ours: store + batches; baseline: read_ecg + one record "

@@ -16,7 +16,8 @@ from esi.data import splits
 from esi.data.challenge_tasks import (CSN_EXCLUDED_CODES, ECGFIX_EXCLUDED_ACRONYMS, MERL_CSN_COLUMNS,
                                       load_challenge_task, merl_released_labels)
 from esi.data.snomed import TABLE_PATH
-from esi.evaluate.workspace import ChallengeWorkspace
+from esi.evaluate.datasets import ChallengeDataset
+from esi.evaluate.workspace import Workspace
 
 FOLD = {"train": 1, "val": 9, "test": 10}
 MERL_RELEASED = Path(__file__).with_name("data") / "merl_csn_released_labels.csv.gz"
@@ -322,14 +323,15 @@ def test_the_workspace_passes_the_label_mode_and_names_it_in_the_summary(ptbxl_d
     write_ecg_arrhythmia_tree(ptbxl_dir, root, n=40)   # real WFDB records (PTB-XL samples) in CSN's layout
     for kwargs, rule in [({"labels": "merl_released"}, "merl_released"),
                          ({"split": "ecgfix", "length_policy": "drop_short"}, "ecgfix")]:
-        workspace = ChallengeWorkspace(tmp_path / "run", root, dataset="csn", workers=1, progress=False, **kwargs)
-        task = workspace.task()
+        dataset = ChallengeDataset(root, "csn", **kwargs)
+        Workspace(tmp_path / "run", dataset, workers=1, progress=False)       # the run's store and summary folders
+        task = dataset.task()
         settings = {"split": "stratified", "length_policy": "crop_pad", **kwargs}
-        from_headers = load_challenge_task(workspace.records().assign(n_samples_source=5000, fs_source=500), "csn",
+        from_headers = load_challenge_task(dataset.records().assign(n_samples_source=5000, fs_source=500), "csn",
                                            **settings)
         assert task.labels == rule and task.ecg_ids.tolist() == from_headers.ecg_ids.tolist()
         np.testing.assert_array_equal(task.y, from_headers.y)
         written = pd.read_csv(tmp_path / "run" / "evaluate" / "csn_summary.csv", dtype=str, keep_default_na=False)
         assert written.loc[written["name"] == "labels", "abbreviation"].tolist() == [rule]
     with pytest.raises(ValueError, match="expected one of: exact, merl_released"):
-        ChallengeWorkspace(tmp_path / "run", root, dataset="csn", labels="substrings", workers=1, progress=False)
+        ChallengeDataset(root, "csn", labels="substrings")

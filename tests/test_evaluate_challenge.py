@@ -16,7 +16,8 @@ from esi.evaluate.config import EvaluateConfig
 from esi.evaluate.encoders import EncoderSpec
 from esi.evaluate.results import RESULT_COLUMNS
 from esi.evaluate.run import evaluate
-from esi.evaluate.workspace import ChallengeWorkspace
+from esi.evaluate.datasets import ChallengeDataset
+from esi.evaluate.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,9 @@ def test_figures_are_drawn_for_each_dataset(run):
 def test_length_policies_crop_the_long_record_at_its_centre_or_keep_its_start(trees, tmp_path):
     truth = trees["challenge_truth"].set_index("record_id")
     for policy, crop in (("crop_pad", "centre"), ("merl", "start")):
-        workspace = ChallengeWorkspace(tmp_path / policy, trees["challenge"], dataset="cpsc2018",
-                                       length_policy=policy, workers=1, progress=False)
-        store = workspace.store(500)
+        dataset = ChallengeDataset(trees["challenge"], "cpsc2018", length_policy=policy)
+        Workspace(tmp_path / policy, dataset, workers=1, progress=False)
+        store = dataset.store(500)
         assert store.settings.crop == crop
         row = store.locate([LONG_RECORD])[0]
         signal = store.read([row])[0]
@@ -141,19 +142,18 @@ def test_length_policies_crop_the_long_record_at_its_centre_or_keep_its_start(tr
         raw = wfdb.rdsamp(str(truth.loc[LONG_RECORD, "path"]))[0].T.astype(np.float32)
         start = (raw.shape[1] - 5000) // 2 if crop == "centre" else 0
         np.testing.assert_allclose(signal, raw[:, start:start + 5000], atol=1e-3)
-        assert len(workspace.task()) == len(truth[truth["source"] == "cpsc_2018"])    # nothing dropped by these
+        assert len(dataset.task()) == len(truth[truth["source"] == "cpsc_2018"])    # nothing dropped by these
 
 
 def test_merl_policy_feeds_cpsc_records_5_s_of_signal_in_a_10_s_frame(trees, tmp_path):
-    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", length_policy="merl", workers=1,
-                                   progress=False)
-    assert workspace.valid_samples(100) == 500 and workspace.valid_samples(500) == 2500
-    store = workspace.store(100)
+    dataset = Workspace(tmp_path, ChallengeDataset(trees["challenge"], "cpsc2018", length_policy="merl"), workers=1,
+                        progress=False).dataset
+    assert dataset.valid_samples(100) == 500 and dataset.valid_samples(500) == 2500
+    store = dataset.store(100)
     ecg = ECGDataset(store, [0, 1], valid_samples=500).fetch([0, 1])["ecg"].numpy()
     assert ecg.shape == (2, 12, 1000)
     assert np.all(ecg[..., 500:] == 0) and np.any(ecg[..., :500] != 0)
-    other = ChallengeWorkspace(tmp_path / "csn", trees["csn"], dataset="csn", length_policy="merl", workers=1,
-                               progress=False)
+    other = ChallengeDataset(trees["csn"], "csn", length_policy="merl")
     assert other.valid_samples(100) is None                   # MERL reads CSN's first 10 s whole
 
 
@@ -161,9 +161,9 @@ def test_evaluation_windows_lie_inside_each_records_signal_never_over_its_paddin
     """Protocol A's 2.5 s windows every 1.25 s: a 10 s record has 7; a 6 s record zero-padded to 10 s (crop_pad)
     has 3, and MERL's 5 s of a 10 s frame has 3; their rows repeat the last window, so max aggregation and
     anything masking by n_windows see only signal."""
-    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", length_policy="crop_pad",
-                                   workers=1, progress=False)
-    store = workspace.store(100)
+    dataset = Workspace(tmp_path, ChallengeDataset(trees["challenge"], "cpsc2018", length_policy="crop_pad"),
+                        workers=1, progress=False).dataset
+    store = dataset.store(100)
     short, full = store.locate([SHORT_RECORD])[0], store.locate(["A0001"])[0]
     assert store.n_valid[short] == 600 and store.n_valid[full] == 1000
     for valid_samples, expected in ((None, {short: 3, full: 7}), (500, {short: 3, full: 3})):
@@ -182,9 +182,9 @@ def test_evaluation_windows_lie_inside_each_records_signal_never_over_its_paddin
 
 
 def test_merl_split_on_the_fixture_names_follows_merls_tables(trees, tmp_path):
-    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", split="merl", workers=1,
-                                   progress=False)
-    task = workspace.task()
+    workspace = Workspace(tmp_path, ChallengeDataset(trees["challenge"], "cpsc2018", split="merl"), workers=1,
+                          progress=False)
+    task = workspace.dataset.task()
     table = pd.read_csv(workspace.run_dir / "evaluate" / "cpsc2018_summary.csv")
     assert len(table)
     from esi.data.splits import merl_table
@@ -194,8 +194,8 @@ def test_merl_split_on_the_fixture_names_follows_merls_tables(trees, tmp_path):
     fold_of = {"train": 1, "val": 9, "test": 10}
     assert [fold_of[merl[name]] for name in task.record_names] == task.folds.tolist()
     # rows scored without training name the split preset and the folds they scored
-    assert workspace.scored_split(task, [10]) == "merl_tables_records:test"
-    assert workspace.scored_split(task, [9, 10]) == "merl_tables_records:folds_9,10"
+    assert workspace.dataset.scored_split(task, [10]) == "merl_tables_records:test"
+    assert workspace.dataset.scored_split(task, [9, 10]) == "merl_tables_records:folds_9,10"
 
 
 def test_a_missing_dataset_folder_stops_before_any_work(tmp_path):
@@ -205,19 +205,20 @@ def test_a_missing_dataset_folder_stops_before_any_work(tmp_path):
 
 
 def test_a_task_from_the_store_index_equals_one_from_the_headers(trees, tmp_path):
-    workspace = ChallengeWorkspace(tmp_path, trees["csn"], dataset="csn", min_positives=5, workers=1, progress=False)
-    from_store = workspace.task()
-    from_headers = load_challenge_task(workspace.records(), "csn", min_positives=5)
+    dataset = Workspace(tmp_path, ChallengeDataset(trees["csn"], "csn", min_positives=5), workers=1,
+                        progress=False).dataset
+    from_store = dataset.task()
+    from_headers = load_challenge_task(dataset.records(), "csn", min_positives=5)
     assert from_store.classes == from_headers.classes
     np.testing.assert_array_equal(from_store.y, from_headers.y)
     np.testing.assert_array_equal(from_store.folds, from_headers.folds)
 
 
 def test_an_input_scaler_is_fitted_on_the_training_split_only(trees, tmp_path):
-    workspace = ChallengeWorkspace(tmp_path, trees["challenge"], dataset="cpsc2018", workers=1, progress=False)
-    store = workspace.store(100)
-    rows = workspace.training_rows(store)
-    train = workspace.task().split("train")
+    dataset = Workspace(tmp_path, ChallengeDataset(trees["challenge"], "cpsc2018"), workers=1, progress=False).dataset
+    store = dataset.store(100)
+    rows = dataset.training_rows(store)
+    train = dataset.task().split("train")
     assert sorted(store.index["record_id"].iloc[rows]) == sorted(train.ecg_ids)
     assert len(rows) < len(store)
 
@@ -239,7 +240,7 @@ def test_an_unknown_dataset_name_says_which_sources_the_tree_holds(trees, tmp_pa
 def test_a_dataset_reads_only_its_own_source_folders_of_the_tree(ptbxl_dir, tmp_path):
     truth = write_challenge_tree(ptbxl_dir, tmp_path / "tree")          # cpsc_2018 (40) + chapman_shaoxing (30)
     for dataset, source in (("cpsc2018", "cpsc_2018"), ("csn", "chapman_shaoxing")):
-        records = ChallengeWorkspace(tmp_path / dataset, tmp_path / "tree", dataset=dataset).records()
+        records = ChallengeDataset(tmp_path / "tree", dataset).records()
         expected = truth[truth["source"] == source]
         assert records["record_id"].tolist() == expected["record_id"].tolist()
         assert records["dx"].tolist() == expected["dx"].tolist()
@@ -250,9 +251,8 @@ def test_a_record_the_reader_rejects_is_counted_in_the_summary_not_silently_drop
     broken = truth.loc[truth["record_id"] == "A0020", "path"].iloc[0] + ".mat"
     with open(broken, "r+b") as handle:       # truncated, as an interrupted download leaves it
         handle.truncate(1000)
-    workspace = ChallengeWorkspace(tmp_path / "run", tmp_path / "tree", dataset="cpsc2018", workers=1,
-                                   progress=False)
-    task = workspace.task()
+    workspace = Workspace(tmp_path / "run", ChallengeDataset(tmp_path / "tree", "cpsc2018"), workers=1, progress=False)
+    task = workspace.dataset.task()
     assert "A0020" not in set(task.ecg_ids) and len(task) == 39
     summary = pd.read_csv(tmp_path / "run" / "evaluate" / "cpsc2018_summary.csv")
     row = summary[summary["name"] == "rejected by the reader"].iloc[0]

@@ -45,7 +45,7 @@ def test_the_original_release_is_fed_at_500_hz_globally_z_scored_in_mimic_lead_o
     ids = np.array([1, 2, 3])
     features = workspace.features(encoder, ecg_ids=ids).take(ids)
     # The reference: the models package's own helpers for the original's input, applied to the stored mV.
-    store = workspace.store(500)
+    store = workspace.dataset.store(500)
     x = torch.from_numpy(store.read(store_rows(store, ids)))
     with torch.inference_mode():
         expected = encoder.module.encode(zscore_whole_ecg(to_original_lead_order(x))).numpy()

@@ -11,9 +11,10 @@ import pytest
 from esi.data.leads import STANDARD_LEADS
 from esi.data.ptbxl import load_statements
 from esi.data.statements import load_waveform_dict
+from esi.evaluate.datasets import class_names, statement_aliases
 from esi.evaluate.encoders import EncoderSpec, load_encoder, random_twin
 from esi.evaluate.results import RESULT_COLUMNS
-from esi.evaluate.workspace import Workspace, class_names, statement_aliases
+from esi.evaluate.workspace import Workspace
 from esi.evaluate.zero_shot import (NO_DESCRIPTION_TEMPLATE, class_descriptions, class_prompts, run_zero_shot,
                                     zero_shot_scores)
 

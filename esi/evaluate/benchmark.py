@@ -725,7 +725,7 @@ def run_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Wo
 
     Args:
         encoders: pretrained encoders to fine-tune (`EncoderSpec`s or `LoadedEncoder`s); may be empty.
-        workspace: the run's `Workspace` (PTB-XL folder, stores, device, progress bars).
+        workspace: the run's `Workspace` (its dataset, device, progress bars).
         tasks: the benchmark tasks (default all six).
         supervised: architectures trained from scratch (default xresnet1d101, the benchmark's strongest).
         supervised_fs: their sampling rate (the benchmark: 100 Hz).
@@ -749,12 +749,12 @@ def run_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Wo
 
     outputs, per_class = [], []
     for encoder, protocol in plan:
-        store = workspace.store(encoder.fs)
+        store = workspace.dataset.store(encoder.fs)
         for task_name in tasks:
-            task = workspace.task(task_name, min_samples)
+            task = workspace.dataset.task(task_name, min_samples)
             out = benchmark_task(encoder, task, store, settings, protocol=protocol, device=workspace.device,
-                                 progress=workspace.progress, names=workspace.class_names(task.classes),
-                                 valid_samples=workspace.valid_samples(encoder.fs))
+                                 progress=workspace.progress, names=workspace.dataset.class_names(task.classes),
+                                 valid_samples=workspace.dataset.valid_samples(encoder.fs))
             outputs.append({"encoder": encoder.label, "rows": out["rows"], "y_true": out["y_true"],
                             "y_score": out["y_score"],
                             "key": (task_name, protocol, out["recipe"], settings.train_fraction, settings.seed)})
@@ -771,4 +771,5 @@ def run_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Wo
     # Twins only among the fine-tuned encoders: a supervised architecture is not the baseline of a pretrained one.
     attach_p_values(outputs, twin_labels(to_finetune), n_resamples=settings.significance_resamples,
                     seed=settings.seed)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.context)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class,
+                                     **workspace.dataset.context)

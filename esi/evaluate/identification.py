@@ -212,7 +212,7 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
 
     Args:
         encoders: `EncoderSpec`s or `LoadedEncoder`s.
-        workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
+        workspace: the run's `Workspace` (a dataset with patient ids, feature cache, device, batch size).
         folds: restrict to these folds (None: all records).
         max_rank: length of the CMC curve saved.
         n_boot: bootstrap resamples of the probes.
@@ -225,9 +225,7 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
         `ProtocolResults` (no per-class rows). CMC curves, the ranks of all probes and each probe's gap to its
         gallery record (hours) go to <run_dir>/evaluate/predictions/identification/<encoder>.npz.
     """
-    from esi.data.ptbxl import load_database
-
-    split = identification_split(load_database(workspace.root), folds)
+    split = identification_split(workspace.dataset.patient_table(), folds)
     loaded = load_encoders(encoders, workspace.device, random_baselines)
     rows, ranks = {}, {}
     for encoder in loaded:
@@ -246,7 +244,8 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
                      n_gallery=np.asarray(split.n_patients))
     for label, twin in twin_labels(loaded).items():
         attach_identification_p_values(rows[label], ranks[label], ranks[twin], split, twin, significance_resamples)
-    return ProtocolResults.from_rows([row for encoder_rows in rows.values() for row in encoder_rows], [])
+    return ProtocolResults.from_rows([row for encoder_rows in rows.values() for row in encoder_rows], [],
+                                     **workspace.dataset.context)
 
 
 def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ranks: np.ndarray,

@@ -237,7 +237,7 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
 
     Args:
         encoders: `EncoderSpec`s (loaded here) or `LoadedEncoder`s.
-        workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
+        workspace: the run's `Workspace` (its dataset, feature cache, device, batch size).
         tasks: PTB-XL tasks (default: super/sub/form/rhythm, as MERL).
         fractions: label fractions of the training folds (default 1 %, 10 %, 100 %).
         seeds: one probe per seed (initialisation, bootstrap; the subset is drawn with subset_seed + seed).
@@ -260,13 +260,13 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
     for encoder in loaded:
         features = workspace.features(encoder)
         for task_name in tasks:
-            task = workspace.task(task_name, min_samples)
+            task = workspace.dataset.task(task_name, min_samples)
             for fraction in fractions:
                 for seed in seeds:
                     out = probe_task(features, task, fraction, seed, epochs=epochs, lr=lr,
                                      weight_decays=weight_decays, draw=draw, subset_seed=subset_seed, n_boot=n_boot,
                                      ci_level=ci_level, encoder_label=encoder.label,
-                                     names=workspace.class_names(task.classes), selection=selection)
+                                     names=workspace.dataset.class_names(task.classes), selection=selection)
                     outputs.append({**out, "encoder": encoder.label, "key": (task_name, fraction, seed)})
                     per_class.extend(out["per_class"])
                     name = f"{slug(encoder.label)}_frac{fraction:g}_seed{seed}.npz"
@@ -275,4 +275,5 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
                                      label_fraction=fraction, seed=seed, pretrained=encoder.pretrained,
                                      train_ids=out["train_ids"])
     attach_p_values(outputs, twin_labels(loaded), n_resamples=significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.context)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class,
+                                     **workspace.dataset.context)

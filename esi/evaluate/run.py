@@ -39,7 +39,8 @@ from esi.evaluate.linear_probe import run_linear_probe
 from esi.evaluate.benchmark import recipe_settings, run_benchmark
 from esi.evaluate.results import (RESULTS_CSV, SMOKE_TEST_RECORDS, ProtocolResults, load_predictions, summary,
                                  write_results)
-from esi.evaluate.workspace import ChallengeWorkspace, Workspace
+from esi.evaluate.datasets import ChallengeDataset, PTBXLDataset
+from esi.evaluate.workspace import Workspace
 from esi.evaluate.zero_shot import run_zero_shot
 from esi.paths import outputs_dir, resolve
 
@@ -81,7 +82,7 @@ def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 5
                 raise FileNotFoundError(f"evaluate_ptbxl_root: {root} holds no ptbxl_database.csv; point it at the "
                                         "PTB-XL download (the folder with ptbxl_database.csv, records100/, "
                                         "records500/)")
-            workspaces.append(Workspace(run_dir, root, **common))
+            workspaces.append(Workspace(run_dir, PTBXLDataset(root), **common))
             continue
         key = "csn_root" if dataset == "csn" and config.csn_root else "challenge_root"
         root = resolve(getattr(config, key))
@@ -89,12 +90,12 @@ def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 5
             what = ("ecg-arrhythmia 1.0.0 download (the folder with WFDBRecords/)" if key == "csn_root"
                     else "PhysioNet/CinC Challenge 2020/2021 tree (training/<source>/...)")
             raise FileNotFoundError(f"evaluate_{key}: {root} does not exist; point it at the {what}")
-        workspace = ChallengeWorkspace(
-            run_dir, root, dataset=dataset, split=config.challenge_split, length_policy=config.challenge_length_policy,
+        challenge = ChallengeDataset(
+            root, dataset, split=config.challenge_split, length_policy=config.challenge_length_policy,
             min_positives=config.challenge_min_positives, unknown_codes=config.challenge_unknown_codes,
-            labels=config.challenge_labels, task_fs=fs_hint, **common)
-        workspace.records()     # reads the headers: a dataset the folder does not hold stops here
-        workspaces.append(workspace)
+            labels=config.challenge_labels, task_fs=fs_hint)
+        challenge.records()     # reads the headers: a dataset the folder does not hold stops here
+        workspaces.append(Workspace(run_dir, challenge, **common))
     return workspaces
 
 
@@ -110,8 +111,8 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     workspaces = dataset_workspaces(config, run_dir)      # a missing dataset folder stops here, before any work
     encoders = load_encoders(config.encoders, config.device, config.random_baselines)
     for workspace in workspaces:
-        if isinstance(workspace, ChallengeWorkspace) and encoders:
-            workspace.task_fs = encoders[0].fs          # the task is read from a store this run converts anyway
+        if workspace.dataset.task_fs is not None and encoders:
+            workspace.dataset.task_fs = encoders[0].fs  # the task is read from a store this run converts anyway
     save_config(config, run_dir / CONFIG_FILE)
     parts = []
 
@@ -124,7 +125,7 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     for workspace in workspaces:
         if "linear_probe" in config.protocols:
             finished(run_linear_probe(
-                encoders, workspace, workspace.task_names(config.probe_tasks), config.probe_fractions,
+                encoders, workspace, workspace.dataset.task_names(config.probe_tasks), config.probe_fractions,
                 seeds=config.probe_seeds, epochs=config.probe_epochs, lr=config.probe_lr,
                 weight_decays=config.probe_weight_decays, draw=config.probe_subset_draw, n_boot=config.n_boot,
                 ci_level=config.ci_level, significance_resamples=config.significance_resamples,
@@ -142,18 +143,18 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
                 significance_resamples=config.significance_resamples, num_workers=config.benchmark_loader_workers)
             finished(run_benchmark(
                 encoders if config.benchmark_finetune else [], workspace,
-                workspace.task_names(config.benchmark_tasks), supervised=config.benchmark_supervised,
+                workspace.dataset.task_names(config.benchmark_tasks), supervised=config.benchmark_supervised,
                 supervised_fs=config.benchmark_supervised_fs, settings=settings, min_samples=config.min_samples,
                 random_baselines=False, save_models=config.benchmark_save_models))
         if "zero_shot" in config.protocols:
             finished(run_zero_shot(
-                config.encoders, workspace, workspace.task_names(config.zero_shot_tasks),
+                config.encoders, workspace, workspace.dataset.task_names(config.zero_shot_tasks),
                 waveform_dict=config.zero_shot_waveform_dict or None, templates=config.zero_shot_templates,
                 no_description_template=config.zero_shot_no_description_template, names=config.zero_shot_class_names,
                 folds=config.zero_shot_folds, n_boot=config.n_boot, ci_level=config.ci_level,
                 significance_resamples=config.significance_resamples, seed=config.seed,
                 min_samples=config.min_samples, random_baselines=config.random_baselines))
-        if "identification" in config.protocols and workspace.has_patient_ids:
+        if "identification" in config.protocols and workspace.dataset.has_patient_ids:
             finished(run_identification(
                 encoders, workspace, folds=config.identification_folds or None,
                 max_rank=config.identification_max_rank, n_boot=config.n_boot, seed=config.seed,
@@ -169,9 +170,9 @@ def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
     figures = []
     if config.figures and len(table):
         for workspace in workspaces:
-            ptbxl = workspace.dataset == "ptbxl"     # the embedding map colours PTB-XL's superclasses
-            figures += make_figures(run_dir, table, per_class, task=workspace.task_names([config.figure_task])[0],
-                                    encoders=encoders if ptbxl else (), workspace=workspace if ptbxl else None,
+            figures += make_figures(run_dir, table, per_class,
+                                    task=workspace.dataset.task_names([config.figure_task])[0],
+                                    encoders=encoders, workspace=workspace,
                                     tsne_max_points=config.tsne_max_points, tsne_iterations=config.tsne_iterations,
                                     seed=config.seed)
         figures = list(dict.fromkeys(figures))
@@ -194,7 +195,8 @@ def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFra
         per_class: the per-class AUROC table.
         task: the task of the per-class, ROC and label-fraction figures.
         encoders: `LoadedEncoder`s for the embedding map (the first pretrained one and the first random one).
-        workspace: the run's `Workspace` (cached features for the embedding map).
+        workspace: the run's `Workspace` (cached features for the embedding map, drawn when its dataset has a
+            `superclass_task`).
         tsne_max_points: t-SNE on at most this many records (a seeded random subset).
         tsne_iterations: t-SNE optimisation steps.
         seed: seed of that subset and of t-SNE.
@@ -236,7 +238,7 @@ def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFra
     if len(probe):
         save(plot_auroc_vs_fraction(table, task), f"auroc_vs_label_fraction_{task}.png")
 
-    if workspace is not None and encoders:
+    if workspace is not None and workspace.dataset.superclass_task and encoders:
         chosen = [e for e in encoders if e.pretrained][:1] + [e for e in encoders if not e.pretrained][:1]
         fig = _embedding_figure(workspace, chosen, tsne_max_points, tsne_iterations, seed)
         if fig is not None:
@@ -254,10 +256,11 @@ def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFra
 
 
 def _embedding_figure(workspace, encoders, max_points: int, iterations: int, seed: int):
-    """t-SNE maps of the superdiagnostic records' features, for the given encoders (None if there are none)."""
+    """t-SNE maps of the features of the records of the dataset's `superclass_task` (PTB-XL's superdiagnostic),
+    for the given encoders (None if there are none)."""
     from esi.plots import plot_embedding_map
 
-    task = workspace.task("superdiagnostic")
+    task = workspace.dataset.task(workspace.dataset.superclass_task)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(task), size=min(max_points, len(task)), replace=False))
     ids = task.ecg_ids[keep]
@@ -270,11 +273,12 @@ def _embedding_figure(workspace, encoders, max_points: int, iterations: int, see
             coords[encoder.label] = tsne_map(features, seed, iterations)
     if not coords:
         return None
-    return plot_embedding_map(coords, labels, f"PTB-XL records by superclass ({len(ids)} records), frozen features")
+    return plot_embedding_map(coords, labels, f"{workspace.dataset.title} records by superclass ({len(ids)} records), "
+                                              "frozen features")
 
 
 def superclass_labels(task) -> np.ndarray:
-    """One superclass per record of `task`, a superdiagnostic `PTBXLTask` ("multiple" for several)."""
+    """One superclass per record of `task`, e.g. a superdiagnostic `PTBXLTask` ("multiple" for several)."""
     classes = np.asarray(task.classes)
     return np.array([classes[row.astype(bool)][0] if row.sum() == 1 else "multiple" for row in task.y])
 

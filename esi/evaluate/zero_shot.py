@@ -1,14 +1,14 @@
 """Zero-shot classification with an ESI model: no training, text prompts as the classifier.
 
 For each class of a task (PTB-XL's, or CPSC2018's / CSN's SNOMED-CT classes):
-  class name    the English name of the label (`esi.evaluate.workspace.class_names`): scp_statements.csv's
+  class name    the English name of the label (`EvalDataset.class_names`): scp_statements.csv's
                 `description` for SCP codes ("IMI" -> "inferior myocardial infarction"), a fixed name for the
                 benchmark's label groups ("MI" -> "myocardial infarction"), the SNOMED-CT name of a Challenge
                 class ("164889003" -> "atrial fibrillation"), or a name from the params;
   description   the waveform description of that finding from a statement -> description dictionary (the Cardio
                 Query Assistant's output, or the original paper's file), looked up with esi.data.statements'
                 spelling-tolerant matching under the class name, then the class's other texts
-                (`Workspace.class_aliases`: the SCP statement text; the abbreviation and CSN acronym), or the code;
+                (`EvalDataset.class_aliases`: the SCP statement text; the abbreviation and CSN acronym), or the code;
   prompts       each template filled in ("ECG showing {class_name}. {description}"); a class without a
                 description uses `no_description_template`.
 The class's text embedding is the normalised mean of its prompts' embeddings; an ECG's score for the class is
@@ -51,7 +51,7 @@ def class_descriptions(classes: Sequence[str], names: Mapping[str, str], aliases
 
     Args:
         classes: class labels; names: label -> English name (`class_names`).
-        aliases: label -> other texts of the class (`Workspace.class_aliases`: PTB-XL's SCP statement texts, a
+        aliases: label -> other texts of the class (`EvalDataset.class_aliases`: PTB-XL's SCP statement texts, a
             Challenge class's abbreviation and CSN acronym).
         waveform_dict: the dictionary (None: no descriptions).
 
@@ -170,8 +170,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
 
     Args:
         encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
-        workspace: the run's `Workspace` (PTB-XL folder, stores, feature cache, device, batch size).
-        tasks: the workspace's tasks (PTB-XL's; a Challenge workspace has one, named after its dataset).
+        workspace: the run's `Workspace` (its dataset, feature cache, device, batch size).
+        tasks: the dataset's tasks (`workspace.dataset.task_names`: PTB-XL's; a Challenge dataset has one).
         waveform_dict: statement -> description JSON (CQA output); None: prompts from class names only.
         templates: prompt templates with {class_name} and {description}; embeddings averaged over them.
         no_description_template: the prompt of a class without a description ({class_name}).
@@ -203,24 +203,25 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
 
     outputs, per_class, used_prompts = [], [], {}
     for task_name in tasks:
-        task = workspace.task(task_name, min_samples)
+        task = workspace.dataset.task(task_name, min_samples)
         test = task.subset(np.isin(task.folds, list(folds)))
         if len(test) == 0:
             raise ValueError(f"{task_name}: no records in fold(s) {list(folds)}")
-        labels = workspace.class_names(task.classes, names)
-        found = class_descriptions(task.classes, labels, workspace.class_aliases(task.classes), descriptions_dict)
+        labels = workspace.dataset.class_names(task.classes, names)
+        aliases = workspace.dataset.class_aliases(task.classes)
+        found = class_descriptions(task.classes, labels, aliases, descriptions_dict)
         prompts = class_prompts(task.classes, labels, found, templates, no_description_template)
         used_prompts[task_name] = prompts
         n_found = sum(d is not None for d in found.values())
         coverage = f"descriptions found for {n_found}/{len(task.classes)} classes"
         for model in models:
             # Every record of the scored folds, encoded once per model (cached) and shared by the tasks.
-            fold_ids = workspace.scored_records(model.fs, folds)
+            fold_ids = workspace.dataset.scored_records(model.fs, folds)
             latents = workspace.features(model, what="latent", ecg_ids=fold_ids).take(test.ecg_ids)
             text = class_embeddings(model.module.model, prompts)
             scores = zero_shot_scores(latents, text)
             out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
-                                      split=workspace.scored_split(task, folds),
+                                      split=workspace.dataset.scored_split(task, folds),
                                       recipe=PROMPT_RECIPES[descriptions_dict is not None], selection="none",
                                       seed=seed, n_boot=n_boot, ci_level=ci_level,
                                       notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
@@ -232,4 +233,5 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
     attach_p_values(outputs, twin_labels(models), n_resamples=significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.context)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class,
+                                     **workspace.dataset.context)
