@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 from esi.data.convert import convert
 from esi.data.datasets import ECGDataset, collate
 from esi.data.store import ECGStore
-from esi.data.transforms import (Augment, Scaler, fit_scaler, normalize, record_window_starts, sliding_windows,
-                                 window_starts)
+from esi.data.transforms import Augment, Scaler, fit_scaler, normalize, record_window_starts, window_starts
+from oracles import sliding_windows
 
 
 @pytest.fixture(scope="module")
