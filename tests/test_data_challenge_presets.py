@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from challenge_fixtures import write_ecg_arrhythmia_tree
+from oracles import merl_table
 
 from esi.data import splits
 from esi.data.challenge_tasks import (CSN_EXCLUDED_CODES, ECGFIX_EXCLUDED_ACRONYMS, MERL_CSN_COLUMNS,
@@ -303,7 +304,7 @@ def test_merl_released_on_cpsc2018_is_its_exact_9_classes():
 
 
 def test_merl_preset_counts_classes_over_its_split_records_only():
-    merl = splits.merl_table()
+    merl = merl_table()
     in_tables = merl.loc[merl["dataset"] == "csn", "record"].head(40).tolist()
     outside = [f"JS9{k:04d}" for k in range(30)]   # not in MERL's tables: fold 0
     index = pd.DataFrame({"record_id": in_tables + outside,

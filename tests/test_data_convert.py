@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import wfdb
 
-from esi.data.convert import KILL_AFTER_ENV, convert, resample_ecg
+from esi.data.convert import convert, resample_ecg
 from esi.data.leads import STANDARD_LEADS
 from esi.data.reader import read_ecg
 from esi.data.store import ECGStore, StoreSettingsError
@@ -130,21 +131,42 @@ def test_cli_prints_the_rejected_count(ptbxl_dir, tmp_path):
     assert "converted 2, rejected 4" in result.stdout
 
 
+def freeze_mid_chunk(process: subprocess.Popen, out: Path, deadline_s: float = 60) -> int:
+    """Stop (SIGSTOP) the conversion's whole session at a moment when at least one chunk is committed and another
+    is half-written, and keep it stopped; returns the number of committed chunks. While every process is stopped
+    the store's files cannot change, so what the test sees is what a SIGKILL at that moment leaves."""
+    deadline = time.monotonic() + deadline_s
+    while process.poll() is None and time.monotonic() < deadline:
+        if list((out / "parts").glob("*.json")) and list((out / "shards").glob("*.bin.tmp")):
+            os.killpg(process.pid, signal.SIGSTOP)
+            family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            while any(p.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE) for p in family):
+                time.sleep(0.001)
+            committed = len(list((out / "parts").glob("*.json")))
+            if list((out / "shards").glob("*.bin.tmp")):
+                return committed
+            os.killpg(process.pid, signal.SIGCONT)  # between two chunks after all: let it run on
+        time.sleep(0.005)
+    raise AssertionError(f"the conversion into {out} ended (or stalled) before it could be stopped mid-chunk")
+
+
 def test_run_killed_mid_chunk_resumes_to_the_same_store(ptbxl_dir, tmp_path, reference_store):
     out = tmp_path / "store"
     args = ("--source", "ptbxl", "--input", str(ptbxl_dir), "--out", str(out), "--fs", "100", "--limit",
             str(N_RECORDS), "--chunk-size", "8", "--workers", "2", "--no-progress")
-    # The worker that converts the 21st record SIGKILLs the main process and itself, mid-chunk.
+    # SIGKILL from outside, as an out-of-memory kill or `kill -9` does: the CLI, its fork server and both
+    # workers at once, while a chunk is half-written.
     process = subprocess.Popen([sys.executable, "-m", "esi.data.convert", *args], cwd=REPO,
-                               env={**os.environ, KILL_AFTER_ENV: "21"}, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    returncode = process.wait(timeout=120)
-    _kill_session(process.pid)  # its fork server and the other worker, orphaned by the kill
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        finished_before = freeze_mid_chunk(process, out)
+    finally:
+        _kill_session(process.pid)
+        returncode = process.wait(timeout=120)
     assert returncode == -signal.SIGKILL
     with pytest.raises(StoreSettingsError, match="has not finished"):
         ECGStore(out)
     assert list((out / "shards").glob("*.bin.tmp")), "the kill should leave a half-written shard"
-    finished_before = len(list((out / "parts").glob("*.json")))
     assert 0 < finished_before < N_RECORDS // 8
 
     resumed = run_cli(*args)

@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 from esi.data.convert import convert
 from esi.data.datasets import ECGDataset, collate
 from esi.data.store import ECGStore
-from esi.data.transforms import (Augment, Scaler, fit_scaler, normalize, record_window_starts, sliding_windows,
-                                 window_starts)
+from esi.data.transforms import Augment, Scaler, fit_scaler, normalize, record_window_starts, window_starts
+from oracles import sliding_windows
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,30 @@ def test_dataloader_with_two_workers_serves_every_record_once(store):
         np.testing.assert_array_equal(batch["ecg"].numpy(), dataset.fetch(batch["index"].numpy())["ecg"].numpy())
         seen.extend(batch["index"].tolist())
     assert sorted(seen) == list(range(len(store)))
+
+
+class FetchInWorker(torch.utils.data.Dataset):
+    """Item 0: (whether the batch of records 0-1 is in shared memory as the worker's fetch returns it, the batch)."""
+
+    def __init__(self, dataset: ECGDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i):
+        ecg = self.dataset.fetch([0, 1])["ecg"]
+        return ecg.is_shared(), ecg
+
+
+def test_a_worker_fills_its_batch_in_shared_memory(store):
+    """A worker's batch is made in shared memory, so that handing it to the main process copies nothing; the
+    main process's own batches are ordinary memory."""
+    dataset = ECGDataset(store, normalize="global")
+    shared_in_worker, ecg = next(iter(DataLoader(FetchInWorker(dataset), batch_size=None, num_workers=1)))
+    assert shared_in_worker is True
+    here = dataset.fetch([0, 1])["ecg"]
+    assert not here.is_shared() and torch.equal(ecg, here)
 
 
 def test_plain_dataloader_uses_the_batched_fetch(store):

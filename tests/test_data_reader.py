@@ -82,7 +82,7 @@ def test_record_fields_of_a_ptbxl_record(ptbxl_dir):
     assert ecg.signal.dtype == np.float32 and ecg.signal.shape == (12, 5000)
     assert ecg.signal.flags["C_CONTIGUOUS"]
     assert ecg.leads == STANDARD_LEADS
-    assert ecg.n_samples_source == 5000 and ecg.duration_s == 10.0
+    assert ecg.n_samples_source == 5000 and ecg.n_samples / ecg.fs == 10.0
     assert ecg.path == str(ptbxl_dir / "records500" / "00000" / "00001_hr")
     np.testing.assert_array_equal(ecg.adc_gain, np.full(12, 1000.0))
 

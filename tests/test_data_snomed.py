@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 
 from esi.data import snomed
-from esi.data.challenge_tasks import (CPSC2018_CLASSES, CSN_EXCLUDED_CODES, apply_length_policy, known_codes,
-                                      length_mask, load_challenge_task, select_classes, write_summary)
+from esi.data.challenge_tasks import (CPSC2018_CLASSES, CSN_EXCLUDED_CODES, LENGTH_POLICIES, POLICY_CROP,
+                                      known_codes, length_mask, load_challenge_task, select_classes, valid_seconds,
+                                      write_summary)
+from esi.data.store import fit_length
+from oracles import apply_length_policy
 
 # Synthetic #Dx cells: multi-label records, an unknown code (999999), equivalent codes (713427006 = 59118001,
 # 733534002 = 164909002, 17338001 = 427172004), a code that contains another as a substring (159118001 is not
@@ -52,14 +55,13 @@ def test_table_holds_every_challenge_code_and_csn_acronyms():
     assert not table["code"].duplicated().any()
     for code in list(CPSC2018_CLASSES) + list(EQUIV) + list(EQUIV.values()):
         assert code in table.index
-    assert snomed.code_abbreviation("164884008") == "VEB"
-    assert snomed.code_name("59118001") == "right bundle branch block"
-    assert snomed.code_abbreviation(164889003) == "AF"
+    assert snomed.describe_code("164884008")[0] == "VEB"
+    assert snomed.describe_code("59118001")[1] == "right bundle branch block"
+    assert snomed.describe_code(164889003)[0] == "AF"
     assert table.loc["164889003", "csn_acronym"] == "AFIB"
     assert table.loc["164909002", "csn_acronym"] == "LBBB;LBBBB;LFBBB"
-    assert snomed.code_abbreviation("28189009") == "2AVB2"  # CSN-only code, abbreviation from CSN
-    with pytest.raises(KeyError, match="not in snomed_ct.csv"):
-        snomed.code_name("999999")
+    assert snomed.describe_code("28189009")[0] == "2AVB2"  # CSN-only code, abbreviation from CSN
+    assert snomed.describe_code("999999") == ("", "")
     first_line = snomed.TABLE_PATH.read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith("#") and "evaluation-2021" in first_line and "ConditionNames" in first_line
 
@@ -67,7 +69,7 @@ def test_table_holds_every_challenge_code_and_csn_acronyms():
 def test_table_is_a_copy():
     table = snomed.snomed_table()
     table.loc["59118001", "name"] = "changed"
-    assert snomed.code_name("59118001") == "right bundle branch block"
+    assert snomed.describe_code("59118001")[1] == "right bundle branch block"
 
 
 def test_parse_dx_exact_strings():
@@ -104,7 +106,7 @@ def test_code_counts_match_reference():
         for code in reference_codes(cell):
             expected[code] = expected.get(code, 0) + 1
     assert counts.to_dict() == expected
-    assert snomed.merged_codes("164909002") == ["164909002", "733534002"]
+    assert snomed.canonical_code("733534002") == "164909002" == snomed.canonical_code("164909002")
     assert snomed.canonical_code("17338001") == "427172004" and snomed.canonical_code("164884008") == "164884008"
 
 
@@ -219,7 +221,9 @@ def test_length_mask_and_drop_short_task():
     assert records["shorter than 10 s"] == short and len(task) == len(index) - short
 
 
-def test_apply_length_policy():
+def test_length_policies_are_the_store_crop_and_valid_seconds():
+    """The length policies written out in numpy (tests/oracles.py), checked by hand, then the package's path
+    against them: the store's crop (`POLICY_CROP` through `fit_length`) and zeros after `valid_seconds`."""
     fs = 10.0  # 10 s frame = 100 samples
     long = np.arange(2 * 130, dtype=np.float32).reshape(2, 130)
     short = np.ones((2, 60), dtype=np.float32)
@@ -236,3 +240,13 @@ def test_apply_length_policy():
     np.testing.assert_array_equal(apply_length_policy(long, fs, "merl", "csn"), long[:, :100])
     assert apply_length_policy(short[0], fs, "merl", "cpsc2018").shape == (100,)
     assert long.shape == (2, 130)  # input untouched
+
+    for policy in LENGTH_POLICIES:
+        for dataset in ("cpsc2018", "csn"):
+            for signal in (long, long[:, :101], long[:, :100], short):
+                if policy == "drop_short" and signal.shape[-1] < 100:
+                    continue  # length_mask drops the record
+                frame = np.array(fit_length(signal, 100, POLICY_CROP[policy])[0])
+                if valid_seconds(policy, dataset) is not None:
+                    frame[:, int(round(valid_seconds(policy, dataset) * fs)):] = 0
+                np.testing.assert_array_equal(frame, apply_length_policy(signal, fs, policy, dataset))

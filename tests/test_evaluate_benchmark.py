@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracles import sliding_windows
 from torch import nn
 
 from esi.data.datasets import ECGDataset
 from esi.data.ptbxl import load_task
-from esi.data.transforms import sliding_windows
 from esi.evaluate.encoders import EncoderSpec, load_encoder
 from esi.evaluate.features import ptbxl_store, store_rows
 from esi.evaluate.benchmark import (PROTOCOL_FINETUNE, PROTOCOL_SUPERVISED, RECIPES, BenchmarkClassifier,

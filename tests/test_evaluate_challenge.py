@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from challenge_fixtures import LONG_RECORD, SHORT_RECORD, write_challenge_tree, write_ecg_arrhythmia_tree
+from oracles import merl_table
 from esi.data.challenge_tasks import CPSC2018_CLASSES, load_challenge_task
 from esi.data.datasets import ECGDataset
 from esi.evaluate.config import EvaluateConfig
@@ -187,12 +188,10 @@ def test_merl_split_on_the_fixture_names_follows_merls_tables(trees, tmp_path):
     task = workspace.dataset.task()
     table = pd.read_csv(workspace.run_dir / "evaluate" / "cpsc2018_summary.csv")
     assert len(table)
-    from esi.data.splits import merl_table
-
     merl = merl_table()
     merl = merl[merl["dataset"] == "cpsc2018"].set_index("record")["split"]
     fold_of = {"train": 1, "val": 9, "test": 10}
-    assert [fold_of[merl[name]] for name in task.record_names] == task.folds.tolist()
+    assert [fold_of[merl[name]] for name in task.ecg_ids] == task.folds.tolist()
     # rows scored without training name the split preset and the folds they scored
     assert workspace.dataset.scored_split(task, [10]) == "merl_tables_records:test"
     assert workspace.dataset.scored_split(task, [9, 10]) == "merl_tables_records:folds_9,10"

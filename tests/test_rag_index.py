@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from esi.rag.config import CQAConfig
@@ -61,6 +62,22 @@ def test_batched_scoring_agrees_with_the_llama_index_retriever(index):
     for item in theirs:
         assert ours[index.node_ids.index(item.node.node_id)] == pytest.approx(item.score, abs=1e-5)
     assert sorted(ours, reverse=True)[4] == pytest.approx(theirs[-1].score, abs=1e-5)
+
+
+def test_batched_query_embeddings_are_llama_index_query_embeddings(index, embed_model):
+    from dataclasses import replace
+
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    texts = ["left bundle branch block", "LBBB", "sinus rhythm with first degree AV block", "LBBB"]
+    for vector, text in zip(index.embed_queries(texts), texts):
+        np.testing.assert_allclose(vector, embed_model.get_query_embedding(text), rtol=0, atol=1e-6)
+    # A model with a query instruction embeds a query unlike a passage: its queries go one at a time.
+    instructed = HuggingFaceEmbedding(model_name=embed_model.model_name, query_instruction="query: ")
+    asymmetric = replace(index, embed_model=instructed, _embedding_cache={})
+    np.testing.assert_allclose(asymmetric.embed_queries(texts[:1])[0], instructed.get_query_embedding(texts[0]),
+                               rtol=0, atol=1e-6)
+    assert not asymmetric._queries_embed_as_texts and index._queries_embed_as_texts
 
 
 def test_index_is_reused_until_a_knowledge_file_changes(small_kb, tmp_path, embed_model):

@@ -11,7 +11,7 @@ light (only `datasets` imports torch):
     challenge    CinC 2020/2021 and ecg-arrhythmia (CPSC2018, CSN) record tables with their #Dx codes, age, sex
     store        ECGStore (the memory-mapped store) and its on-disk format
     convert      convert (WFDB records -> ECGStore; resumable; python -m esi.data.convert)
-    transforms   normalize, fit_scaler, Scaler, crops, sliding windows, Augment
+    transforms   normalize, fit_scaler, Scaler, crop offsets, window starts, Augment
     datasets     ECGDataset (a torch Dataset over a store: crops, windows, normalisation, augmentation), collate
     ptbxl        PTB-XL database, SCP statements, folds and the benchmark's tasks
     mimic        load_pairs: MIMIC-IV-ECG records, machine statements and demographics as ECG-text pairs

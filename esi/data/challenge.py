@@ -37,7 +37,6 @@ import pandas as pd
 
 from esi.data.sources import check_unique
 
-CHALLENGE_PASSTHROUGH = ("source", "dx", "age", "sex")
 ECG_ARRHYTHMIA_SOURCE = "ecg_arrhythmia"
 ECG_ARRHYTHMIA_FOLDER = "WFDBRecords"
 CONDITION_NAMES_FILE = "ConditionNames_SNOMED-CT.csv"

@@ -57,11 +57,10 @@ import numpy as np
 import pandas as pd
 
 from esi.data.ptbxl import SPLIT_FOLDS, FoldedTask
-from esi.data.snomed import (EQUIVALENT_CODES, canonical_code, code_counts, describe_code, label_matrix, parse_dx,
+from esi.data.snomed import (EQUIVALENT_CODES, code_counts, describe_code, label_matrix, parse_dx,
                              snomed_table)
 from esi.data.splits import (NO_FOLD, PRESETS, SPLIT_LABELS, make_folds, merl_folds, merl_order,
                              merl_split_sizes, split_description)
-from esi.data.store import fit_length
 
 DATASETS: tuple[str, ...] = ("cpsc2018", "csn")
 
@@ -165,34 +164,6 @@ def valid_seconds(policy: str, dataset: str) -> float | None:
     CPSC2018 records under `merl`; None (the whole frame) otherwise."""
     _check_length_policy(policy)
     return MERL_CPSC_SECONDS if policy == "merl" and dataset == "cpsc2018" else None
-
-
-def apply_length_policy(signal: np.ndarray, fs: float, policy: str, dataset: str, seconds: float = 10.0) -> np.ndarray:
-    """Bring one record to the `seconds` frame as a length policy does: the store's crop (`POLICY_CROP`,
-    `esi.data.store.fit_length`) and then zeros after `valid_seconds` (a pure function; input left unchanged).
-
-    Args:
-        signal: (..., n) samples, time last.
-        fs: sampling rate in Hz.
-        policy: `crop_pad`: centre-crop (start (n - T) // 2) if longer, zero-pad at the end if shorter;
-            `drop_short`: centre-crop, and a record shorter than the frame is an error (`length_mask` removes it);
-            `merl`: the first T samples, zero-padded at the end if shorter; for cpsc2018 zeros after 5 s.
-        dataset: "cpsc2018", "csn" or a source name (only `merl` looks at it).
-        seconds: frame length; default 10.0 (T = round(seconds * fs) samples).
-
-    Returns:
-        (..., T) array of the input's dtype.
-    """
-    keep = valid_seconds(policy, dataset)
-    signal = np.asarray(signal)
-    length = int(round(seconds * fs))
-    if policy == "drop_short" and signal.shape[-1] < length:
-        raise ValueError(f"record of {signal.shape[-1]} samples is shorter than {seconds} s at {fs} Hz "
-                         "(drop_short removes it)")
-    out = np.array(fit_length(signal, length, POLICY_CROP[policy])[0])    # a copy, never a view of the input
-    if keep is not None:
-        out[..., int(round(keep * fs)):] = 0
-    return out
 
 
 # -------------------------------------------------------------------------------------------------- vocabularies
@@ -398,7 +369,6 @@ class ChallengeTask(FoldedTask):
         dataset: "cpsc2018", "csn" or a source name.
         split_preset: the split preset of `folds` (see `esi.data.splits`).
         ecg_ids: object (n,), record names ("A0001", "JS00001"), the store's record_id.
-        record_names: the same array as `ecg_ids`.
         classes: canonical SNOMED-CT class codes (str).
         class_abbreviations: the column names: the Challenge abbreviation of each class ("" if the code is not in
             the table), or ecg-fix's / MERL's acronym under their label rules.
@@ -429,11 +399,6 @@ class ChallengeTask(FoldedTask):
     length_policy: str = "crop_pad"
     seed: int | None = None
     labels: str = "exact"
-
-    @property
-    def record_names(self) -> np.ndarray:
-        """The record names (same array as `ecg_ids`)."""
-        return self.ecg_ids
 
     @property
     def split_label(self) -> str:

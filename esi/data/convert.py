@@ -47,9 +47,6 @@ from esi.data.leads import STANDARD_LEADS
 from esi.data.store import (CROPS, STORE_COLUMNS, ChunkWriter, StoreSettings, StoreSettingsError, assemble,
                             committed_chunk, fingerprint, prepare_store, read_manifest)
 
-# Test hook: after this many records (counted over the whole run), the worker that wrote the last one
-# SIGKILLs the main process and itself, which is what an out-of-memory kill or `kill -9` mid-chunk does.
-KILL_AFTER_ENV = "ESI_CONVERT_TEST_KILL_AFTER"
 # As esi.data.sources.SOURCES (not imported: workers need no pandas).
 SOURCES = ("mimic", "ptbxl", "folder", "challenge", "ecg_arrhythmia")
 LOCK_FILE = ".lock"
@@ -105,13 +102,11 @@ def resample_ecg(ecg, fs: float):
 # --- the worker side ----------------------------------------------------------------------------------------
 
 _counter = None  # multiprocessing.Value shared by the workers: records done in this run
-_main_pid = None
-_kill_after = 0
 
 
-def _init_worker(counter, main_pid: int, kill_after: int) -> None:
-    global _counter, _main_pid, _kill_after
-    _counter, _main_pid, _kill_after = counter, main_pid, kill_after
+def _init_worker(counter) -> None:
+    global _counter
+    _counter = counter
     # Ctrl-C goes to the whole process group: let the main process decide, workers just stop with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -119,14 +114,6 @@ def _init_worker(counter, main_pid: int, kill_after: int) -> None:
 def _count_record() -> None:
     with _counter.get_lock():
         _counter.value += 1
-        done = _counter.value
-    _maybe_kill(done, _main_pid)
-
-
-def _maybe_kill(done: int, main_pid: int) -> None:
-    if _kill_after and done >= _kill_after:
-        os.kill(main_pid, signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _convert_record(record: dict, settings: StoreSettings, writer: ChunkWriter) -> None:
@@ -271,24 +258,16 @@ def convert_records(records, out: str | os.PathLike, settings: StoreSettings, wo
             return {"root": str(root), "settings": settings.to_dict(), "chunk": chunk, "start": start,
                     "stop": stop, "fingerprint": fp, "columns": columns, "rows": _task_rows(records, start, stop)}
 
-        kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
         n_pending = sum(stop - start for _, start, stop, _ in pending)
         bar = tqdm(total=n_pending, unit="rec", desc=f"converting into {root.name}", disable=not progress,
                    smoothing=0.05, dynamic_ncols=True)
         markers = []
         workers = min(workers, len(pending)) if pending else 1
         if workers == 1:
-            done = [0]
-
-            def tick():
-                done[0] += 1
-                bar.update(1)
-                _kill_after_inline(done[0], kill_after)
-
             for item in pending:
-                markers.append(convert_chunk(task(item), on_record=tick))
+                markers.append(convert_chunk(task(item), on_record=lambda: bar.update(1)))
         else:
-            markers = _run_pool(pending, task, workers, bar, kill_after)
+            markers = _run_pool(pending, task, workers, bar)
         bar.close()
 
         manifest = assemble(root, [chunk for chunk, _, _ in plan],
@@ -300,12 +279,7 @@ def convert_records(records, out: str | os.PathLike, settings: StoreSettings, wo
                           seconds=time.perf_counter() - started)
 
 
-def _kill_after_inline(done: int, kill_after: int) -> None:
-    if kill_after and done >= kill_after:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _run_pool(pending: list, task: Callable, workers: int, bar, kill_after: int) -> list[dict]:
+def _run_pool(pending: list, task: Callable, workers: int, bar) -> list[dict]:
     """Convert the pending chunks with a process pool, at most 2 chunks per worker queued at a time
     (so that the chunks' record rows are built lazily, never all at once)."""
     context = _worker_context()
@@ -313,7 +287,7 @@ def _run_pool(pending: list, task: Callable, workers: int, bar, kill_after: int)
     markers: list[dict] = []
     queue = iter(pending)
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(counter, os.getpid(), kill_after))
+                                   initargs=(counter,))
     in_flight = set()
     try:
         for item in queue:

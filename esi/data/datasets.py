@@ -302,16 +302,18 @@ def _identity(batch):
 def _new_batch(shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray]:
     """An uninitialised float32 batch as (tensor, numpy view of the same memory).
 
-    In a DataLoader worker it lives in shared memory, so that sending it to the main process moves a file
-    descriptor, not the data (as default_collate does for its output). In the main process it is a numpy
-    allocation, which numpy backs with transparent huge pages when it is large: far fewer page faults.
+    In the main process it is a numpy allocation, which numpy backs with transparent huge pages when it is
+    large: far fewer page faults. In a DataLoader worker it is moved to shared memory (`share_memory_`) before
+    it is filled, so that sending it to the main process moves a file descriptor, not the data (sharing the
+    filled batch, as the DataLoader does with what a worker returns, would copy all of it). `share_memory_`
+    copies the pages never written; from numpy's huge-page allocation that copy is cheap (measured in a
+    DataLoader with 2 workers on 2 busy cores: within 5 % of allocating in shared memory directly, about 20 %
+    faster than sharing torch.empty's pages).
     """
+    array = np.empty(shape, dtype=np.float32)
     if torch.utils.data.get_worker_info() is None:
-        array = np.empty(shape, dtype=np.float32)
         return torch.from_numpy(array), array
-    numel = int(np.prod(shape))
-    storage = torch.UntypedStorage._new_shared(numel * 4)
-    tensor = torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+    tensor = torch.from_numpy(array).share_memory_()
     return tensor, tensor.numpy()
 
 

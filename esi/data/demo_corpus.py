@@ -269,11 +269,8 @@ def scp_codes(rhythm: str, finding: str | None) -> dict[str, float]:
 # Geometry: electrodes, leads, dipoles
 # ----------------------------------------------------------------------------------------------------------------
 
-ELECTRODES = ("RA", "LA", "LL", "V1", "V2", "V3", "V4", "V5", "V6")
-
-
 def _electrode_to_lead_matrix() -> np.ndarray:
-    """(12, 9): standard leads (STANDARD_LEADS order) from electrode potentials (ELECTRODES order)."""
+    """(12, 9): standard leads (STANDARD_LEADS order) from electrode potentials (RA, LA, LL, V1-V6)."""
     m = np.zeros((12, 9))
     ra, la, ll = 0, 1, 2
     m[0, [la, ra]] = 1, -1                       # I = LA - RA

@@ -44,6 +44,3 @@ class ECG:
     def n_samples(self) -> int:
         return int(self.signal.shape[-1])
 
-    @property
-    def duration_s(self) -> float:
-        return self.n_samples / float(self.fs)

@@ -102,35 +102,7 @@ def digital_quality_flags(record, *, flat_ptp_mv: float = FLAT_PTP_MV, saturatio
     }
 
 
-def flat_leads(ecg: ECG, flat_ptp_mv: float = FLAT_PTP_MV) -> tuple[str, ...]:
-    """Names of the present leads whose peak-to-peak amplitude is below `flat_ptp_mv`.
-
-    Args:
-        ecg: the record.
-        flat_ptp_mv: the amplitude (mV) below which a lead counts as flat.
-    """
-    return _names(ecg, _flat(ecg, flat_ptp_mv))
-
-
-def saturated_leads(ecg: ECG, min_s: float = SATURATION_MIN_S, flat_ptp_mv: float = FLAT_PTP_MV) -> tuple[str, ...]:
-    """Names of the present, non-flat leads that sit at their maximum or minimum for `min_s` seconds in total.
-
-    "At" means within half an ADC step (0.5 / adc_gain mV), or SATURATION_TOLERANCE_MV when the gain is unknown.
-
-    Args:
-        ecg: the record.
-        min_s: the time (seconds, summed over the record) at one extreme that makes a lead saturated.
-        flat_ptp_mv: leads flatter than this are left to the flat flag (a constant lead is at its extremes
-            throughout).
-    """
-    return _names(ecg, _saturated(ecg, min_s, _flat(ecg, flat_ptp_mv)))
-
-
 # --- per-lead tests, all leads at once ----------------------------------------------------------------------
-
-
-def _names(ecg: ECG, selected: np.ndarray) -> tuple[str, ...]:
-    return tuple(name for name, chosen in zip(ecg.leads, selected) if chosen)
 
 
 def _flat(ecg: ECG, flat_ptp_mv: float) -> np.ndarray:

@@ -66,42 +66,18 @@ def snomed_table() -> pd.DataFrame:
     return _cached_table().copy()
 
 
-def _row(code: object) -> pd.Series:
+def describe_code(code: object) -> tuple[str, str]:
+    """(abbreviation, name) of a code, or ("", "") for a code missing from the table (for summaries)."""
     table = _cached_table()
     key = str(code).strip()
     if key not in table.index:
-        raise KeyError(f"SNOMED-CT code {key!r} is not in {TABLE_PATH.name}")
-    return table.loc[key]
-
-
-def code_name(code: object) -> str:
-    """The Challenge's name of a code (CSN's full name for the 4 CSN-only codes); KeyError if not in the table."""
-    return str(_row(code)["name"])
-
-
-def code_abbreviation(code: object) -> str:
-    """The Challenge's abbreviation of a code (CSN's acronym for the 4 CSN-only codes); KeyError if unknown."""
-    return str(_row(code)["abbreviation"])
-
-
-def describe_code(code: object) -> tuple[str, str]:
-    """(abbreviation, name) of a code, or ("", "") for a code missing from the table (for summaries)."""
-    try:
-        row = _row(code)
-    except KeyError:
         return "", ""
-    return str(row["abbreviation"]), str(row["name"])
+    return str(table.at[key, "abbreviation"]), str(table.at[key, "name"])
 
 
 def canonical_code(code: str) -> str:
     """The code a label is counted under: the canonical code of an equivalent pair, else the code itself."""
     return EQUIVALENT_CODES.get(code, code)
-
-
-def merged_codes(code: str) -> list[str]:
-    """Every code counted as `code` (its canonical code first, then the aliases merged into it)."""
-    canonical = canonical_code(code)
-    return [canonical] + sorted(alias for alias, target in EQUIVALENT_CODES.items() if target == canonical)
 
 
 def _code_text(value: object) -> str:

@@ -78,12 +78,6 @@ def split_description(preset: str) -> str:
     return _DESCRIPTIONS[preset]
 
 
-def is_patient_disjoint(preset: str) -> bool:
-    """Whether `preset` keeps each patient in one split: never, since these datasets carry no patient ids."""
-    _check_preset(preset)
-    return False
-
-
 def _labels(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 2:
@@ -217,11 +211,6 @@ def ecgfix_folds(n: int, seed: int = 42) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _merl_table() -> pd.DataFrame:
     return pd.read_csv(MERL_TABLE_PATH, comment="#", dtype=str)
-
-
-def merl_table() -> pd.DataFrame:
-    """MERL's released splits: columns dataset ("cpsc2018" | "csn"), record (e.g. "A0001", "JS00001"), split."""
-    return _merl_table().copy()
 
 
 def _merl_rows(dataset: str) -> pd.DataFrame:

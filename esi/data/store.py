@@ -865,10 +865,6 @@ class ECGStore:
         # The hot path of every read: no bounds checks (callers check once per batch).
         return self._shard(int(self.shards[i]))[self.rows[i]]
 
-    def record_view(self, i: int) -> np.ndarray:
-        """The stored values of record i, (n_leads, length) of the store dtype, as a read-only view (no copy)."""
-        return self._view(int(self._positions_of([i])[0]))
-
     def raw(self, i: int) -> tuple[np.ndarray, float]:
         """(stored values (n_leads, length) as a copy, scale in mV per stored unit); mV = values * scale.
 

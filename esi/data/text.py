@@ -245,11 +245,6 @@ class CorpusReport:
     unmatched_counts: Counter = field(default_factory=Counter)
 
     @property
-    def n_unmatched(self) -> int:
-        """Statement occurrences without a description."""
-        return self.n_statements - self.n_matched
-
-    @property
     def match_rate(self) -> float:
         """Fraction of statement occurrences with a description (1.0 for a corpus without statements)."""
         return self.n_matched / self.n_statements if self.n_statements else 1.0
@@ -387,17 +382,6 @@ def ptbxl_text(row: pd.Series | Mapping, statements_table: pd.DataFrame, include
     if text.endswith(" " + PTBXL_REPORT_HEADER):  # the budget left no word of the report: drop its header too
         text = text[: -len(PTBXL_REPORT_HEADER) - 1]
     return ComposedText(text=text, n_matched=len(english) - len(unmatched), unmatched=unmatched, truncated=truncated)
-
-
-def ptbxl_texts(database: pd.DataFrame, statements_table: pd.DataFrame, **kwargs) -> list[str]:
-    """`ptbxl_text(...).text` of every row of a PTB-XL database table, in row order.
-
-    Args:
-        database: `esi.data.ptbxl.load_database` output (or a subset such as `PTBXLTask.meta`).
-        statements_table: `esi.data.ptbxl.load_statements` output.
-        **kwargs: passed to `ptbxl_text` (include_report, max_tokens, count_tokens).
-    """
-    return [ptbxl_text(row, statements_table, **kwargs).text for _, row in database.iterrows()]
 
 
 def _token_counts(texts: list[str], tokenizer) -> list[int]:

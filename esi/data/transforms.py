@@ -5,7 +5,7 @@ on small blocks of records so that the data stays in the CPU cache between steps
 
 - normalisation: `normalize(x, "global" | "per_lead" | "scaler")`, with `fit_scaler` to fit the scaler on a
   training split by streaming over a store;
-- crops and windows: `random_crop_offsets`, `crop`, `window_starts`, `record_window_starts`, `sliding_windows`;
+- crops and windows: `random_crop_offsets`, `window_starts`, `record_window_starts`;
 - augmentation: `Augment` (amplitude scaling, Gaussian noise, baseline wander), seeded through a numpy Generator;
 - lead subsets: `lead_positions`.
 """
@@ -226,27 +226,6 @@ def random_crop_offsets(n_valid, length: int, rng: np.random.Generator) -> np.nd
     return rng.integers(0, room + 1)
 
 
-def crop(x: np.ndarray, offsets, length: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Per-record crops: out[i] = x[i, :, offsets[i] : offsets[i] + length].
-
-    Args:
-        x: (n, n_leads, n_samples).
-        offsets: int (n,) crop starts, each <= n_samples - length.
-        length: crop length in samples.
-        out: optional (n, n_leads, length) array to fill.
-    """
-    n, n_samples = x.shape[0], x.shape[-1]
-    if length > n_samples:
-        raise ValueError(f"crop of {length} samples is longer than the records ({n_samples})")
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if offsets.shape != (n,) or (offsets < 0).any() or (offsets > n_samples - length).any():
-        raise ValueError(f"crop offsets must be {n} starts in [0, {n_samples - length}]")
-    out = np.empty(x.shape[:-1] + (length,), dtype=x.dtype) if out is None else out
-    for i in range(n):  # a slice copy per record: faster than a gather over all samples
-        out[i] = x[i, :, offsets[i]:offsets[i] + length]
-    return out
-
-
 def window_starts(n_samples: int, length: int, stride: int) -> np.ndarray:
     """Starts of the sliding windows over a record: 0, stride, 2*stride, ... while the window fits.
 
@@ -279,23 +258,6 @@ def record_window_starts(n_valid, length: int, stride: int, n_windows: int) -> t
     counts = np.clip((n_valid - length) // stride + 1, 1, n_windows)
     starts = np.minimum(np.arange(n_windows)[None, :], counts[:, None] - 1) * stride
     return starts, counts
-
-
-def sliding_windows(x, length: int, stride: int):
-    """All windows of each record: (..., n_leads, n_samples) -> (..., n_windows, n_leads, length).
-
-    Works on numpy arrays (returns a contiguous copy) and torch tensors (returns a view via `unfold`).
-
-    Args:
-        x: the records.
-        length: window length in samples.
-        stride: step between window starts in samples (see `window_starts`).
-    """
-    n_windows = len(window_starts(x.shape[-1], length, stride))
-    if hasattr(x, "unfold"):  # torch.Tensor
-        return x.unfold(-1, length, stride).movedim(-2, -3)
-    view = np.lib.stride_tricks.sliding_window_view(x, length, axis=-1)[..., ::stride, :][..., :n_windows, :]
-    return np.ascontiguousarray(np.moveaxis(view, -2, -3))
 
 
 # --- augmentation -------------------------------------------------------------------------------------------

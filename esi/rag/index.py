@@ -243,17 +243,28 @@ class CardioIndex:
         """Query embeddings (float32 arrays), batched and remembered (one finding recurs in many statements)."""
         import numpy as np
 
-        todo = [t for t in dict.fromkeys(texts) if t not in self._embedding_cache]
+        # Longest first, as sentence-transformers orders one call: batches of similar lengths need little padding.
+        todo = sorted((t for t in dict.fromkeys(texts) if t not in self._embedding_cache), key=len, reverse=True)
         if todo:
-            embed = getattr(self.embed_model, "_embed", None)
-            if embed is not None:
-                # HuggingFaceEmbedding's own query path (prompt "query") but batched; llama-index has no
-                # public batch call for queries, and one-at-a-time is several times slower on CPU.
-                vectors = embed(todo, prompt_name="query")
+            if self._queries_embed_as_texts:
+                # One batched call: several times faster on CPU than one query at a time. llama-index's public
+                # batch call is for texts, and has no counterpart for queries.
+                vectors = self.embed_model.get_text_embedding_batch(todo)
             else:
                 vectors = [self.embed_model.get_query_embedding(t) for t in todo]
             self._embedding_cache.update((t, np.asarray(v, dtype=np.float32)) for t, v in zip(todo, vectors))
         return [self._embedding_cache[t] for t in texts]
+
+    @functools.cached_property
+    def _queries_embed_as_texts(self) -> bool:
+        """Whether the model embeds a query as it embeds a passage: true of models without a query instruction,
+        as the bundled MiniLM and any local folder `load_embedding_model` reads; then batched text embedding
+        gives the query embeddings (a model with a query instruction gets them one query at a time)."""
+        import numpy as np
+
+        probe = "left bundle branch block"
+        return np.allclose(self.embed_model.get_query_embedding(probe), self.embed_model.get_text_embedding(probe),
+                           rtol=0, atol=1e-6)
 
     def node_scores(self, embeddings) -> Any:
         """Cosine of each query embedding with every node: array (queries, nodes)."""

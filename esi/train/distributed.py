@@ -28,7 +28,7 @@ from typing import Mapping
 import torch
 import torch.distributed as dist
 
-from esi.models.distributed import get_rank, is_initialized
+from esi.models.distributed import is_initialized
 
 DEFAULT_MASTER_PORT = 29500
 # Where rank 0 posts, on torchrun's store, the port and token of the store it hosts for this attempt.
@@ -228,11 +228,6 @@ def destroy_distributed() -> None:
     """Leave the process group (call at the end of a run; harmless when not distributed)."""
     if is_initialized():
         dist.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    """True on rank 0: the process that logs, writes files and saves checkpoints."""
-    return get_rank() == 0
 
 
 def barrier() -> None:
