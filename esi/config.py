@@ -246,14 +246,15 @@ def from_dict(cls: type[T], data: Mapping, where: str | None = None, _prefix: st
             raise _unknown_key_error(cls, key, where)
     for name, values in grouped.items():
         kwargs[name] = from_dict(hints[name], values, where, _prefix + _group_prefix(fields[name]))
+    label = f"{where}.{_prefix[:-1]}" if _prefix.endswith("_") else where   # a group: its name
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
+        raise ConfigError(f"{label}: {err}") from err
     except ValueError as err:        # a settings class's own check (__post_init__)
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{where}: {err}") from err
+        raise ConfigError(f"{label}: {err}") from err
 
 
 # One params file drives the whole chain (params/demo.yaml): its keys are FLAT and carry the stage they belong

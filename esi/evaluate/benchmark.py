@@ -654,11 +654,11 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     scaler = fit_train_scaler(store, rows_train, per_lead=False) if encoder.normalize == "scaler" else None
     window = int(round(settings.window_s * store.fs))
     stride = int(round(settings.stride_s * store.fs))
-    common = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler, valid_samples=valid_samples)
+    inputs = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler, valid_samples=valid_samples)
     train_set = ECGDataset(store, rows_train, targets=targets, crop=window, crop_mode="random", seed=common.seed,
-                           **common)
-    val_set = ECGDataset(store, rows_val, windows=(window, stride), **common)
-    test_set = ECGDataset(store, rows_test, windows=(window, stride), **common)
+                           **inputs)
+    val_set = ECGDataset(store, rows_val, windows=(window, stride), **inputs)
+    test_set = ECGDataset(store, rows_test, windows=(window, stride), **inputs)
     y_val = val.y[:, scored]
 
     def validate(model: nn.Module) -> float:
