@@ -189,18 +189,6 @@ def setting(config: Any, key: str) -> Any:
     return value
 
 
-def flat_values(config: Any) -> dict:
-    """Every flat key of a config dataclass -> its value, as plain data (see `to_dict`)."""
-    plain = to_dict(config)
-    out = {}
-    for key, path in flat_fields(type(config)).items():
-        value = plain
-        for name in path:
-            value = value[name]
-        out[key] = value
-    return out
-
-
 def with_changes(changes: Mapping[str, Any], *settings: Any) -> tuple:
     """Each of the dataclasses `settings` with the fields `changes` names replaced (a name goes to the first
     that has it): `probe, common = with_changes({"epochs": 3, "n_boot": 20}, ProbeSettings(), CommonSettings())`.
@@ -221,11 +209,8 @@ def with_changes(changes: Mapping[str, Any], *settings: Any) -> tuple:
 
 
 def from_dict(cls: type[T], data: Mapping, where: str | None = None, _prefix: str = "") -> T:
-    """Build dataclass `cls` from `data`, type-checking each field and rejecting unknown keys.
-
-    A settings group (`settings_group`) takes its fields as flat keys (`probe_epochs: 3`) or, as `save_config`
-    writes it, as one mapping under its name (`probe: {epochs: 3}`); flat keys win.
-    """
+    """Build dataclass `cls` from `data`, type-checking each field and rejecting unknown keys. The fields of a
+    settings group (`settings_group`) are flat keys (`probe_epochs: 3`), as `to_dict` writes them."""
     where = where or cls.__name__
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -235,12 +220,7 @@ def from_dict(cls: type[T], data: Mapping, where: str | None = None, _prefix: st
         path = flat.get(key)
         if path is not None and len(path) > 1:          # a field of a settings group, spelled flat
             grouped.setdefault(path[0], {})[key[len(_group_prefix(fields[path[0]])):]] = value
-        elif key in fields and _group_prefix(fields[key]) is not None:   # a whole group (a saved config)
-            if not isinstance(value, Mapping) and not dataclasses.is_dataclass(value):
-                raise ConfigError(f"{where}.{_prefix}{key}: expected a mapping, got {value!r}")
-            whole = to_dict(value) if dataclasses.is_dataclass(value) else dict(value)
-            grouped[key] = {**whole, **grouped.get(key, {})}
-        elif key in fields:
+        elif path is not None:
             kwargs[key] = _coerce(value, hints[key], f"{where}.{_prefix}{key}")
         else:
             raise _unknown_key_error(cls, key, where)
@@ -436,10 +416,16 @@ def load_config(
 
 
 def to_dict(config: Any) -> dict:
-    """A plain dict of a config dataclass, ready for yaml.safe_dump."""
+    """A plain dict of a config dataclass, ready for yaml.safe_dump; the fields of its settings groups are flat
+    keys, as the params spell them (`probe_epochs: 3`)."""
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            out = {}
+            for f in dataclasses.fields(v):
+                prefix = _group_prefix(f)
+                value = plain(getattr(v, f.name))
+                out.update({prefix + k: x for k, x in value.items()} if prefix is not None else {f.name: value})
+            return out
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from esi.config import BASE_KEY, SECTIONS, ConfigError, flat_fields, flat_values, from_dict, read_params, section_of
+from esi.config import BASE_KEY, SECTIONS, ConfigError, flat_fields, from_dict, read_params, section_of, to_dict
 from esi.paths import outputs_dir, resolve
 
 # Nothing may download at run time; a notebook imports this module first (load_params), so set it for them.
@@ -300,7 +300,7 @@ STORE_SETTINGS = ("train_corpus", "train_data_root", "train_fs", "train_seconds"
 def edits_to(base: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
     """The keys whose value in `values` differs from what the base files (`base`, on the defaults) give."""
     defaults = {f"{section}_{k}": v for section, config in _default_configs().items()
-                for k, v in flat_values(config).items()}
+                for k, v in to_dict(config).items()}
     return [key for key, value in values.items()
             if key != BASE_KEY and value != base.get(key, defaults.get(key))]
 

@@ -145,7 +145,7 @@ class Nested:
     probe: Head = settings_group(Head)
 
 
-def test_a_settings_group_is_spelled_flat_type_checked_and_saved_nested(tmp_path):
+def test_a_settings_group_is_spelled_flat_type_checked_and_saved_flat(tmp_path):
     assert flat_fields(Nested) == {"device": ("device",), "n_boot": ("shared", "n_boot"),
                                    "probe_epochs": ("probe", "epochs"), "probe_decays": ("probe", "decays")}
     assert section_keys("evaluate", Nested) == ["evaluate_device", "evaluate_n_boot", "evaluate_probe_epochs",
@@ -163,5 +163,5 @@ def test_a_settings_group_is_spelled_flat_type_checked_and_saved_nested(tmp_path
     with pytest.raises(ConfigError, match=r"Nested.probe: epochs must be >= 1"):
         load_config(Nested, overrides={"probe_epochs": 0})
     save_config(cfg, tmp_path / "resolved.yaml")
-    assert "probe:\n  epochs: 3" in (tmp_path / "resolved.yaml").read_text()     # readable: one block per group
+    assert "probe_epochs: 3\n" in (tmp_path / "resolved.yaml").read_text()     # spelled as the params spell it
     assert load_config(Nested, tmp_path / "resolved.yaml") == cfg
