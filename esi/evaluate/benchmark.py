@@ -34,7 +34,7 @@ random-init twin with the same recipe, tested against it with a paired permutati
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -75,9 +75,12 @@ PROTOCOL_KNOBS = {
     PROTOCOL_SUPERVISED: ("init", "beta2", "selection", "lr", "weight_decay"),
     PROTOCOL_FINETUNE: ("init", "beta2", "selection", "finetune_schedule", "finetune_lr", "weight_decay"),
 }
-# The other training settings a row's `settings` column reports when they differ from the defaults (the label
-# fraction, its draw and the seed have columns of their own).
-TRAINING_SETTINGS = ("batch_size", "window_s", "stride_s", "dropout", "hidden", "subset_seed")
+# Settings that are no part of how a row's model was trained (what runs, where it goes), or a column of their own.
+NOT_IN_ROWS = ("tasks", "supervised", "supervised_fs", "finetune", "save_models", "loader_workers", "recipe",
+               "train_fraction", "subset_draw")
+# Settings that do not change a model of this protocol (the epochs of the other fine-tuning schedule: row_settings).
+UNUSED_BY = {PROTOCOL_SUPERVISED: ("finetune_schedule", "finetune_lr", "finetune_epochs"),
+             PROTOCOL_FINETUNE: ("lr",)}
 
 
 @dataclass
@@ -190,9 +193,10 @@ def row_settings(settings: BenchmarkSettings, protocol: str) -> dict:
 
     settings: the recipe. protocol: PROTOCOL_SUPERVISED or PROTOCOL_FINETUNE (only the knobs that matter to it).
     """
-    epochs = ("finetune_epochs" if settings.finetune_schedule == "gradual" else "epochs",) \
-        if protocol == PROTOCOL_FINETUNE else ("epochs",)
-    names = (*_knobs(protocol), *epochs, *TRAINING_SETTINGS)
+    unused = UNUSED_BY[protocol]
+    if protocol == PROTOCOL_FINETUNE:
+        unused += ("epochs",) if settings.finetune_schedule == "gradual" else ("finetune_epochs",)
+    names = [f.name for f in fields(settings) if f.name not in NOT_IN_ROWS + unused]
     return changed_settings(settings, recipe_settings(settings.recipe), names)
 
 

@@ -24,7 +24,7 @@ are shared with the PTB-XL benchmark's `train_fraction`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Sequence
 
 import numpy as np
@@ -77,9 +77,14 @@ class ProbeSettings:
     selection: Literal["validation", "test_max"] = "validation"
 
 
-# The settings a probe row's `settings` column reports when they differ from the defaults (tasks, fractions,
-# seeds, subset_draw and selection have columns of their own).
-ROW_SETTINGS = ("epochs", "lr", "weight_decays", "subset_seed")
+# Settings a probe row shows in columns of their own (task, label_fraction, seed, subset_draw, selection).
+IN_COLUMNS = ("tasks", "fractions", "seeds", "subset_draw", "selection")
+
+
+def row_settings(settings: ProbeSettings) -> dict:
+    """The results' `settings` of a probe row: every other setting where it differs from the default."""
+    names = [f.name for f in fields(settings) if f.name not in IN_COLUMNS]
+    return changed_settings(settings, ProbeSettings(), names)
 
 
 def label_fraction_subset(y: np.ndarray, fraction: float, seed: int = MERL_SEED, draw: str = "merl") -> np.ndarray:
@@ -197,10 +202,9 @@ def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
     return ProbeResult(weight_decay=wd, epoch=epoch, val_auroc=val, test_scores=test_scores, val_curve=curves)
 
 
-def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, epochs: int = 100, lr: float = 1e-2,
-               weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
-               subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
-               encoder_label: str = "encoder", names: dict | None = None, selection: str = "validation") -> dict:
+def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, settings: ProbeSettings | None = None,
+               common: CommonSettings | None = None, *, encoder_label: str = "encoder", names: dict | None = None,
+               **changes) -> dict:
     """Train and score one linear probe.
 
     Args:
@@ -208,29 +212,29 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
         task: a `PTBXLTask` (all folds).
         fraction: share of the training folds used (0 < fraction <= 1).
         seed: seed of the head's initialisation and the bootstrap; the subset is drawn with subset_seed + seed.
-        epochs, lr, weight_decays: the probe's training (see `train_linear_probe`).
-        draw: how the fraction is drawn ("merl" or "every_class", see `label_fraction_subset`).
-        subset_seed: seed of the draw for seed 0 (42: MERL's random_state).
-        n_boot: bootstrap resamples of the test records.
-        ci_level: coverage of the interval.
+        settings: the probe's training (epochs, lr, weight_decays, subset_draw, subset_seed, selection; see
+            `ProbeSettings`, `train_linear_probe`); its tasks, fractions and seeds are not read here.
+        common: bootstrap resamples and interval coverage (`CommonSettings`).
         encoder_label: the encoder's name in the rows.
         names: class label -> English name for the per-class rows.
-        selection: "validation" (default) or "test_max" (MERL's: reproduction only; see `train_linear_probe`).
+        changes: fields of `settings` or `common` to change (`epochs=1, n_boot=0`).
 
     Returns:
         {"rows": tidy rows (macro AUROC, AUPRC), "per_class": rows, "y_true", "y_score", "classes", "ecg_ids",
          "probe": ProbeResult, "train_ids": ecg_ids of the training subset}.
     """
+    settings, common = with_changes(changes, settings or ProbeSettings(), common or CommonSettings())
+    selection = settings.selection
     train, val, test, scored, classes, notes = official_splits(task)
     y_train, y_val, y_test = train.y[:, scored], val.y[:, scored], test.y[:, scored]
 
-    subset = label_fraction_subset(y_train, fraction, seed=subset_seed + seed, draw=draw)
+    subset = label_fraction_subset(y_train, fraction, seed=settings.subset_seed + seed, draw=settings.subset_draw)
     x_train = features.take(train.ecg_ids[subset])
     x_val, x_test = features.take(val.ecg_ids), features.take(test.ecg_ids)
     where = f"{encoder_label} / {task.task} / {PROTOCOL}"
-    probe = train_linear_probe(x_train, y_train[subset], x_val, y_val, x_test, weight_decays=tuple(weight_decays),
-                               epochs=epochs, lr=lr, seed=seed, classes=classes, where=where, selection=selection,
-                               y_test=y_test)
+    probe = train_linear_probe(x_train, y_train[subset], x_val, y_val, x_test,
+                               weight_decays=tuple(settings.weight_decays), epochs=settings.epochs, lr=settings.lr,
+                               seed=seed, classes=classes, where=where, selection=selection, y_test=y_test)
     unlearnable = subset_classes_without_positive(y_train[subset], classes)
     if unlearnable and fraction < 1:
         notes = join_notes(notes, f"{len(unlearnable)} class(es) without a positive in the {fraction:g} subset "
@@ -245,13 +249,12 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
                                       "decay not selected")
         notes = join_notes(notes, f"selected on {task.validation_name}: weight decay {probe.weight_decay:g}, "
                                   f"epoch {probe.epoch} (val AUROC {probe.val_auroc:.3f})")
-    used = ProbeSettings(epochs=epochs, lr=lr, weight_decays=list(weight_decays), subset_seed=subset_seed)
     scored_rows = classification_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
                                       split=task.split_label, recipe=RECIPE, selection=SELECTIONS[selection],
-                                      subset_draw=draw if fraction < 1 else "all",
-                                      label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=n_boot,
-                                      ci_level=ci_level, notes=notes, names=names,
-                                      settings=changed_settings(used, ProbeSettings(), ROW_SETTINGS))
+                                      subset_draw=settings.subset_draw if fraction < 1 else "all",
+                                      label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=common.n_boot,
+                                      ci_level=common.ci_level, notes=notes, names=names,
+                                      settings=row_settings(settings))
     return {**scored_rows, "y_true": y_test, "y_score": probe.test_scores, "classes": classes,
             "ecg_ids": test.ecg_ids, "probe": probe, "train_ids": train.ecg_ids[subset]}
 
@@ -284,11 +287,8 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
             task = workspace.task(task_name, common.min_samples)
             for fraction in settings.fractions:
                 for seed in settings.seeds:
-                    out = probe_task(features, task, fraction, seed, epochs=settings.epochs, lr=settings.lr,
-                                     weight_decays=settings.weight_decays, draw=settings.subset_draw,
-                                     subset_seed=settings.subset_seed, n_boot=common.n_boot,
-                                     ci_level=common.ci_level, encoder_label=encoder.label,
-                                     names=workspace.class_names(task.classes), selection=settings.selection)
+                    out = probe_task(features, task, fraction, seed, settings, common, encoder_label=encoder.label,
+                                     names=workspace.class_names(task.classes))
                     outputs.append({**out, "encoder": encoder.label, "key": (task_name, fraction, seed)})
                     per_class.extend(out["per_class"])
                     name = f"{slug(encoder.label)}_frac{fraction:g}_seed{seed}.npz"

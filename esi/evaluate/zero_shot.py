@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -60,9 +60,8 @@ class ZeroShotSettings:
     folds: list[int] = field(default_factory=lambda: [10])   # folds scored (10: the test split)
 
 
-# The settings a zero-shot row's `settings` column reports when they differ from the defaults (the recipe column
-# says whether descriptions were used, the split which folds were scored).
-ROW_SETTINGS = ("waveform_dict", "templates", "no_description_template", "class_names")
+# Settings a zero-shot row shows in columns of their own (task; split: the folds scored).
+IN_COLUMNS = ("tasks", "folds")
 
 def class_descriptions(classes: Sequence[str], names: Mapping[str, str], aliases: Mapping[str, Sequence[str]],
                        waveform_dict) -> dict:
@@ -204,7 +203,7 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, setting
     settings, common = with_changes(changes, settings or ZeroShotSettings(), common or CommonSettings())
     folds = settings.folds
     descriptions_dict = load_waveform_dict(resolve(settings.waveform_dict)) if settings.waveform_dict else None
-    used = changed_settings(settings, ZeroShotSettings(), ROW_SETTINGS)
+    used = changed_settings(settings, ZeroShotSettings(), [f.name for f in fields(settings) if f.name not in IN_COLUMNS])
     models = []
     for spec in encoders:
         if spec.kind != "esi":
