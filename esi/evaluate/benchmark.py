@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esi.config import with_changes
 from esi.data.ptbxl import TASKS, FoldedTask
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, load_encoders, slug, twin_labels
 from esi.evaluate.features import fit_train_scaler, store_rows
 from esi.evaluate.linear_probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
 from esi.evaluate.metrics import macro_auroc
-from esi.config import with_changes
 from esi.evaluate.results import (CommonSettings, ProtocolResults, Task, attach_p_values, changed_settings,
                                   classification_rows, join_notes, save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
@@ -88,7 +88,8 @@ class BenchmarkSettings:
     """Protocol A: what is trained and the training recipe (params keys `evaluate_benchmark_<field>`; defaults:
     the benchmark's, `recipe_settings("esi")` gives ours). A recipe knob left None takes its preset's value
     (`RECIPES[recipe]`); the results' `recipe` is `recipe_label(settings)`, "custom" when a knob differs from
-    every preset, and their `settings` column lists what differs from the preset."""
+    every preset, and their `settings` column lists what differs from the preset. Knobs are filled in when the
+    settings are made: to switch presets, make new ones (`recipe_settings`), not `dataclasses.replace(recipe=...)`."""
 
     # -- what is trained
     tasks: list[Task] = field(default_factory=lambda: list(TASKS))   # PTB-XL tasks (all six)

@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from esi.config import with_changes
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
 from esi.evaluate.metrics import cmc_curve, identification_ranks, paired_test
-from esi.config import with_changes
 from esi.evaluate.results import CommonSettings, ProtocolResults, fold_split, join_notes, result_row
 from esi.evaluate.workspace import Workspace
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from esi.config import with_changes
 from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, twin_labels,
                                    weights_identity)
-from esi.config import with_changes
 from esi.evaluate.results import (CommonSettings, ProtocolResults, Task, attach_p_values, changed_settings,
                                   classification_rows, join_notes, save_predictions)
 from esi.evaluate.workspace import Workspace
@@ -203,7 +203,8 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, setting
     settings, common = with_changes(changes, settings or ZeroShotSettings(), common or CommonSettings())
     folds = settings.folds
     descriptions_dict = load_waveform_dict(resolve(settings.waveform_dict)) if settings.waveform_dict else None
-    used = changed_settings(settings, ZeroShotSettings(), [f.name for f in fields(settings) if f.name not in IN_COLUMNS])
+    used = changed_settings(settings, ZeroShotSettings(), [f.name for f in fields(settings)
+                                                            if f.name not in IN_COLUMNS])
     models = []
     for spec in encoders:
         if spec.kind != "esi":
