@@ -88,14 +88,15 @@ def protocols(args, workspace) -> list[dict]:
 
     plans = [
         ("linear probe", f"atto (cached features), superdiagnostic, fractions 1/10/100 %, {args.probe_epochs} epochs",
-         lambda: run_linear_probe([atto], workspace, ["superdiagnostic"], [0.01, 0.1, 1.0],
+         lambda: run_linear_probe([atto], workspace, tasks=["superdiagnostic"], fractions=[0.01, 0.1, 1.0],
                                   epochs=args.probe_epochs, random_baselines=False)),
         ("PTB-XL benchmark", f"xresnet1d101 from scratch, superdiagnostic, {args.benchmark_epochs} epoch(s), "
                              f"batch {args.benchmark_batch}",
-         lambda: run_benchmark([], workspace, ["superdiagnostic"], settings=BenchmarkSettings(
-             epochs=args.benchmark_epochs, batch_size=args.benchmark_batch), save_models=False)),
+         lambda: run_benchmark([], workspace, BenchmarkSettings(
+             tasks=["superdiagnostic"], epochs=args.benchmark_epochs, batch_size=args.benchmark_batch,
+             save_models=False))),
         ("zero-shot", "random small ESI (atto + MiniLM) and its random twin, superdiagnostic, class names only",
-         lambda: run_zero_shot([esi], workspace, ["superdiagnostic"])),
+         lambda: run_zero_shot([esi], workspace, tasks=["superdiagnostic"])),
         ("identification", "atto (cached features), all patients with >= 2 records",
          lambda: run_identification([atto], workspace, random_baselines=False)),
     ]

@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -72,7 +73,7 @@ def merge(base: dict, update: Mapping) -> dict:
 
 
 def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = list(flat_fields(cls))
     hint = difflib.get_close_matches(key, names, n=1)
     suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
     return ConfigError(f"unknown key {key!r} in {where}.{suggestion} Known keys: {', '.join(names)}")
@@ -141,20 +142,99 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Mapping, where: str | None = None) -> T:
-    """Build dataclass `cls` from `data`, type-checking each field and rejecting unknown keys."""
+# --- nested settings spelled flat -------------------------------------------------------------------------------
+
+# A dataclass field holding a nested settings dataclass whose fields are spelled as flat keys of the outer one:
+# EvaluateConfig.probe (ProbeSettings) is set by `probe_epochs`, ... (params key `evaluate_probe_epochs`).
+GROUP = "esi.config.group_prefix"
+
+
+def settings_group(cls: type, prefix: str | None = None):
+    """A field of nested settings `cls` whose own fields are flat keys `<prefix><field>` of the outer dataclass.
+
+    Args:
+        cls: the nested settings dataclass (its defaults are the field's default).
+        prefix: what its keys start with; None: the field's name and "_" (`probe` -> `probe_epochs`); "": its
+            keys are spelled as the outer class's own (`n_boot`).
+    """
+    return field(default_factory=cls, metadata={GROUP: prefix})
+
+
+def _group_prefix(f: dataclasses.Field) -> str | None:
+    """The flat prefix of a settings-group field (None: an ordinary field)."""
+    if GROUP not in f.metadata:
+        return None
+    return f.name + "_" if f.metadata[GROUP] is None else f.metadata[GROUP]
+
+
+def flat_fields(cls: type) -> dict[str, tuple[str, ...]]:
+    """Every flat key of dataclass `cls` -> the attribute path it sets: {"epochs": ("epochs",),
+    "probe_epochs": ("probe", "epochs"), ...}; the fields of settings groups (`settings_group`) are spelled flat."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[str, ...]] = {}
+    for f in dataclasses.fields(cls):
+        prefix = _group_prefix(f)
+        if prefix is None:
+            out[f.name] = (f.name,)
+        else:
+            out.update({prefix + key: (f.name, *path) for key, path in flat_fields(hints[f.name]).items()})
+    return out
+
+
+def setting(config: Any, key: str) -> Any:
+    """The value of flat key `key` of a config dataclass (`setting(evaluate, "probe_epochs")`)."""
+    value = config
+    for name in flat_fields(type(config))[key]:
+        value = getattr(value, name)
+    return value
+
+
+def with_changes(changes: Mapping[str, Any], *settings: Any) -> tuple:
+    """Each of the dataclasses `settings` with the fields `changes` names replaced (a name goes to the first
+    that has it): `probe, common = with_changes({"epochs": 3, "n_boot": 20}, ProbeSettings(), CommonSettings())`.
+
+    Raises:
+        TypeError: a name none of them has (listing theirs), as a function call with an unknown keyword.
+    """
+    left = dict(changes)
+    out = []
+    for one in settings:
+        names = {f.name for f in dataclasses.fields(one)}
+        mine = {k: left.pop(k) for k in list(left) if k in names}
+        out.append(dataclasses.replace(one, **mine) if mine else one)
+    if left:
+        known = sorted({f.name for one in settings for f in dataclasses.fields(one)})
+        raise TypeError(f"unknown setting(s) {', '.join(map(repr, left))}; known: {', '.join(known)}")
+    return tuple(out)
+
+
+def from_dict(cls: type[T], data: Mapping, where: str | None = None, _prefix: str = "") -> T:
+    """Build dataclass `cls` from `data`, type-checking each field and rejecting unknown keys. The fields of a
+    settings group (`settings_group`) are flat keys (`probe_epochs: 3`), as `to_dict` writes them."""
     where = where or cls.__name__
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    flat = flat_fields(cls)
+    kwargs, grouped = {}, {}
     for key, value in data.items():
-        if key not in known:
+        path = flat.get(key)
+        if path is not None and len(path) > 1:          # a field of a settings group, spelled flat
+            grouped.setdefault(path[0], {})[key[len(_group_prefix(fields[path[0]])):]] = value
+        elif path is not None:
+            kwargs[key] = _coerce(value, hints[key], f"{where}.{_prefix}{key}")
+        else:
             raise _unknown_key_error(cls, key, where)
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    for name, values in grouped.items():
+        kwargs[name] = from_dict(hints[name], values, where, _prefix + _group_prefix(fields[name]))
+    label = f"{where}.{_prefix[:-1]}" if _prefix.endswith("_") else where   # a group: its name
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
+        raise ConfigError(f"{label}: {err}") from err
+    except ValueError as err:        # a settings class's own check (__post_init__)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{label}: {err}") from err
 
 
 # One params file drives the whole chain (params/demo.yaml): its keys are FLAT and carry the stage they belong
@@ -205,7 +285,7 @@ def select_section(data: Mapping, section: str | None, where: str = "config") ->
 
 def section_keys(section: str, cls: type) -> list[str]:
     """The flat params keys of dataclass `cls` as settings of `section`: ['train_epochs', 'train_lr', ...]."""
-    return [f"{section}_{f.name}" for f in dataclasses.fields(cls)]
+    return [f"{section}_{key}" for key in flat_fields(cls)]
 
 
 def _did_you_mean(key: str, section: str | None, known: Sequence[str]) -> str | None:
@@ -336,10 +416,16 @@ def load_config(
 
 
 def to_dict(config: Any) -> dict:
-    """A plain dict of a config dataclass, ready for yaml.safe_dump."""
+    """A plain dict of a config dataclass, ready for yaml.safe_dump; the fields of its settings groups are flat
+    keys, as the params spell them (`probe_epochs: 3`)."""
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            out = {}
+            for f in dataclasses.fields(v):
+                prefix = _group_prefix(f)
+                value = plain(getattr(v, f.name))
+                out.update({prefix + k: x for k, x in value.items()} if prefix is not None else {f.name: value})
+            return out
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):

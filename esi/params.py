@@ -26,7 +26,6 @@ files the same way (`python -m esi.train --config params/tiny.yaml` is demo.yaml
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import types
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from esi.config import BASE_KEY, SECTIONS, ConfigError, from_dict, read_params, section_of
+from esi.config import BASE_KEY, SECTIONS, ConfigError, flat_fields, from_dict, read_params, section_of, to_dict
 from esi.paths import outputs_dir, resolve
 
 # Nothing may download at run time; a notebook imports this module first (load_params), so set it for them.
@@ -114,9 +113,9 @@ def stage_classes() -> dict[str, type]:
 
 
 def known_parameters() -> dict[str, tuple[str, str]]:
-    """Every valid params key -> (section, field name), e.g. 'train_epochs' -> ('train', 'epochs')."""
-    return {f"{section}_{f.name}": (section, f.name)
-            for section, cls in stage_classes().items() for f in dataclasses.fields(cls)}
+    """Every valid params key -> (section, flat key), e.g. 'train_epochs' -> ('train', 'epochs'),
+    'evaluate_probe_epochs' -> ('evaluate', 'probe_epochs') (`esi.config.setting` reads its value)."""
+    return {f"{section}_{key}": (section, key) for section, cls in stage_classes().items() for key in flat_fields(cls)}
 
 
 def _unknown(key: str, known: Sequence[str], where: str) -> ConfigError:
@@ -301,7 +300,7 @@ STORE_SETTINGS = ("train_corpus", "train_data_root", "train_fs", "train_seconds"
 def edits_to(base: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
     """The keys whose value in `values` differs from what the base files (`base`, on the defaults) give."""
     defaults = {f"{section}_{k}": v for section, config in _default_configs().items()
-                for k, v in dataclasses.asdict(config).items()}
+                for k, v in to_dict(config).items()}
     return [key for key, value in values.items()
             if key != BASE_KEY and value != base.get(key, defaults.get(key))]
 

@@ -5,7 +5,8 @@ from typing import Literal
 
 import pytest
 
-from esi.config import ConfigError, load_config, overrides_for, save_config
+from esi.config import (ConfigError, flat_fields, load_config, overrides_for, save_config, section_keys, setting,
+                        settings_group)
 
 
 @dataclass
@@ -120,3 +121,47 @@ def test_a_number_written_1e_3_is_a_float_although_yaml_1_1_reads_it_as_a_string
     assert load_config(Settings, overrides={"name": "1e-3"}).name == "1e-3"   # a string stays a string
     with pytest.raises(ConfigError, match="expected a number"):
         load_config(Settings, overrides={"lr": "fast"})
+
+
+@dataclass
+class Head:
+    epochs: int = 100
+    decays: list[float] = field(default_factory=lambda: [0.0, 1e-2])
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass
+class Shared:
+    n_boot: int = 100
+
+
+@dataclass
+class Nested:
+    device: str = "cpu"
+    shared: Shared = settings_group(Shared, prefix="")
+    probe: Head = settings_group(Head)
+
+
+def test_a_settings_group_is_spelled_flat_type_checked_and_saved_flat(tmp_path):
+    assert flat_fields(Nested) == {"device": ("device",), "n_boot": ("shared", "n_boot"),
+                                   "probe_epochs": ("probe", "epochs"), "probe_decays": ("probe", "decays")}
+    assert section_keys("evaluate", Nested) == ["evaluate_device", "evaluate_n_boot", "evaluate_probe_epochs",
+                                                "evaluate_probe_decays"]
+    f = tmp_path / "p.yaml"
+    f.write_text("evaluate_probe_epochs: 3\nevaluate_n_boot: 7\n")
+    cfg = load_config(Nested, f, ["evaluate_probe_decays=[0.1]"], section="evaluate")
+    assert (cfg.probe, cfg.shared.n_boot, setting(cfg, "probe_epochs")) == (Head(3, [0.1]), 7, 3)
+    with pytest.raises(ConfigError, match=r"--set evaluate_probe_epoch=2: did you mean evaluate_probe_epochs\?"):
+        load_config(Nested, f, ["evaluate_probe_epoch=2"], section="evaluate")
+    with pytest.raises(ConfigError, match=r"unknown key 'probe_epoch' .*Did you mean 'probe_epochs'"):
+        load_config(Nested, overrides={"probe_epoch": 2})
+    with pytest.raises(ConfigError, match=r"Nested.probe_epochs: expected an integer, got 'x'"):
+        load_config(Nested, overrides={"probe_epochs": "x"})
+    with pytest.raises(ConfigError, match=r"Nested.probe: epochs must be >= 1"):
+        load_config(Nested, overrides={"probe_epochs": 0})
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert "probe_epochs: 3\n" in (tmp_path / "resolved.yaml").read_text()     # spelled as the params spell it
+    assert load_config(Nested, tmp_path / "resolved.yaml") == cfg

@@ -6,6 +6,7 @@ trained for one epoch on a small subset of the real records."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -20,9 +21,10 @@ from esi.evaluate.encoders import EncoderSpec, load_encoder
 from esi.evaluate.features import ptbxl_store, store_rows
 from esi.evaluate.benchmark import (PROTOCOL_FINETUNE, PROTOCOL_SUPERVISED, RECIPES, BenchmarkClassifier,
                                           BenchmarkSettings, OneCycle, aggregate_max, benchmark_optimizer,
-                                          benchmark_task, build_classifier, predict_records, recipe_deviations,
-                                          recipe_label, recipe_settings, run_benchmark, supervised_spec,
+                                          benchmark_task, build_classifier, predict_records, recipe_label,
+                                          recipe_settings, row_settings, run_benchmark, supervised_spec,
                                           train_benchmark_model, training_phases)
+from esi.evaluate.results import CommonSettings
 from esi.evaluate.workspace import Workspace
 from esi.models.registry import EncoderOutput
 from esi.models.xresnet1d import XResNet1d
@@ -51,9 +53,10 @@ def small_task(ptbxl_dir):
 
 @pytest.fixture(scope="module")
 def trained(small_task, store):
-    settings = BenchmarkSettings(epochs=1, batch_size=16, n_boot=20, seed=0)
+    settings = BenchmarkSettings(epochs=1, batch_size=16)
     encoder = load_encoder(supervised_spec("xresnet1d101", fs=100))
-    return benchmark_task(encoder, small_task, store, settings, protocol=PROTOCOL_SUPERVISED, progress=False)
+    return benchmark_task(encoder, small_task, store, settings, protocol=PROTOCOL_SUPERVISED,
+                          common=CommonSettings(n_boot=20, seed=0), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def tiny_loaded(pretrained: bool, label: str):
 
 
 def tiny_settings(**overrides) -> BenchmarkSettings:
-    return BenchmarkSettings(**{"epochs": 1, "finetune_epochs": 1, "batch_size": 16, "n_boot": 10, **overrides})
+    return BenchmarkSettings(**{"epochs": 1, "finetune_epochs": 1, "batch_size": 16, **overrides})
 
 
 def params_of(module: nn.Module) -> dict:
@@ -127,10 +130,13 @@ def test_the_default_settings_are_the_benchmark_recipe_and_a_changed_knob_is_cus
     assert BenchmarkSettings() == recipe_settings("benchmark")
     assert recipe_label(BenchmarkSettings()) == "benchmark"
     esi = recipe_settings("esi")
-    assert (esi.init, esi.beta2, esi.selection, esi.finetune) == ("model", 0.999, "fold9_best", "all_layers")
+    assert (esi.init, esi.beta2, esi.selection, esi.finetune_schedule) == ("model", 0.999, "fold9_best", "all_layers")
     assert recipe_label(esi) == "esi"
     changed = BenchmarkSettings(beta2=0.999)
-    assert recipe_label(changed) == "custom" and "beta2" in recipe_deviations(changed)
+    assert recipe_label(changed) == "custom" and row_settings(changed, PROTOCOL_SUPERVISED) == {"beta2": 0.999}
+    # A knob left None is the recipe's: the params' `evaluate_benchmark_lr: null`.
+    assert BenchmarkSettings(recipe="esi", lr=None, finetune_lr=None) == esi
+    assert row_settings(recipe_settings("esi", epochs=2), PROTOCOL_FINETUNE) == {"epochs": 2}   # all layers: epochs
     # A fine-tuning knob does not change a model trained from scratch.
     assert recipe_label(BenchmarkSettings(finetune_lr=1e-3), PROTOCOL_SUPERVISED) == "benchmark"
     assert recipe_label(BenchmarkSettings(finetune_lr=1e-3), PROTOCOL_FINETUNE) == "custom"
@@ -422,7 +428,8 @@ def test_supervised_xresnet1d101_trains_one_epoch_and_scores_the_test_fold(train
         assert row["ci_level"] == pytest.approx(0.90)
         assert 0 <= row["value"] <= 1 and row["ci_low"] <= row["value"] <= row["ci_high"]
         assert (row["n_train"], row["n_test"]) == (32, 16)
-        assert "scored after the last epoch" in row["notes"] and "the benchmark trains 50" in row["notes"]
+        assert "scored after the last epoch" in row["notes"] and json.loads(row["settings"]) == {"batch_size": 16,
+                                                                                                  "epochs": 1}
     assert trained["y_score"].shape == (16, len(trained["classes"]))
     outcome = trained["outcome"]
     assert outcome.selected_epoch == 1 and len(outcome.history) == 1
@@ -444,14 +451,14 @@ def test_a_trained_model_serves_as_a_supervised_encoder(trained, tmp_path):
 def test_fine_tuning_a_pretrained_encoder_and_its_twin_gives_rows_with_a_paired_p_value(ptbxl_dir, shared, tmp_path):
     workspace = Workspace(tmp_path / "run", ptbxl_dir, store_dir=shared["store_dir"], progress=False)
     encoders = [tiny_loaded(True, "tiny pretrained"), tiny_loaded(False, "tiny random")]
-    settings = tiny_settings(batch_size=128, significance_resamples=50)
-    results = run_benchmark(encoders, workspace, ["superdiagnostic"], supervised=(), settings=settings,
-                                  random_baselines=False, save_models=False)
+    settings = tiny_settings(tasks=["superdiagnostic"], supervised=[], batch_size=128, save_models=False)
+    results = run_benchmark(encoders, workspace, settings, CommonSettings(n_boot=10, significance_resamples=50),
+                            random_baselines=False)
     table = results.table
     assert len(table) == 8 and set(table["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"}
     assert set(table["recipe"]) == {"benchmark"} and set(table["protocol"]) == {PROTOCOL_FINETUNE}
     pretrained = table[table["encoder"] == "tiny pretrained"]
     assert pretrained["p_value"].between(0, 1).all()
     assert table[table["encoder"] == "tiny random"]["p_value"].isna().all()  # a twin has no twin
-    assert pretrained["notes"].str.contains("gradual fine-tuning").all()
+    assert (table["settings"] == '{"finetune_epochs": 1}').all()    # gradual: 1 + 1 epochs, the benchmark's 30 + 30
     assert (workspace.predictions_dir / PROTOCOL_FINETUNE / "superdiagnostic").is_dir()

@@ -11,6 +11,7 @@ import pytest
 
 from challenge_fixtures import LONG_RECORD, SHORT_RECORD, write_challenge_tree, write_ecg_arrhythmia_tree
 from oracles import merl_table
+from esi.config import from_dict
 from esi.data.challenge_tasks import CPSC2018_CLASSES, load_challenge_task
 from esi.data.datasets import ECGDataset
 from esi.evaluate.config import EvaluateConfig
@@ -36,14 +37,14 @@ def trees(ptbxl_dir, tmp_path_factory):
 def run(trees, esi_dir, esi_dict_path, tmp_path_factory):
     """Probe, fine-tuning (1 + 1 epochs) and zero-shot on CPSC2018 (drop_short) and CSN, one evaluate() call."""
     out = tmp_path_factory.mktemp("challenge_run")
-    config = EvaluateConfig(
+    config = from_dict(EvaluateConfig, dict(      # flat keys, as the params spell them (evaluate_probe_epochs, ...)
         datasets=["cpsc2018", "csn"], challenge_root=str(trees["challenge"]), csn_root=str(trees["csn"]),
         challenge_split="stratified", challenge_length_policy="drop_short", challenge_min_positives=5,
         out_dir=str(out), encoders=[EncoderSpec(kind="esi", path=str(esi_dir), name="ESI (small)")],
         protocols=["linear_probe", "benchmark", "zero_shot"], convert_workers=1, n_boot=20,
         significance_resamples=50, progress=False, probe_fractions=[0.5, 1.0], probe_epochs=5,
         benchmark_supervised=[], benchmark_epochs=1, benchmark_finetune_epochs=1, benchmark_batch_size=8,
-        benchmark_save_models=False, zero_shot_waveform_dict=str(esi_dict_path), tsne_iterations=250)
+        benchmark_save_models=False, zero_shot_waveform_dict=str(esi_dict_path), tsne_iterations=250))
     with pytest.warns(UserWarning, match="small test sets"):
         result = evaluate(config, "challenge")
     return result, out

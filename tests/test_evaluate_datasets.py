@@ -59,7 +59,7 @@ def test_a_third_dataset_is_one_subclass_and_runs_the_linear_probe(store_dir, tm
     spec = EncoderSpec(kind="random", architecture="convnextv2_atto", fs=100, normalize="per_lead",
                        encoder_kwargs={"depths": (1, 1, 1, 1), "dims": (8, 8, 16, 16)})
     tasks = workspace.dataset.task_names(["superdiagnostic"])            # the run asks for PTB-XL's: it has one
-    table = run_linear_probe([spec], workspace, tasks, [1.0], epochs=2, n_boot=10).table
+    table = run_linear_probe([spec], workspace, tasks=tasks, fractions=[1.0], epochs=2, n_boot=10).table
     assert list(table.columns) == list(RESULT_COLUMNS) and len(table) == 4
     assert (table["dataset"] == "my_folder").all() and (table["task"] == "my_folder").all()
     assert (table["split"] == "my_folds_1-8/9/10").all()

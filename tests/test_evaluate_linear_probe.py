@@ -99,8 +99,8 @@ def test_the_every_class_draw_adds_a_positive_of_each_class_the_merl_draw_misses
     run_dir, _ = first_run
     task = load_task(ptbxl_dir, "rhythm")
     features = Workspace(run_dir, ptbxl_dir, progress=False, **shared).features(load_encoder(SPEC))  # cached
-    merl = probe_task(features, task, 0.01, seed=0, epochs=1, n_boot=0, draw="merl")
-    every = probe_task(features, task, 0.01, seed=0, epochs=1, n_boot=0, draw="every_class")
+    merl = probe_task(features, task, 0.01, seed=0, epochs=1, n_boot=0, subset_draw="merl")
+    every = probe_task(features, task, 0.01, seed=0, epochs=1, n_boot=0, subset_draw="every_class")
     train = task.split("train")
     has_positive = lambda ids: train.y[np.isin(train.ecg_ids, ids)].sum(0) > 0  # noqa: E731
     trainable = train.y.sum(0) > 0

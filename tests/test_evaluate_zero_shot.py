@@ -58,7 +58,7 @@ def test_scores_are_cosine_similarities():
 def test_zero_shot_with_a_random_esi_model_gives_aurocs_in_0_1(esi_dir, ptbxl_dir, esi_dict_path, shared, tmp_path):
     spec = EncoderSpec(kind="esi", path=str(esi_dir), name="ESI (random weights)")
     workspace = Workspace(tmp_path, ptbxl_dir, workers=1, progress=False, **shared)
-    table = run_zero_shot([spec], workspace, ["superdiagnostic", "rhythm"], waveform_dict=esi_dict_path,
+    table = run_zero_shot([spec], workspace, tasks=["superdiagnostic", "rhythm"], waveform_dict=esi_dict_path,
                           templates=TEMPLATES, n_boot=20).table
     assert list(table.columns) == list(RESULT_COLUMNS)
     assert set(table["encoder"]) == {"ESI (random weights)", "random init (convnextv2_atto)"}

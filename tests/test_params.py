@@ -13,7 +13,7 @@ import papermill
 import pytest
 import yaml
 
-from esi.config import ConfigError, load_config
+from esi.config import ConfigError, load_config, setting
 from esi.evaluate.config import load_evaluate_config
 from esi.params import known_parameters, layer_params, load_params, params_from_mapping, relocate
 from esi.rag.config import CQAConfig, OpenAIEndpointConfig, load_cqa_config
@@ -54,7 +54,7 @@ def test_every_params_file_names_what_it_is_layered_on(path):
 
 def typed_value(values: dict, key: str):
     section, name = known_parameters()[key]
-    return getattr(getattr(params_from_mapping(values), section), name)
+    return setting(getattr(params_from_mapping(values), section), name)
 
 
 @pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE], ids=lambda p: p.name)
@@ -189,7 +189,7 @@ def test_a_nested_section_is_refused_saying_how_to_write_it_flat(tmp_path):
 
 def test_evaluate_overrides_take_full_keys_and_run_name():
     config, run_name = load_evaluate_config([DEMO], ["evaluate_probe_epochs=20", "run_name=mine"])
-    assert (config.probe_epochs, run_name) == (20, "mine")
+    assert (config.probe.epochs, run_name) == (20, "mine")
     assert load_evaluate_config([TINY])[1] == "tiny"      # tiny.yaml's run_name, read through its base
     with pytest.raises(ConfigError, match=r"--set probe_epochs=20: did you mean evaluate_probe_epochs\?"):
         load_evaluate_config([DEMO], ["probe_epochs=20"])
@@ -313,4 +313,4 @@ def test_ecg_benchmarks_runs_the_three_benchmarks_on_merls_records():
     config, run_name = load_evaluate_config([THREE])
     assert (config.datasets, config.challenge_split, config.challenge_length_policy) == (
         ["ptbxl", "cpsc2018", "csn"], "merl", "merl")
-    assert config.probe_fractions == [0.01, 0.1, 1.0] and config.random_baselines and run_name == "ecg_benchmarks"
+    assert config.probe.fractions == [0.01, 0.1, 1.0] and config.random_baselines and run_name == "ecg_benchmarks"

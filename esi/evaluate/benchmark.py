@@ -14,7 +14,7 @@ What every recipe shares, as the benchmark's code (helme/ecg_ptbxl_benchmarking,
   - macro AUROC and AUPRC on fold 10 with a 100-resample bootstrap, 5th-95th percentiles (a 90 % interval).
 
 Recipes (`RECIPES`, `recipe_settings`; the `recipe` column of the results names the one used, "custom" if knobs
-were changed):
+were changed, and the `settings` column lists every setting that differs from that preset):
   - "benchmark" (the default), the benchmark exactly: the benchmark's weight_init over the whole model (every
     BatchNorm 1/0, Kaiming-normal conv and linear weights; this undoes the zero-initialised last BN of the xresnet
     residual branches), Adam betas (0.9, 0.99), no model selection (`early_stopping=None`: the model after the
@@ -28,28 +28,28 @@ Two protocols: "benchmark_supervised" trains an architecture (default xresnet1d1
 random-init twin with the same recipe, tested against it with a paired permutation test).
 
     workspace = Workspace("outputs/run", "data/ptbxl")
-    results = run_benchmark([], workspace, tasks=["superdiagnostic"], supervised=["xresnet1d101"],
-                                  settings=recipe_settings("benchmark"))
+    results = run_benchmark([], workspace, recipe_settings("benchmark", tasks=["superdiagnostic"]))
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esi.config import with_changes
 from esi.data.ptbxl import TASKS, FoldedTask
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, fresh_copy, load_encoder, load_encoders, slug, twin_labels
 from esi.evaluate.features import fit_train_scaler, store_rows
 from esi.evaluate.linear_probe import MERL_SEED, SUBSET_DRAWS, label_fraction_subset, subset_classes_without_positive
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, join_notes,
-                                  save_predictions)
+from esi.evaluate.results import (CommonSettings, ProtocolResults, Task, attach_p_values, changed_settings,
+                                  classification_rows, join_notes, save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL_SUPERVISED = "benchmark_supervised"
@@ -60,88 +60,90 @@ BENCHMARK_BATCH_SIZE = 128       # fastai_model's `bs`
 
 INITS = ("benchmark", "model")
 SELECTIONS = ("final_epoch", "fold9_best")
-FINETUNES = ("gradual", "all_layers")
+FINETUNE_SCHEDULES = ("gradual", "all_layers")
 
 # The knobs each named recipe sets. The benchmark fine-tunes at fastai_model's default lr (1e-2): neither its
 # configs (code/configs/fastai_configs.py) nor its Finetuning-Example notebook pass another.
 RECIPES: dict[str, dict] = {
-    "benchmark": {"init": "benchmark", "beta2": 0.99, "selection": "final_epoch", "finetune": "gradual",
+    "benchmark": {"init": "benchmark", "beta2": 0.99, "selection": "final_epoch", "finetune_schedule": "gradual",
                   "lr": 1e-2, "finetune_lr": 1e-2, "weight_decay": 1e-2},
-    "esi": {"init": "model", "beta2": 0.999, "selection": "fold9_best", "finetune": "all_layers",
+    "esi": {"init": "model", "beta2": 0.999, "selection": "fold9_best", "finetune_schedule": "all_layers",
             "lr": 1e-2, "finetune_lr": 1e-3, "weight_decay": 1e-2},
 }
-# The knobs that matter to each protocol (a fine-tuning knob does not change a model trained from scratch).
+# The recipe knobs that matter to each protocol (a fine-tuning knob does not change a model trained from scratch).
 PROTOCOL_KNOBS = {
     PROTOCOL_SUPERVISED: ("init", "beta2", "selection", "lr", "weight_decay"),
-    PROTOCOL_FINETUNE: ("init", "beta2", "selection", "finetune", "finetune_lr", "weight_decay"),
+    PROTOCOL_FINETUNE: ("init", "beta2", "selection", "finetune_schedule", "finetune_lr", "weight_decay"),
 }
+# Settings that are no part of how a row's model was trained (what runs, where it goes), or a column of their own.
+NOT_IN_ROWS = ("tasks", "supervised", "supervised_fs", "finetune", "save_models", "loader_workers", "recipe",
+               "train_fraction", "subset_draw")
+# Settings that do not change a model of this protocol (the epochs of the other fine-tuning schedule: row_settings).
+UNUSED_BY = {PROTOCOL_SUPERVISED: ("finetune_schedule", "finetune_lr", "finetune_epochs"),
+             PROTOCOL_FINETUNE: ("lr",)}
 
 
 @dataclass
 class BenchmarkSettings:
-    """The training recipe (defaults: the benchmark's; `recipe_settings("esi")` gives ours).
+    """Protocol A: what is trained and the training recipe (params keys `evaluate_benchmark_<field>`; defaults:
+    the benchmark's, `recipe_settings("esi")` gives ours). A recipe knob left None takes its preset's value
+    (`RECIPES[recipe]`); the results' `recipe` is `recipe_label(settings)`, "custom" when a knob differs from
+    every preset, and their `settings` column lists what differs from the preset. Knobs are filled in when the
+    settings are made: to switch presets, make new ones (`recipe_settings`), not `dataclasses.replace(recipe=...)`."""
 
-    recipe: the preset these settings start from ("benchmark" or "esi", see RECIPES); the label in the results is
-        `recipe_label(settings)`, "custom" when a knob differs from every preset.
-    init: "benchmark": the benchmark's weight_init (every BatchNorm weight 1 and bias 0, Conv1d/Linear weights
-        Kaiming-normal with zero bias) over the whole model when training from scratch and over the new head when
-        fine-tuning; "model": the modules' own initialisation (xresnet's zero residual BN, torch's Linear init).
-    beta2: Adam's second-moment decay (fastai v1's AdamW: 0.99; torch's default: 0.999). beta1 follows the
-        one-cycle schedule (0.95 -> 0.85 -> 0.95).
-    selection: "final_epoch": the model after the last epoch is scored, nothing is selected on fold 9 (the
-        benchmark's early_stopping=None; fold 9 is scored once, for the notes); "fold9_best": the epoch with the
-        best fold-9 macro AUROC is kept (per phase when fine-tuning gradually, as fastai's SaveModelCallback).
-    finetune: "gradual": the benchmark's two phases (head + encoder BatchNorm layers for `finetune_epochs` at
-        `finetune_lr`, then all layers for `finetune_epochs` with max learning rates finetune_lr/1000, /100, /10
-        over the stem, the rest of the encoder and the head); "all_layers": all layers at once for `epochs` at
-        `finetune_lr`.
-    finetune_epochs: epochs of each gradual fine-tuning phase (the benchmark: 30).
-    epochs: epochs of training from scratch and of "all_layers" fine-tuning (the benchmark: 50).
-    batch_size: records (crops) per step (the benchmark: 128); at least 2 (BatchNorm).
-    lr: peak one-cycle learning rate when training from scratch.
-    finetune_lr: peak one-cycle learning rate when fine-tuning (see `finetune`).
-    weight_decay: decoupled weight decay (AdamW), on every trainable parameter as fastai's bn_wd=True.
-    window_s, stride_s: crop/window length and the stride of the evaluation windows (seconds).
-    dropout: dropout before the last layer of the head (half of it before the first).
-    hidden: width of the head's hidden layer.
-    train_fraction: share of the training folds used (1.0 = all, the benchmark).
-    subset_draw: how that share is drawn ("merl" or "every_class", see
-        `esi.evaluate.linear_probe.label_fraction_subset`).
-    subset_seed: seed of the draw for seed 0 (42: MERL's random_state); the draw uses subset_seed + seed.
-    seed: seed of the initialisation, the crops, the batch order and the bootstrap.
-    n_boot: bootstrap resamples of the test records.
-    ci_level: coverage of the bootstrap interval (0.90: the benchmark's 5th and 95th percentiles).
-    significance_resamples: swaps of the paired permutation test of a pretrained encoder against its twin.
-    num_workers: DataLoader worker processes.
-    """
+    # -- what is trained
+    tasks: list[Task] = field(default_factory=lambda: list(TASKS))   # PTB-XL tasks (all six)
+    supervised: list[str] = field(default_factory=lambda: ["xresnet1d101"])   # trained from scratch
+    supervised_fs: float = 100.0          # their sampling rate (the benchmark: 100 Hz)
+    finetune: bool = True                 # also fine-tune each encoder evaluated (at its own rate)
+    save_models: bool = True              # keep the trained models (usable as EncoderSpec kind "supervised")
+    loader_workers: int = 0               # DataLoader worker processes for training
 
-    recipe: str = "benchmark"
-    init: str = RECIPES["benchmark"]["init"]
-    beta2: float = RECIPES["benchmark"]["beta2"]
-    selection: str = RECIPES["benchmark"]["selection"]
-    finetune: str = RECIPES["benchmark"]["finetune"]
+    # -- the recipe
+    # "benchmark" (the published recipe: its weight_init, Adam betas (0.9, 0.99), final-epoch model, fine-tuning
+    # head first then all layers with discriminative rates) or "esi" (ours: the model's own init with zero residual
+    # BN, AdamW 0.999, the epoch best on fold 9, all layers at once)
+    recipe: Literal["benchmark", "esi"] = "benchmark"
+    # "benchmark": the benchmark's weight_init (every BatchNorm 1/0, Kaiming-normal Conv1d/Linear weights, zero
+    # bias) over the whole model from scratch, over the new head when fine-tuning; "model": the modules' own
+    # initialisation (xresnet's zero residual BN, torch's Linear init); None: the recipe's
+    init: Literal["benchmark", "model"] | None = None
+    # Adam's second-moment decay (fastai v1's AdamW: 0.99; torch's default: 0.999; beta1 follows the one-cycle
+    # schedule 0.95 -> 0.85 -> 0.95); None: the recipe's
+    beta2: float | None = None
+    # "final_epoch": the model after the last epoch is scored (the benchmark's early_stopping=None; fold 9 is
+    # scored once, for the notes); "fold9_best": the epoch with the best fold-9 macro AUROC (per phase when
+    # fine-tuning gradually, as fastai's SaveModelCallback); None: the recipe's
+    selection: Literal["final_epoch", "fold9_best"] | None = None
+    # "gradual": the benchmark's two phases (head + encoder BatchNorm for `finetune_epochs` at `finetune_lr`,
+    # then all layers for `finetune_epochs` at max lrs finetune_lr/1000, /100, /10 over stem, encoder, head);
+    # "all_layers": all layers at once for `epochs` at `finetune_lr`; None: the recipe's
+    finetune_schedule: Literal["gradual", "all_layers"] | None = None
+    epochs: int = BENCHMARK_EPOCHS        # epochs from scratch and of "all_layers" fine-tuning (the benchmark: 50)
+    # epochs of each "gradual" fine-tuning phase (the benchmark: 30 head + 30 all layers)
     finetune_epochs: int = BENCHMARK_FINETUNE_EPOCHS
-    epochs: int = BENCHMARK_EPOCHS
-    batch_size: int = BENCHMARK_BATCH_SIZE
-    lr: float = RECIPES["benchmark"]["lr"]
-    finetune_lr: float = RECIPES["benchmark"]["finetune_lr"]
-    weight_decay: float = RECIPES["benchmark"]["weight_decay"]
-    window_s: float = 2.5
-    stride_s: float = 1.25
-    dropout: float = 0.5
-    hidden: int = 128
-    train_fraction: float = 1.0
-    subset_draw: str = "merl"
-    subset_seed: int = MERL_SEED
-    seed: int = 0
-    n_boot: int = 100
-    ci_level: float = 0.90
-    significance_resamples: int = 1000
-    num_workers: int = 0
+    batch_size: int = BENCHMARK_BATCH_SIZE   # crops per step (the benchmark: 128); at least 2 (BatchNorm)
+    lr: float | None = None               # peak one-cycle lr from scratch; None: the recipe's (1e-2)
+    finetune_lr: float | None = None      # peak one-cycle lr fine-tuning; None: the recipe's (benchmark 1e-2, esi 1e-3)
+    # decoupled weight decay (AdamW) on every trainable parameter, as fastai's bn_wd=True; None: the recipe's (1e-2)
+    weight_decay: float | None = None
+    window_s: float = 2.5                 # training crop and evaluation window (seconds)
+    stride_s: float = 1.25                # evaluation window stride (seconds); windows are max-aggregated
+    dropout: float = 0.5                  # head dropout before its last layer (half of it before the first)
+    hidden: int = 128                     # width of the head's hidden layer
+    train_fraction: float = 1.0           # share of the training split used (1.0: the benchmark)
+    # how that share is drawn ("merl" or "every_class", see esi.evaluate.linear_probe.label_fraction_subset)
+    subset_draw: Literal["merl", "every_class"] = "merl"
+    subset_seed: int = MERL_SEED          # seed of the draw for seed 0 (42: MERL's random_state); the draw uses + seed
 
     def __post_init__(self):
-        for name, allowed in (("recipe", tuple(RECIPES)), ("init", INITS), ("selection", SELECTIONS),
-                              ("finetune", FINETUNES), ("subset_draw", SUBSET_DRAWS)):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for knob, preset in RECIPES[self.recipe].items():      # None: the recipe's
+            if getattr(self, knob) is None:
+                setattr(self, knob, preset)
+        for name, allowed in (("init", INITS), ("selection", SELECTIONS),
+                              ("finetune_schedule", FINETUNE_SCHEDULES), ("subset_draw", SUBSET_DRAWS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 < self.beta2 < 1.0:
@@ -149,8 +151,6 @@ class BenchmarkSettings:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm cannot train on one record), got "
                              f"{self.batch_size}")
-        if not 0.0 < self.ci_level < 1.0:
-            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
         if self.epochs < 1 or self.finetune_epochs < 1:
             raise ValueError(f"epochs and finetune_epochs must be >= 1, got {self.epochs}, {self.finetune_epochs}")
 
@@ -189,16 +189,16 @@ def recipe_label(settings: BenchmarkSettings, protocol: str | None = None) -> st
     return "custom"
 
 
-def recipe_deviations(settings: BenchmarkSettings, protocol: str | None = None) -> str:
-    """The knobs where `settings` differs from its preset, as a short text for the notes ("" if none).
+def row_settings(settings: BenchmarkSettings, protocol: str) -> dict:
+    """The settings that made a `protocol` row and differ from its recipe's preset (the results' `settings`).
 
-    settings: the recipe.
-    protocol: as in `recipe_label`.
+    settings: the recipe. protocol: PROTOCOL_SUPERVISED or PROTOCOL_FINETUNE (only the knobs that matter to it).
     """
-    preset = RECIPES[settings.recipe]
-    changed = [f"{k} {getattr(settings, k)!r} (preset: {preset[k]!r})" for k in _knobs(protocol)
-               if getattr(settings, k) != preset[k]]
-    return f"recipe {settings.recipe!r} changed: {', '.join(changed)}" if changed else ""
+    unused = UNUSED_BY[protocol]
+    if protocol == PROTOCOL_FINETUNE:
+        unused += ("epochs",) if settings.finetune_schedule == "gradual" else ("finetune_epochs",)
+    names = [f.name for f in fields(settings) if f.name not in NOT_IN_ROWS + unused]
+    return changed_settings(settings, recipe_settings(settings.recipe), names)
 
 
 # --- the model -----------------------------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def training_phases(model: BenchmarkClassifier, settings: BenchmarkSettings, pro
     if protocol != PROTOCOL_FINETUNE:
         raise ValueError(f"unknown protocol {protocol!r}")
     lr = settings.finetune_lr
-    if settings.finetune == "all_layers":
+    if settings.finetune_schedule == "all_layers":
         return [Phase("all layers", [(everything, lr)], settings.epochs)]
     bn = [p for m in model.encoder.modules() if isinstance(m, BN_TYPES) for p in m.parameters(recurse=False)]
     frozen_encoder = Phase("head and encoder BatchNorm", [(list(model.head.parameters()) + bn, lr)],
@@ -480,7 +480,8 @@ def _snapshot(model: nn.Module) -> dict:
 def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettings, *,
                           validate: Callable[[nn.Module], float], phases: Sequence[Phase] | None = None,
                           device: str | torch.device = "cpu", progress: bool = True,
-                          where: str = "", validation_name: str = FoldedTask.validation_name) -> TrainOutcome:
+                          where: str = "", validation_name: str = FoldedTask.validation_name,
+                          seed: int = 0) -> TrainOutcome:
     """Train with BCE, AdamW (fastai v1's) and fastai v1's one-cycle schedule, one cycle per phase; the model
     holds the scored weights on return (`settings.selection`).
 
@@ -495,6 +496,7 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
         progress: show a progress bar over epochs.
         where: "encoder / task" for the progress bar and error messages.
         validation_name: how the notes name the validation split ("fold 9" on PTB-XL).
+        seed: seed of the batch order.
 
     Raises:
         FloatingPointError: a non-finite training loss, naming `where`, the phase, epoch and step.
@@ -515,7 +517,7 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
                                   f"epoch (fastai would drop it and not train)")
     # One loader for all phases: its generator goes on drawing new batch orders.
     loader = train_set.loader(batch_size=settings.batch_size, shuffle=True, drop_last=drop_last,
-                              num_workers=settings.num_workers, seed=settings.seed)
+                              num_workers=settings.loader_workers, seed=seed)
     history, phase_info = [], []
     total_epochs = sum(p.epochs for p in phases)
     bar = tqdm(total=total_epochs, desc=where or "training", unit="epoch", disable=not progress)
@@ -576,42 +578,28 @@ def train_benchmark_model(model: nn.Module, train_set, settings: BenchmarkSettin
                         val_auroc=val_auroc, history=history, phases=phase_info, notes=notes)
 
 
-def _training_notes(settings: BenchmarkSettings, protocol: str, outcome: TrainOutcome,
-                    validation_name: str) -> str:
-    """What a reader needs to know about how the scored model was trained and chosen (on `validation_name`)."""
-    notes = recipe_deviations(settings, protocol) if recipe_label(settings, protocol) == "custom" else ""
-    if len(outcome.phases) > 1:
-        lrs = ", ".join(f"{lr:.0e}" for lr in outcome.phases[-1]["max_lrs"])
-        notes = join_notes(notes, f"gradual fine-tuning: head + encoder BatchNorm for {outcome.phases[0]['epochs']} "
-                                  f"epoch(s) at lr {outcome.phases[0]['max_lrs'][0]:g}, then all layers for "
-                                  f"{outcome.last_epoch} epoch(s) at max lrs {lrs} (stem, encoder, head)")
-    elif protocol == PROTOCOL_FINETUNE:
-        notes = join_notes(notes, f"all layers fine-tuned at once at lr {outcome.phases[0]['max_lrs'][0]:g}")
+def _training_notes(outcome: TrainOutcome, validation_name: str) -> str:
+    """How the scored model was chosen (on `validation_name`) and what training met; the settings that made it
+    are in the row's columns (`recipe`, `selection`, `settings`)."""
     if outcome.selection == "final_epoch":
-        notes = join_notes(notes, f"scored after the last epoch, nothing selected on {validation_name} (as the "
-                                  f"benchmark); its macro AUROC {outcome.val_auroc:.3f}")
+        notes = (f"scored after the last epoch, nothing selected on {validation_name} (as the benchmark); its macro "
+                 f"AUROC {outcome.val_auroc:.3f}")
     else:
         phase = " of the last phase" if len(outcome.phases) > 1 else ""
-        notes = join_notes(notes, f"selected on {validation_name}: epoch {outcome.selected_epoch}/"
-                                  f"{outcome.last_epoch}{phase} (val AUROC {outcome.val_auroc:.3f})")
-    if len(outcome.phases) > 1 and settings.finetune_epochs < BENCHMARK_FINETUNE_EPOCHS:
-        notes = join_notes(notes, f"{settings.finetune_epochs} epoch(s) per phase, the benchmark fine-tunes "
-                                  f"{BENCHMARK_FINETUNE_EPOCHS} + {BENCHMARK_FINETUNE_EPOCHS}")
-    elif len(outcome.phases) == 1 and settings.epochs < BENCHMARK_EPOCHS:
-        notes = join_notes(notes, f"{settings.epochs} epoch(s), the benchmark trains {BENCHMARK_EPOCHS}")
-    if settings.batch_size != BENCHMARK_BATCH_SIZE:
-        notes = join_notes(notes, f"batch {settings.batch_size}, the benchmark's {BENCHMARK_BATCH_SIZE}")
+        notes = (f"selected on {validation_name}: epoch {outcome.selected_epoch}/{outcome.last_epoch}{phase} "
+                 f"(val AUROC {outcome.val_auroc:.3f})")
     return join_notes(outcome.notes, notes)
 
 
 def build_classifier(encoder: LoadedEncoder, n_classes: int, settings: BenchmarkSettings,
-                     protocol: str) -> BenchmarkClassifier:
-    """A fresh copy of `encoder` with a new head, initialised per `settings.init` (the head drawn with settings.seed).
+                     protocol: str, seed: int = 0) -> BenchmarkClassifier:
+    """A fresh copy of `encoder` with a new head, initialised per `settings.init` (the head drawn with `seed`).
 
-    encoder: the encoder (copied). n_classes: outputs. settings: the recipe (init, hidden, dropout, seed).
+    encoder: the encoder (copied). n_classes: outputs. settings: the recipe (init, hidden, dropout).
     protocol: PROTOCOL_SUPERVISED re-initialises the whole model under init="benchmark", PROTOCOL_FINETUNE the head.
+    seed: seed of the new weights.
     """
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(seed)
     model = BenchmarkClassifier(fresh_copy(encoder), n_classes, settings.hidden, settings.dropout)
     if settings.init == "benchmark":
         # From scratch the benchmark re-initialises the whole model (learn.model.apply(weight_init)); when
@@ -621,8 +609,8 @@ def build_classifier(encoder: LoadedEncoder, n_classes: int, settings: Benchmark
 
 
 def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSettings, *, protocol: str,
-                   device: str | torch.device = "cpu", progress: bool = True, names: dict | None = None,
-                   valid_samples: int | None = None) -> dict:
+                   common: CommonSettings | None = None, device: str | torch.device = "cpu", progress: bool = True,
+                   names: dict | None = None, valid_samples: int | None = None) -> dict:
     """Train and score one model (a fresh copy of `encoder` plus a new head) on one task.
 
     Args:
@@ -631,7 +619,9 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
         store: the dataset's store at the encoder's rate.
         settings: the recipe.
         protocol: PROTOCOL_SUPERVISED (whole model initialised per `settings.init`, trained from scratch) or
-            PROTOCOL_FINETUNE (the encoder's weights kept, a new head, `settings.finetune`).
+            PROTOCOL_FINETUNE (the encoder's weights kept, a new head, `settings.finetune_schedule`).
+        common: the seed (initialisation, crops, batch order, subset draw, bootstrap) and the intervals (default
+            `CommonSettings()`).
         device: torch device.
         progress: show progress bars.
         names: class label -> English name for the per-class rows.
@@ -644,6 +634,7 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     """
     from esi.data.datasets import ECGDataset
 
+    common = common or CommonSettings()
     if protocol not in PROTOCOL_KNOBS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOL_KNOBS)}")
     if abs(store.fs - encoder.fs) > 1e-6:
@@ -651,7 +642,7 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     where = f"{encoder.label} / {task.task} / {protocol}"
     train, val, test, scored, classes, notes = official_splits(task)
     y_train = train.y[:, scored]
-    subset = label_fraction_subset(y_train, settings.train_fraction, seed=settings.subset_seed + settings.seed,
+    subset = label_fraction_subset(y_train, settings.train_fraction, seed=settings.subset_seed + common.seed,
                                    draw=settings.subset_draw)
     unlearnable = subset_classes_without_positive(y_train[subset], classes)
     if unlearnable and settings.train_fraction < 1:
@@ -668,21 +659,22 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     scaler = fit_train_scaler(store, rows_train, per_lead=False) if encoder.normalize == "scaler" else None
     window = int(round(settings.window_s * store.fs))
     stride = int(round(settings.stride_s * store.fs))
-    common = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler, valid_samples=valid_samples)
-    train_set = ECGDataset(store, rows_train, targets=targets, crop=window, crop_mode="random", seed=settings.seed,
-                           **common)
-    val_set = ECGDataset(store, rows_val, windows=(window, stride), **common)
-    test_set = ECGDataset(store, rows_test, windows=(window, stride), **common)
+    inputs = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler, valid_samples=valid_samples)
+    train_set = ECGDataset(store, rows_train, targets=targets, crop=window, crop_mode="random", seed=common.seed,
+                           **inputs)
+    val_set = ECGDataset(store, rows_val, windows=(window, stride), **inputs)
+    test_set = ECGDataset(store, rows_test, windows=(window, stride), **inputs)
     y_val = val.y[:, scored]
 
     def validate(model: nn.Module) -> float:
         return macro_auroc(y_val, predict_records(model, val_set, settings.batch_size, device), classes=classes,
                            where=f"{where} / {task.validation_name}")
 
-    model = build_classifier(encoder, len(classes), settings, protocol)
+    model = build_classifier(encoder, len(classes), settings, protocol, seed=common.seed)
     outcome = train_benchmark_model(model, train_set, settings, validate=validate,
                                     phases=training_phases(model, settings, protocol), device=device,
-                                    progress=progress, where=where, validation_name=task.validation_name)
+                                    progress=progress, where=where, validation_name=task.validation_name,
+                                    seed=common.seed)
     y_test = test.y[:, scored]
     scores = predict_records(model, test_set, settings.batch_size, device)
     recipe = recipe_label(settings, protocol)
@@ -690,10 +682,9 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
         task.task, protocol, encoder.label, classes, y_test, scores, split=task.split_label, recipe=recipe,
         selection=settings.selection,
         subset_draw=settings.subset_draw if settings.train_fraction < 1 else "all",
-        label_fraction=settings.train_fraction, n_train=len(subset), seed=settings.seed, n_boot=settings.n_boot,
-        ci_level=settings.ci_level,
-        notes=join_notes(notes, _training_notes(settings, protocol, outcome, task.validation_name)),
-        names=names)
+        label_fraction=settings.train_fraction, n_train=len(subset), seed=common.seed, n_boot=common.n_boot,
+        ci_level=common.ci_level, notes=join_notes(notes, _training_notes(outcome, task.validation_name)),
+        names=names, settings=row_settings(settings, protocol))
     checkpoint = {"architecture": encoder.architecture, "encoder_kwargs": encoder.encoder_kwargs,
                   "encoder_state": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
                   "head_state": {k: v.cpu() for k, v in model.head.state_dict().items()},
@@ -716,60 +707,55 @@ def supervised_spec(architecture: str, fs: float = 100.0, seed: int = 0) -> Enco
 
 
 def run_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
-                        tasks: Sequence[str] = TASKS, *, supervised: Sequence[str] = ("xresnet1d101",),
-                        supervised_fs: float = 100.0, settings: BenchmarkSettings | None = None,
-                        min_samples: int = 0, random_baselines: bool = True,
-                        save_models: bool = True) -> ProtocolResults:
-    """Protocol A: the PTB-XL benchmark, macro AUROC and AUPRC on fold 10, for the supervised architectures and
-    every encoder to fine-tune.
+                  settings: BenchmarkSettings | None = None, common: CommonSettings | None = None, *,
+                  random_baselines: bool = True, **changes) -> ProtocolResults:
+    """Protocol A: the PTB-XL benchmark recipe, macro AUROC and AUPRC on the test split, for the supervised
+    architectures and (`settings.finetune`) every encoder to fine-tune.
 
     Args:
         encoders: pretrained encoders to fine-tune (`EncoderSpec`s or `LoadedEncoder`s); may be empty.
-        workspace: the run's `Workspace` (its dataset, device, progress bars).
-        tasks: the benchmark tasks (default all six).
-        supervised: architectures trained from scratch (default xresnet1d101, the benchmark's strongest).
-        supervised_fs: their sampling rate (the benchmark: 100 Hz).
-        settings: the recipe (default: the benchmark's); `recipe_settings("esi", epochs=...)` gives another preset
-            with knobs changed (a changed knob makes the recipe "custom" in the results).
-        min_samples: keep classes with more than this many records.
+        workspace: the dataset's `Workspace` (stores, device, progress bars).
+        settings: what is trained and the recipe (params keys `evaluate_benchmark_*`; default: the benchmark's
+            six tasks, xresnet1d101 from scratch at 100 Hz, its recipe); `recipe_settings("esi", epochs=...)` gives
+            another preset (a changed knob makes the rows' recipe "custom").
+        common: seed, intervals, paired tests and classes kept (`evaluate_n_boot`, ...; default `CommonSettings()`).
         random_baselines: fine-tune the random-init twin of every pretrained encoder too.
-        save_models: keep each trained model (usable later as EncoderSpec(kind="supervised", path=...)).
+        changes: fields of `settings` or `common` to change (`epochs=1, n_boot=20`).
 
     Returns:
         `ProtocolResults`. Every pretrained encoder's rows get the p-value of a paired permutation test against its
         random-init twin fine-tuned the same way. Test-set scores go to
-        <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `save_models`) to
+        <run_dir>/evaluate/predictions/<protocol>/<task>/, trained models (if `settings.save_models`) to
         <run_dir>/evaluate/models/<protocol>/<task>/<encoder>.pt.
     """
-    settings = settings or BenchmarkSettings()
-    to_finetune = load_encoders(encoders, "cpu", random_baselines)
-    plan = [(load_encoder(supervised_spec(a, supervised_fs, settings.seed), "cpu"), PROTOCOL_SUPERVISED)
-            for a in supervised]
+    settings, common = with_changes(changes, settings or BenchmarkSettings(), common or CommonSettings())
+    to_finetune = load_encoders(encoders, "cpu", random_baselines) if settings.finetune else []
+    plan = [(load_encoder(supervised_spec(a, settings.supervised_fs, common.seed), "cpu"), PROTOCOL_SUPERVISED)
+            for a in settings.supervised]
     plan += [(e, PROTOCOL_FINETUNE) for e in to_finetune]
 
     outputs, per_class = [], []
     for encoder, protocol in plan:
         store = workspace.dataset.store(encoder.fs)
-        for task_name in tasks:
-            task = workspace.dataset.task(task_name, min_samples)
-            out = benchmark_task(encoder, task, store, settings, protocol=protocol, device=workspace.device,
-                                 progress=workspace.progress, names=workspace.dataset.class_names(task.classes),
+        for task_name in workspace.dataset.task_names(settings.tasks):
+            task = workspace.dataset.task(task_name, common.min_samples)
+            out = benchmark_task(encoder, task, store, settings, protocol=protocol, common=common,
+                                 device=workspace.device, progress=workspace.progress,
+                                 names=workspace.dataset.class_names(task.classes),
                                  valid_samples=workspace.dataset.valid_samples(encoder.fs))
             outputs.append({"encoder": encoder.label, "rows": out["rows"], "y_true": out["y_true"],
                             "y_score": out["y_score"],
-                            "key": (task_name, protocol, out["recipe"], settings.train_fraction, settings.seed)})
+                            "key": (task_name, protocol, out["recipe"], settings.train_fraction, common.seed)})
             per_class.extend(out["per_class"])
             name = slug(encoder.label)
             save_predictions(workspace.predictions_dir / protocol / task_name / f"{name}.npz", out["y_true"],
                              out["y_score"], out["classes"], out["ecg_ids"], encoder=encoder.label,
-                             label_fraction=settings.train_fraction, seed=settings.seed,
+                             label_fraction=settings.train_fraction, seed=common.seed,
                              pretrained=encoder.pretrained, recipe=out["recipe"], selection=settings.selection)
-            if save_models:
+            if settings.save_models:
                 path = workspace.models_dir / protocol / task_name / f"{name}.pt"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(out["checkpoint"], path)
     # Twins only among the fine-tuned encoders: a supervised architecture is not the baseline of a pretrained one.
-    attach_p_values(outputs, twin_labels(to_finetune), n_resamples=settings.significance_resamples,
-                    seed=settings.seed)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class,
-                                     **workspace.dataset.context)
+    attach_p_values(outputs, twin_labels(to_finetune), n_resamples=common.significance_resamples, seed=common.seed)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.dataset.context)

@@ -1,6 +1,13 @@
 """Settings of `python -m esi.evaluate` (params keys `evaluate_<field>`; see params/ptbxl_benchmark.yaml).
 
     config = load_evaluate_config("params/ptbxl_benchmark.yaml", ["evaluate_probe_epochs=20"])
+    config.probe.epochs        # 20: each protocol's settings are one dataclass, passed whole to it
+
+Each protocol's settings live beside the protocol (`ProbeSettings` in esi.evaluate.linear_probe, ...), each default
+and its comment written once; their params keys are derived from them (`esi.config.settings_group`):
+`evaluate_probe_epochs` sets `config.probe.epochs`, `evaluate_benchmark_lr` sets `config.benchmark.lr`, and the
+settings every protocol shares (`CommonSettings`) keep their plain keys (`evaluate_n_boot` sets
+`config.common.n_boot`).
 """
 
 from __future__ import annotations
@@ -9,13 +16,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
-from esi.config import load_config, overrides_for, read_params, section_keys
-from esi.data.ptbxl import TASKS
+from esi.config import load_config, overrides_for, read_params, section_keys, settings_group
+from esi.evaluate.benchmark import BenchmarkSettings
 from esi.evaluate.encoders import EncoderSpec
+from esi.evaluate.identification import IdentificationSettings
+from esi.evaluate.linear_probe import ProbeSettings
+from esi.evaluate.results import CommonSettings, Task
+from esi.evaluate.zero_shot import ZeroShotSettings
 
 PROTOCOLS = ("linear_probe", "benchmark", "zero_shot", "identification")
 Protocol = Literal["linear_probe", "benchmark", "zero_shot", "identification"]
-Task = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
 
 
 @dataclass
@@ -63,68 +73,16 @@ class EvaluateConfig:
     device: str = "cpu"                   # torch device ("cpu", "cuda", "cuda:1")
     batch_size: int = 32                  # records per forward pass extracting features (CPU 16-32; a GPU 256+)
     convert_workers: int = 0              # processes for the one-off conversions (0: all cores)
-    n_boot: int = 100                     # bootstrap resamples of the test records for every interval
-    ci_level: float = 0.90                # coverage of every interval (0.90: the benchmark's 5th-95th percentiles)
-    # random swaps of the paired permutation test of each pretrained encoder against its random-init twin (p_value)
-    significance_resamples: int = 1000
-    seed: int = 0                         # seed of subsets, heads, crops and bootstraps
-    # PTB-XL: keep classes occurring in more than this many records (the benchmark: 0); as the benchmark's
-    # select_data, every task but `diagnostic` applies it
-    min_samples: int = 0
+    # n_boot, ci_level, significance_resamples, seed, min_samples: what every protocol shares (CommonSettings)
+    common: CommonSettings = settings_group(CommonSettings, prefix="")
     progress: bool = True                 # progress bars
 
-    # -- Protocol B: linear probe on frozen features
-    # PTB-XL tasks (another dataset has one task, itself)
-    probe_tasks: list[Task] = field(default_factory=lambda: ["superdiagnostic", "subdiagnostic", "form", "rhythm"])
-    probe_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])   # label fractions of train
-    probe_seeds: list[int] = field(default_factory=lambda: [0])   # one probe per seed
-    probe_epochs: int = 100               # the head's epochs (the best one on the validation split is kept)
-    probe_lr: float = 1e-2                # the head's AdamW learning rate
-    # weight decays tried; the best on the validation split is kept
-    probe_weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2])
-    # how 1 %/10 % subsets are drawn: "merl" (MERL's records: train_test_split, random_state 42, of the training
-    # records in id order) or "every_class" (plus a positive of every missing class)
-    probe_subset_draw: Literal["merl", "every_class"] = "merl"
-    # which head is scored: "validation" (the weight decay and epoch best on the validation split) or "test_max"
-    # (MERL's reporting: the best test AUROC over epochs; reproduction only, optimistic, rows say selection test_max)
-    probe_selection: Literal["validation", "test_max"] = "validation"
-
-    # -- Protocol A: the PTB-XL benchmark recipe (trained end to end)
-    benchmark_tasks: list[Task] = field(default_factory=lambda: list(TASKS))   # PTB-XL tasks (all six)
-    benchmark_supervised: list[str] = field(default_factory=lambda: ["xresnet1d101"])   # trained from scratch
-    benchmark_supervised_fs: float = 100.0   # their sampling rate (the benchmark: 100 Hz)
-    benchmark_finetune: bool = True       # also fine-tune each encoder of `encoders` (at its own rate)
-    # "benchmark" (the published recipe: its weight_init, Adam betas (0.9, 0.99), final-epoch model, fine-tuning
-    # head first then all layers with discriminative rates) or "esi" (ours: the model's own init with zero residual
-    # BN, AdamW 0.999, the epoch best on fold 9, all layers at once)
-    benchmark_recipe: Literal["benchmark", "esi"] = "benchmark"
-    # override the recipe's model selection; null: the recipe's. Any override makes the rows' recipe "custom"
-    benchmark_selection: Literal["final_epoch", "fold9_best"] | None = None
-    benchmark_epochs: int = 50            # epochs from scratch (the benchmark: 50; rows below it say so)
-    benchmark_finetune_epochs: int = 30   # epochs of each fine-tuning phase (the benchmark: 30 head + 30 all layers)
-    benchmark_batch_size: int = 128       # crops per step
-    benchmark_lr: float | None = None     # null: the recipe's (benchmark 1e-2, esi 1e-2)
-    benchmark_finetune_lr: float | None = None   # null: the recipe's (benchmark 1e-2, esi 1e-3)
-    benchmark_weight_decay: float | None = None  # null: the recipe's (1e-2)
-    benchmark_window_s: float = 2.5       # training crop and evaluation window (seconds)
-    benchmark_stride_s: float = 1.25      # evaluation window stride (seconds); windows are max-aggregated
-    benchmark_dropout: float = 0.5        # head dropout (half of it before the hidden layer)
-    benchmark_train_fraction: float = 1.0   # share of the training split used (1.0: the benchmark)
-    benchmark_save_models: bool = True    # keep the trained models (usable as EncoderSpec kind "supervised")
-    benchmark_loader_workers: int = 0     # DataLoader worker processes for training
-
-    # -- Zero-shot: class prompts vs ECG embeddings (ESI models)
-    zero_shot_tasks: list[Task] = field(default_factory=lambda: ["superdiagnostic", "subdiagnostic", "form", "rhythm"])
-    zero_shot_waveform_dict: str = ""     # statement -> description JSON (CQA output); "": class names only
-    # prompt templates with {class_name} and {description} (embeddings averaged over them)
-    zero_shot_templates: list[str] = field(default_factory=lambda: ["ECG showing {class_name}. {description}"])
-    zero_shot_no_description_template: str = "ECG showing {class_name}."   # a class without a description
-    zero_shot_class_names: dict = field(default_factory=dict)   # label (or SNOMED abbreviation) -> English name
-    zero_shot_folds: list[int] = field(default_factory=lambda: [10])   # folds scored (10: the test split)
-
-    # -- Identification (PTB-XL: gallery = each patient's earliest record, probes = the later ones)
-    identification_folds: list[int] = field(default_factory=list)   # folds to draw patients from ([]: all)
-    identification_max_rank: int = 20    # length of the CMC curve
+    # -- The protocols' settings, each passed whole to its protocol (keys `evaluate_<protocol>_<field>`)
+    probe: ProbeSettings = settings_group(ProbeSettings)             # Protocol B: linear probe on frozen features
+    benchmark: BenchmarkSettings = settings_group(BenchmarkSettings)   # Protocol A: the benchmark recipe
+    zero_shot: ZeroShotSettings = settings_group(ZeroShotSettings)   # class prompts vs ECG embeddings (ESI models)
+    # PTB-XL: gallery = each patient's earliest record, probes = the later ones
+    identification: IdentificationSettings = settings_group(IdentificationSettings)
 
     # -- Figures
     figures: bool = True                  # draw the figures

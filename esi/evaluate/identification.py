@@ -21,15 +21,16 @@ taken on another visit, so top-1/top-5 are also reported on the probes at least 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from esi.config import with_changes
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
 from esi.evaluate.metrics import cmc_curve, identification_ranks, paired_test
-from esi.evaluate.results import ProtocolResults, fold_split, join_notes, result_row
+from esi.evaluate.results import CommonSettings, ProtocolResults, fold_split, join_notes, result_row
 from esi.evaluate.workspace import Workspace
 
 PROTOCOL = "identification"
@@ -39,6 +40,15 @@ TASK = "patient_identification"
 SMOKE_PROBES = 500
 # Probes closer than this to their gallery record count as same-session repeats for the `_beyond_24h` rows.
 SAME_SESSION_HOURS = 24.0
+
+
+@dataclass
+class IdentificationSettings:
+    """Identification's settings (params keys `evaluate_identification_<field>`); gallery = each patient's
+    earliest record, probes = the later ones."""
+
+    folds: list[int] = field(default_factory=list)   # folds to draw patients from ([]: all)
+    max_rank: int = 20                    # length of the CMC curve
 
 
 @dataclass
@@ -203,37 +213,36 @@ def identification_rows(label: str, outcome: IdentificationOutcome, split: Ident
     return rows
 
 
-def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace, *,
-                       folds: Sequence[int] | None = None, max_rank: int = 20, n_boot: int = 100, seed: int = 0,
-                       random_baselines: bool = True, level: float = 0.90,
-                       significance_resamples: int = 1000) -> ProtocolResults:
+def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
+                       settings: IdentificationSettings | None = None, common: CommonSettings | None = None, *,
+                       random_baselines: bool = True, **changes) -> ProtocolResults:
     """Patient identification (top-1/top-5 accuracy) of every encoder, each pretrained one tested against its
     random-init twin on the same probes.
 
     Args:
         encoders: `EncoderSpec`s or `LoadedEncoder`s.
-        workspace: the run's `Workspace` (a dataset with patient ids, feature cache, device, batch size).
-        folds: restrict to these folds (None: all records).
-        max_rank: length of the CMC curve saved.
-        n_boot: bootstrap resamples of the probes.
-        seed: bootstrap seed.
+        workspace: the PTB-XL `Workspace` (patient ids, stores, feature cache, device, batch size).
+        settings: folds and CMC length (params keys `evaluate_identification_*`; default: all folds, rank 20).
+        common: bootstrap seed and resamples, interval coverage and paired-test resamples (default
+            `CommonSettings()`).
         random_baselines: add the random-init twin of every pretrained spec.
-        level: coverage of the bootstrap intervals (0.90: 5th-95th percentiles).
-        significance_resamples: resamples of the paired test against each encoder's random-init twin.
+        changes: fields of `settings` or `common` to change (`max_rank=5, n_boot=20`).
 
     Returns:
         `ProtocolResults` (no per-class rows). CMC curves, the ranks of all probes and each probe's gap to its
         gallery record (hours) go to <run_dir>/evaluate/predictions/identification/<encoder>.npz.
     """
+    settings, common = with_changes(changes, settings or IdentificationSettings(), common or CommonSettings())
+    folds = settings.folds or None
     split = identification_split(workspace.dataset.patient_table(), folds)
     loaded = load_encoders(encoders, workspace.device, random_baselines)
     rows, ranks = {}, {}
     for encoder in loaded:
         features = workspace.features(encoder)  # every record: the same cached features as the linear probe
         outcome = identify(features.take(split.gallery_ids), split.gallery_patients, features.take(split.probe_ids),
-                           split.probe_patients, max_rank=max_rank)
-        rows[encoder.label] = identification_rows(encoder.label, outcome, split, n_boot, seed, level=level,
-                                                  split_name=fold_split(folds))
+                           split.probe_patients, max_rank=settings.max_rank)
+        rows[encoder.label] = identification_rows(encoder.label, outcome, split, common.n_boot, common.seed,
+                                                  level=common.ci_level, split_name=fold_split(folds))
         ranks[encoder.label] = outcome.ranks
         path = workspace.predictions_dir / PROTOCOL / f"{slug(encoder.label)}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +252,8 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
                      encoder=np.asarray(encoder.label), pretrained=np.asarray(encoder.pretrained),
                      n_gallery=np.asarray(split.n_patients))
     for label, twin in twin_labels(loaded).items():
-        attach_identification_p_values(rows[label], ranks[label], ranks[twin], split, twin, significance_resamples)
+        attach_identification_p_values(rows[label], ranks[label], ranks[twin], split, twin,
+                                       common.significance_resamples)
     return ProtocolResults.from_rows([row for encoder_rows in rows.values() for row in encoder_rows], [],
                                      **workspace.dataset.context)
 

@@ -15,7 +15,7 @@ For each encoder, task, label fraction and seed:
 
     workspace = Workspace("outputs/run", "data/ptbxl")
     results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace,
-                               tasks=["superdiagnostic"], fractions=[0.01, 0.1, 1.0])
+                               ProbeSettings(tasks=["superdiagnostic"], fractions=[0.01, 0.1, 1.0]))
     results.table
 
 The random-init twin of every pretrained encoder is added by default (`random_baselines=True`). The subset draws
@@ -24,17 +24,18 @@ are shared with the PTB-XL benchmark's `train_fraction`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
+from esi.config import with_changes
 from esi.evaluate.encoders import EncoderSpec, LoadedEncoder, load_encoders, slug, twin_labels
 from esi.evaluate.features import FeatureSet
 from esi.evaluate.metrics import macro_auroc
-from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, join_notes,
-                                  save_predictions)
+from esi.evaluate.results import (CommonSettings, ProtocolResults, Task, attach_p_values, changed_settings,
+                                  classification_rows, join_notes, save_predictions)
 from esi.evaluate.workspace import Workspace, official_splits
 
 PROTOCOL = "linear_probe"
@@ -52,6 +53,38 @@ DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
 # fraction plus one positive of any class left without one, so the head can learn every class it is scored on.
 SUBSET_DRAWS = ("merl", "every_class")
 MERL_SEED = 42  # MERL's random_state
+
+
+@dataclass
+class ProbeSettings:
+    """Protocol B's settings (params keys `evaluate_probe_<field>`); the defaults are MERL's protocol with the
+    head chosen on the validation split."""
+
+    # PTB-XL tasks (another dataset has one task, itself)
+    tasks: list[Task] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))   # label fractions of train
+    seeds: list[int] = field(default_factory=lambda: [0])   # one probe per seed (head; subset: subset_seed + seed)
+    epochs: int = 100                     # the head's epochs (the best one on the validation split is kept)
+    lr: float = 1e-2                      # the head's AdamW learning rate
+    # weight decays tried; the best on the validation split is kept
+    weight_decays: list[float] = field(default_factory=lambda: list(DEFAULT_WEIGHT_DECAYS))
+    # how 1 %/10 % subsets are drawn: "merl" (MERL's records: train_test_split, random_state 42, of the training
+    # records in id order) or "every_class" (plus a positive of every missing class)
+    subset_draw: Literal["merl", "every_class"] = "merl"
+    subset_seed: int = MERL_SEED          # seed of the subset draw for seed 0 (42: MERL's random_state)
+    # which head is scored: "validation" (the weight decay and epoch best on the validation split) or "test_max"
+    # (MERL's reporting: the best test AUROC over epochs; reproduction only, optimistic, rows say selection test_max)
+    selection: Literal["validation", "test_max"] = "validation"
+
+
+# Settings a probe row shows in columns of their own (task, label_fraction, seed, subset_draw, selection).
+IN_COLUMNS = ("tasks", "fractions", "seeds", "subset_draw", "selection")
+
+
+def row_settings(settings: ProbeSettings) -> dict:
+    """The results' `settings` of a probe row: every other setting where it differs from the default."""
+    names = [f.name for f in fields(settings) if f.name not in IN_COLUMNS]
+    return changed_settings(settings, ProbeSettings(), names)
 
 
 def label_fraction_subset(y: np.ndarray, fraction: float, seed: int = MERL_SEED, draw: str = "merl") -> np.ndarray:
@@ -169,10 +202,9 @@ def train_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
     return ProbeResult(weight_decay=wd, epoch=epoch, val_auroc=val, test_scores=test_scores, val_curve=curves)
 
 
-def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, epochs: int = 100, lr: float = 1e-2,
-               weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
-               subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
-               encoder_label: str = "encoder", names: dict | None = None, selection: str = "validation") -> dict:
+def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, settings: ProbeSettings | None = None,
+               common: CommonSettings | None = None, *, encoder_label: str = "encoder", names: dict | None = None,
+               **changes) -> dict:
     """Train and score one linear probe.
 
     Args:
@@ -180,29 +212,29 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
         task: a `PTBXLTask` (all folds).
         fraction: share of the training folds used (0 < fraction <= 1).
         seed: seed of the head's initialisation and the bootstrap; the subset is drawn with subset_seed + seed.
-        epochs, lr, weight_decays: the probe's training (see `train_linear_probe`).
-        draw: how the fraction is drawn ("merl" or "every_class", see `label_fraction_subset`).
-        subset_seed: seed of the draw for seed 0 (42: MERL's random_state).
-        n_boot: bootstrap resamples of the test records.
-        ci_level: coverage of the interval.
+        settings: the probe's training (epochs, lr, weight_decays, subset_draw, subset_seed, selection; see
+            `ProbeSettings`, `train_linear_probe`); its tasks, fractions and seeds are not read here.
+        common: bootstrap resamples and interval coverage (`CommonSettings`).
         encoder_label: the encoder's name in the rows.
         names: class label -> English name for the per-class rows.
-        selection: "validation" (default) or "test_max" (MERL's: reproduction only; see `train_linear_probe`).
+        changes: fields of `settings` or `common` to change (`epochs=1, n_boot=0`).
 
     Returns:
         {"rows": tidy rows (macro AUROC, AUPRC), "per_class": rows, "y_true", "y_score", "classes", "ecg_ids",
          "probe": ProbeResult, "train_ids": ecg_ids of the training subset}.
     """
+    settings, common = with_changes(changes, settings or ProbeSettings(), common or CommonSettings())
+    selection = settings.selection
     train, val, test, scored, classes, notes = official_splits(task)
     y_train, y_val, y_test = train.y[:, scored], val.y[:, scored], test.y[:, scored]
 
-    subset = label_fraction_subset(y_train, fraction, seed=subset_seed + seed, draw=draw)
+    subset = label_fraction_subset(y_train, fraction, seed=settings.subset_seed + seed, draw=settings.subset_draw)
     x_train = features.take(train.ecg_ids[subset])
     x_val, x_test = features.take(val.ecg_ids), features.take(test.ecg_ids)
     where = f"{encoder_label} / {task.task} / {PROTOCOL}"
-    probe = train_linear_probe(x_train, y_train[subset], x_val, y_val, x_test, weight_decays=tuple(weight_decays),
-                               epochs=epochs, lr=lr, seed=seed, classes=classes, where=where, selection=selection,
-                               y_test=y_test)
+    probe = train_linear_probe(x_train, y_train[subset], x_val, y_val, x_test,
+                               weight_decays=tuple(settings.weight_decays), epochs=settings.epochs, lr=settings.lr,
+                               seed=seed, classes=classes, where=where, selection=selection, y_test=y_test)
     unlearnable = subset_classes_without_positive(y_train[subset], classes)
     if unlearnable and fraction < 1:
         notes = join_notes(notes, f"{len(unlearnable)} class(es) without a positive in the {fraction:g} subset "
@@ -219,54 +251,44 @@ def probe_task(features: FeatureSet, task, fraction: float, seed: int = 0, *, ep
                                   f"epoch {probe.epoch} (val AUROC {probe.val_auroc:.3f})")
     scored_rows = classification_rows(task.task, PROTOCOL, encoder_label, classes, y_test, probe.test_scores,
                                       split=task.split_label, recipe=RECIPE, selection=SELECTIONS[selection],
-                                      subset_draw=draw if fraction < 1 else "all",
-                                      label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=n_boot,
-                                      ci_level=ci_level, notes=notes, names=names)
+                                      subset_draw=settings.subset_draw if fraction < 1 else "all",
+                                      label_fraction=fraction, n_train=len(subset), seed=seed, n_boot=common.n_boot,
+                                      ci_level=common.ci_level, notes=notes, names=names,
+                                      settings=row_settings(settings))
     return {**scored_rows, "y_true": y_test, "y_score": probe.test_scores, "classes": classes,
             "ecg_ids": test.ecg_ids, "probe": probe, "train_ids": train.ecg_ids[subset]}
 
 
 def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Workspace,
-                     tasks: Sequence[str] = DEFAULT_TASKS, fractions: Sequence[float] = DEFAULT_FRACTIONS, *,
-                     seeds: Sequence[int] = (0,), epochs: int = 100, lr: float = 1e-2,
-                     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, draw: str = "merl",
-                     subset_seed: int = MERL_SEED, n_boot: int = 100, ci_level: float = 0.90,
-                     significance_resamples: int = 1000, min_samples: int = 0,
-                     random_baselines: bool = True, selection: str = "validation") -> ProtocolResults:
-    """Protocol B: linear-probe macro AUROC and AUPRC on PTB-XL fold 10 for every encoder x task x fraction x seed.
+                     settings: ProbeSettings | None = None, common: CommonSettings | None = None, *,
+                     random_baselines: bool = True, **changes) -> ProtocolResults:
+    """Protocol B: linear-probe macro AUROC and AUPRC on the test split for every encoder x task x fraction x seed.
 
     Args:
         encoders: `EncoderSpec`s (loaded here) or `LoadedEncoder`s.
-        workspace: the run's `Workspace` (its dataset, feature cache, device, batch size).
-        tasks: PTB-XL tasks (default: super/sub/form/rhythm, as MERL).
-        fractions: label fractions of the training folds (default 1 %, 10 %, 100 %).
-        seeds: one probe per seed (initialisation, bootstrap; the subset is drawn with subset_seed + seed).
-        epochs, lr, weight_decays: the probe's training; epoch and weight decay are chosen on fold 9.
-        draw: how 1 %/10 % subsets are drawn: "merl" (MERL's exact records) or "every_class".
-        subset_seed: seed of the draw for seed 0 (42: MERL's random_state).
-        n_boot: bootstrap resamples for the interval.
-        ci_level: coverage of the interval (0.90: the PTB-XL benchmark's 5th-95th percentiles).
-        significance_resamples: swaps of the paired permutation test against each encoder's random-init twin.
-        min_samples: keep classes with more than this many records (the benchmark's default 0).
+        workspace: the dataset's `Workspace` (stores, feature cache, device, batch size).
+        settings: the probe's settings (params keys `evaluate_probe_*`; default `ProbeSettings()`: MERL's tasks
+            and fractions, the head chosen on the validation split).
+        common: intervals, paired tests and classes kept (`evaluate_n_boot`, ...; default `CommonSettings()`).
         random_baselines: add the random-init twin of every pretrained spec.
-        selection: "validation" (default) or "test_max" (MERL's test-set maximum: reproduction only).
+        changes: fields of `settings` or `common` to change (`epochs=3, n_boot=20`).
 
     Returns:
         `ProtocolResults`; its table has four rows (metric "macro_auroc", "macro_auprc" and each over the
-        supported classes) per encoder x task x fraction x seed. Test-set scores are written to <run_dir>/evaluate/predictions/linear_probe/<task>/.
+        supported classes) per encoder x task x fraction x seed. Test-set scores are written to
+        <run_dir>/evaluate/predictions/linear_probe/<task>/.
     """
+    settings, common = with_changes(changes, settings or ProbeSettings(), common or CommonSettings())
     loaded = load_encoders(encoders, workspace.device, random_baselines)
     outputs, per_class = [], []
     for encoder in loaded:
         features = workspace.features(encoder)
-        for task_name in tasks:
-            task = workspace.dataset.task(task_name, min_samples)
-            for fraction in fractions:
-                for seed in seeds:
-                    out = probe_task(features, task, fraction, seed, epochs=epochs, lr=lr,
-                                     weight_decays=weight_decays, draw=draw, subset_seed=subset_seed, n_boot=n_boot,
-                                     ci_level=ci_level, encoder_label=encoder.label,
-                                     names=workspace.dataset.class_names(task.classes), selection=selection)
+        for task_name in workspace.dataset.task_names(settings.tasks):
+            task = workspace.dataset.task(task_name, common.min_samples)
+            for fraction in settings.fractions:
+                for seed in settings.seeds:
+                    out = probe_task(features, task, fraction, seed, settings, common, encoder_label=encoder.label,
+                                     names=workspace.dataset.class_names(task.classes))
                     outputs.append({**out, "encoder": encoder.label, "key": (task_name, fraction, seed)})
                     per_class.extend(out["per_class"])
                     name = f"{slug(encoder.label)}_frac{fraction:g}_seed{seed}.npz"
@@ -274,6 +296,5 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
                                      out["y_score"], out["classes"], out["ecg_ids"], encoder=encoder.label,
                                      label_fraction=fraction, seed=seed, pretrained=encoder.pretrained,
                                      train_ids=out["train_ids"])
-    attach_p_values(outputs, twin_labels(loaded), n_resamples=significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class,
-                                     **workspace.dataset.context)
+    attach_p_values(outputs, twin_labels(loaded), n_resamples=common.significance_resamples, seed=0)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.dataset.context)

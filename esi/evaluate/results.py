@@ -9,7 +9,8 @@ merged, written and shown.
 
 One row of the table (RESULT_COLUMNS) is one number: a task, a protocol, an encoder, a metric, its bootstrap
 interval and the p-value against the encoder's random-init twin, with what produced it (split, recipe,
-selection, subset draw) and the notes a reader needs.
+selection, subset draw, and in `settings` every other setting of its protocol that differs from the default, as
+JSON) and the notes a reader needs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from esi.evaluate.published import with_comparability
 
 RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "labels", "recipe", "selection", "subset_draw",
                   "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
-                  "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "notes")
+                  "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "settings", "notes")
 PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
                      "class_name", "auroc", "auprc", "n_positive_test")
 # What a row of a PTB-XL protocol says in the dataset, length_policy and labels columns (every record is 10 s; labels
@@ -52,6 +53,34 @@ def fold_split(folds) -> str:
 
 # PTB-XL's fold 10 holds 2,198 records; with fewer than this many, results are a smoke test, not a benchmark.
 SMOKE_TEST_RECORDS = 500
+
+# The PTB-XL tasks a protocol is asked for (another dataset has one task, itself: `Workspace.task_names`).
+Task = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
+
+
+@dataclass
+class CommonSettings:
+    """What every protocol shares: its intervals, paired tests, seed and classes (params keys `evaluate_<field>`)."""
+
+    n_boot: int = 100                     # bootstrap resamples of the test records for every interval
+    ci_level: float = 0.90                # coverage of every interval (0.90: the benchmark's 5th-95th percentiles)
+    # random swaps of the paired permutation test of each pretrained encoder against its random-init twin (p_value)
+    significance_resamples: int = 1000
+    seed: int = 0                         # seed of subsets, heads, crops and bootstraps
+    # PTB-XL: keep classes occurring in more than this many records (the benchmark: 0); as the benchmark's
+    # select_data, every task but `diagnostic` applies it
+    min_samples: int = 0
+
+
+def settings_json(settings: Mapping) -> str:
+    """The results' `settings` column: the settings that made a row and differ from its protocol's defaults, as
+    one JSON object with sorted keys ("{}": the defaults)."""
+    return json.dumps(dict(settings), sort_keys=True, default=str)
+
+
+def changed_settings(settings, defaults, names: Sequence[str]) -> dict:
+    """{name: value} of the fields `names` where `settings` differs from `defaults` (two settings dataclasses)."""
+    return {name: getattr(settings, name) for name in names if getattr(settings, name) != getattr(defaults, name)}
 
 
 def smoke_note(n_test: int) -> str:
@@ -81,7 +110,7 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
                subset_draw: str = "", ci_level: float = float("nan"), p_value: float = float("nan"),
                label_fraction: float = float("nan"), n_test: int = 0, n_train: int = 0, seed: int | None = None,
                n_rare: int | None = None, notes: str = "", size_note: bool = True, dataset: str = "",
-               length_policy: str = "", labels: str = "") -> dict:
+               length_policy: str = "", labels: str = "", settings: Mapping | None = None) -> dict:
     """One row of the tidy results table (RESULT_COLUMNS).
 
     Args:
@@ -107,6 +136,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
         dataset, length_policy, labels: which benchmark, how its records were brought to 10 s and which rule made
             its labels ("exact" SNOMED codes, "merl_released", "ecgfix"; PTB-XL's SCP statements); "" lets
             `ProtocolResults.from_rows` fill in the workspace's.
+        settings: the protocol's settings that produced the row where they differ from its defaults (the
+            `settings` column, JSON; see `settings_json`); `recipe` names the preset they make.
     """
     return {"dataset": dataset, "task": task, "protocol": protocol, "split": split, "length_policy": length_policy,
             "labels": labels,
@@ -115,7 +146,7 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
             "p_value": float(p_value), "p_value_holm": float("nan"), "n_test": int(n_test), "n_train": int(n_train),
             "n_rare_classes": n_rare, "seed": seed, "comparable": False, "why_not": "",
-            "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
+            "settings": settings_json(settings or {}), "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
 
 
 def unscorable_note(y_true: np.ndarray, classes) -> str:
@@ -132,7 +163,7 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
                         split: str, recipe: str, selection: str, subset_draw: str = "",
                         label_fraction: float = float("nan"),
                         n_train: int = 0, seed: int = 0, n_boot: int = 100, ci_level: float = 0.90,
-                        notes: str = "", names=None) -> dict:
+                        notes: str = "", names=None, settings: Mapping | None = None) -> dict:
     """Score one model's test predictions: macro AUROC and AUPRC rows with bootstrap intervals (over all scorable
     classes, and over the supported ones only), per-class rows.
 
@@ -147,7 +178,7 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
         task, protocol, encoder: as in the results table.
         classes: class labels, aligned with the columns of y_true and y_score.
         y_true, y_score: (records, classes) test labels and scores.
-        split, recipe, selection, subset_draw, label_fraction, n_train, seed: as in `result_row`.
+        split, recipe, selection, subset_draw, label_fraction, n_train, seed, settings: as in `result_row`.
         n_boot: bootstrap resamples of the test records (drawn with `seed`).
         ci_level: coverage of the interval.
         notes: the protocol's own notes.
@@ -160,7 +191,7 @@ def classification_rows(task: str, protocol: str, encoder: str, classes, y_true:
     where = f"{encoder} / {task} / {protocol}"
     y_true = np.asarray(y_true)
     common = dict(split=split, recipe=recipe, selection=selection, subset_draw=subset_draw,
-                  label_fraction=label_fraction, n_test=len(y_true), n_train=n_train, seed=seed)
+                  label_fraction=label_fraction, n_test=len(y_true), n_train=n_train, seed=seed, settings=settings)
     results = bootstrap_metrics(y_true, y_score, metrics=CLASSIFICATION_METRICS, n_boot=n_boot, level=ci_level,
                                 seed=seed, classes=list(classes), where=where)
     n_rare = n_rare_classes(y_true)

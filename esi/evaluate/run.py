@@ -4,18 +4,26 @@
 What one run does:
   1. resolve the config (params keys `evaluate_*`) and write it to <run_dir>/evaluate_config.yaml;
   2. load every encoder once (plus the random-init twin of each pretrained one);
-  3. on each dataset of `evaluate_datasets` (PTB-XL, CPSC2018, CSN, a Challenge source; one `Workspace` each) run
-     the chosen protocols: linear probe (B), the PTB-XL benchmark recipe (A), zero-shot, identification (PTB-XL
+  3. run the chosen protocols, each on every dataset of `evaluate_datasets` (PTB-XL, CPSC2018, CSN, a Challenge
+     source; one `Workspace` each): linear probe (B), the PTB-XL benchmark recipe (A), zero-shot, identification (PTB-XL
      only); each dataset is converted into a store per sampling rate on first use and features are cached under
      <run_dir>/evaluate/; a Challenge dataset's class and record counts go to evaluate/<dataset>_summary.csv;
   4. write the tidy table as <run_dir>/results.csv and results.json, per-class AUROCs as per_class.csv
      (esi.evaluate.results), and the figures the results allow under <run_dir>/figures/ (`make_figures`, drawn
      with esi.plots).
 
-From Python (a notebook): `result = evaluate(config)`; `result.table` is the tidy DataFrame. One protocol alone:
+From Python: `result = evaluate(config)`; `result.table` is the tidy DataFrame. The same steps one by one, as
+notebook 04 runs them (each protocol is one public `run_*(encoders, workspace, settings, common)` call, its
+settings passed whole: `config.probe`, `config.benchmark`, `config.zero_shot`, `config.identification`):
+
+    evaluation = Evaluation.start(config)          # workspaces, encoders, evaluate_config.yaml
+    evaluation.run("linear_probe")                 # = run_linear_probe(encoders, workspace, config.probe, ...)
+    result = evaluation.finish()                   # results.csv, figures
+
+One protocol alone, without a config:
 
     workspace = Workspace("outputs/run", "data/ptbxl")
-    results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace)
+    results = run_linear_probe([EncoderSpec(kind="esi", path="outputs/run/model")], workspace, ProbeSettings())
 """
 
 from __future__ import annotations
@@ -32,11 +40,11 @@ import numpy as np
 import pandas as pd
 
 from esi.config import ConfigError, save_config
-from esi.evaluate.config import EvaluateConfig, load_evaluate_config
+from esi.evaluate.config import PROTOCOLS, EvaluateConfig, load_evaluate_config
 from esi.evaluate.encoders import load_encoders
 from esi.evaluate.identification import run_identification
 from esi.evaluate.linear_probe import run_linear_probe
-from esi.evaluate.benchmark import recipe_settings, run_benchmark
+from esi.evaluate.benchmark import run_benchmark
 from esi.evaluate.results import (RESULTS_CSV, SMOKE_TEST_RECORDS, ProtocolResults, load_predictions, summary,
                                  write_results)
 from esi.evaluate.datasets import ChallengeDataset, PTBXLDataset
@@ -99,86 +107,131 @@ def dataset_workspaces(config: EvaluateConfig, run_dir: Path, fs_hint: float = 5
     return workspaces
 
 
+def run_protocol(protocol: str, config: EvaluateConfig, encoders: Sequence, workspace) -> ProtocolResults | None:
+    """One protocol of `config` on one dataset: its `run_*` function with the config's settings, passed whole.
+
+    Args:
+        protocol: one of PROTOCOLS.
+        config: the settings (`config.probe`, `config.benchmark`, ... and `config.common`).
+        encoders: the loaded encoders, each pretrained one with its random-init twin (`load_encoders`).
+        workspace: the dataset's workspace (`dataset_workspaces`).
+
+    Returns:
+        The protocol's results; None for identification on a dataset without patient ids.
+    """
+    if protocol == "linear_probe":
+        return run_linear_probe(encoders, workspace, config.probe, config.common, random_baselines=False)
+    if protocol == "benchmark":
+        return run_benchmark(encoders, workspace, config.benchmark, config.common, random_baselines=False)
+    if protocol == "zero_shot":        # needs the ESI models' text side: it loads them from their specs
+        return run_zero_shot(config.encoders, workspace, config.zero_shot, config.common,
+                             random_baselines=config.random_baselines)
+    if protocol == "identification":
+        if not workspace.dataset.has_patient_ids:
+            return None
+        return run_identification(encoders, workspace, config.identification, config.common, random_baselines=False)
+    raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+
+
+@dataclass
+class Evaluation:
+    """One evaluation run in steps, as notebook 04 shows them and `evaluate` runs them:
+
+        evaluation = Evaluation.start(config)      # datasets checked, encoders loaded, config written
+        evaluation.run("linear_probe")             # one protocol on every dataset; results.csv rewritten
+        result = evaluation.finish()               # results, figures
+
+    Each `run` replaces what the same protocol gave before, so one protocol can be run again alone.
+    """
+
+    config: EvaluateConfig
+    run_dir: Path
+    workspaces: list                                   # one per dataset (`dataset_workspaces`)
+    encoders: list                                     # loaded, each pretrained one with its random-init twin
+    parts: dict = field(default_factory=dict)          # (protocol, dataset) -> ProtocolResults
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(cls, config: EvaluateConfig, run_name: str = "") -> Evaluation:
+        """Check every dataset folder (before any work), load the encoders once, write the config to
+        <run_dir>/evaluate_config.yaml.
+
+        Args:
+            config: the settings (`load_evaluate_config` builds one from params files).
+            run_name: names the run folder outputs/<run_name> when `config.out_dir` is empty.
+        """
+        run_dir = run_directory(config, run_name)
+        workspaces = dataset_workspaces(config, run_dir)      # a missing dataset folder stops here, before any work
+        encoders = load_encoders(config.encoders, config.device, config.random_baselines)
+        for workspace in workspaces:
+            if workspace.dataset.task_fs is not None and encoders:
+                workspace.dataset.task_fs = encoders[0].fs  # the task is read from a store this run converts anyway
+        save_config(config, run_dir / CONFIG_FILE)
+        return cls(config, run_dir, workspaces, encoders)
+
+    @property
+    def results(self) -> ProtocolResults:
+        """Everything run so far, one table (the protocols in the order they ran)."""
+        return ProtocolResults.concat(list(self.parts.values()))
+
+    def run(self, protocol: str) -> ProtocolResults | None:
+        """Run `protocol` on every dataset (`run_protocol`) and rewrite the results files, so a long run that stops
+        late keeps what it finished. None (and nothing runs) when `config.protocols` does not name it.
+
+        Args:
+            protocol: one of PROTOCOLS.
+        """
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if protocol not in self.config.protocols:
+            print(f"[esi.evaluate] {protocol}: not in evaluate_protocols, skipped", flush=True)
+            return None
+        mine = []
+        for workspace in self.workspaces:
+            part = run_protocol(protocol, self.config, self.encoders, workspace)
+            if part is not None:
+                self.parts[(protocol, workspace.dataset.name)] = part
+                mine.append(part)
+                merged = self.results
+                write_results(self.run_dir, merged.table, merged.per_class)
+        return ProtocolResults.concat(mine)
+
+    def finish(self) -> EvaluationResult:
+        """Write the results of every protocol run, warn about smoke-sized test sets, draw the figures."""
+        config, run_dir = self.config, self.run_dir
+        merged = self.results
+        table, per_class = merged.table, merged.per_class
+        write_results(run_dir, table, per_class)
+        smoke = table["n_test"] < SMOKE_TEST_RECORDS
+        if smoke.any():
+            warnings.warn(f"{int(smoke.sum())} result(s) come from small test sets (< {SMOKE_TEST_RECORDS} records): "
+                          "a smoke test of the pipeline, not numbers to compare with the literature", stacklevel=2)
+        figures = []
+        if config.figures and len(table):
+            for workspace in self.workspaces:
+                figures += make_figures(run_dir, table, per_class,
+                                        task=workspace.dataset.task_names([config.figure_task])[0],
+                                        encoders=self.encoders, workspace=workspace,
+                                        tsne_max_points=config.tsne_max_points,
+                                        tsne_iterations=config.tsne_iterations, seed=config.common.seed)
+            figures = list(dict.fromkeys(figures))
+        print(f"[esi.evaluate] {len(table)} results in {time.perf_counter() - self.started:.0f} s -> "
+              f"{run_dir / RESULTS_CSV}", flush=True)
+        return EvaluationResult(table=table, per_class=per_class, run_dir=run_dir, figures=figures)
+
+
 def evaluate(config: EvaluateConfig, run_name: str = "") -> EvaluationResult:
-    """Run the evaluation `config` describes and write its results; see the module docstring.
+    """Run the evaluation `config` describes and write its results; see the module docstring. The same steps as
+    notebook 04: `Evaluation.start`, `Evaluation.run` per protocol of `config.protocols`, `Evaluation.finish`.
 
     Args:
         config: the settings (`load_evaluate_config` builds one from params files).
-        run_name: names the run folder outputs/<run_name> when config.out_dir is empty.
+        run_name: names the run folder outputs/<run_name> when `config.out_dir` is empty.
     """
-    started = time.perf_counter()
-    run_dir = run_directory(config, run_name)
-    workspaces = dataset_workspaces(config, run_dir)      # a missing dataset folder stops here, before any work
-    encoders = load_encoders(config.encoders, config.device, config.random_baselines)
-    for workspace in workspaces:
-        if workspace.dataset.task_fs is not None and encoders:
-            workspace.dataset.task_fs = encoders[0].fs  # the task is read from a store this run converts anyway
-    save_config(config, run_dir / CONFIG_FILE)
-    parts = []
-
-    def finished(part) -> None:
-        # Results are rewritten after every protocol, so a long run that stops late keeps what it finished.
-        parts.append(part)
-        merged = ProtocolResults.concat(parts)
-        write_results(run_dir, merged.table, merged.per_class)
-
-    for workspace in workspaces:
-        if "linear_probe" in config.protocols:
-            finished(run_linear_probe(
-                encoders, workspace, workspace.dataset.task_names(config.probe_tasks), config.probe_fractions,
-                seeds=config.probe_seeds, epochs=config.probe_epochs, lr=config.probe_lr,
-                weight_decays=config.probe_weight_decays, draw=config.probe_subset_draw, n_boot=config.n_boot,
-                ci_level=config.ci_level, significance_resamples=config.significance_resamples,
-                min_samples=config.min_samples, random_baselines=False, selection=config.probe_selection))
-        if "benchmark" in config.protocols:
-            overrides = {"selection": config.benchmark_selection, "lr": config.benchmark_lr,
-                         "finetune_lr": config.benchmark_finetune_lr, "weight_decay": config.benchmark_weight_decay}
-            settings = recipe_settings(
-                config.benchmark_recipe, **{k: v for k, v in overrides.items() if v is not None},
-                epochs=config.benchmark_epochs, finetune_epochs=config.benchmark_finetune_epochs,
-                batch_size=config.benchmark_batch_size, window_s=config.benchmark_window_s,
-                stride_s=config.benchmark_stride_s, dropout=config.benchmark_dropout,
-                train_fraction=config.benchmark_train_fraction, subset_draw=config.probe_subset_draw,
-                seed=config.seed, n_boot=config.n_boot, ci_level=config.ci_level,
-                significance_resamples=config.significance_resamples, num_workers=config.benchmark_loader_workers)
-            finished(run_benchmark(
-                encoders if config.benchmark_finetune else [], workspace,
-                workspace.dataset.task_names(config.benchmark_tasks), supervised=config.benchmark_supervised,
-                supervised_fs=config.benchmark_supervised_fs, settings=settings, min_samples=config.min_samples,
-                random_baselines=False, save_models=config.benchmark_save_models))
-        if "zero_shot" in config.protocols:
-            finished(run_zero_shot(
-                config.encoders, workspace, workspace.dataset.task_names(config.zero_shot_tasks),
-                waveform_dict=config.zero_shot_waveform_dict or None, templates=config.zero_shot_templates,
-                no_description_template=config.zero_shot_no_description_template, names=config.zero_shot_class_names,
-                folds=config.zero_shot_folds, n_boot=config.n_boot, ci_level=config.ci_level,
-                significance_resamples=config.significance_resamples, seed=config.seed,
-                min_samples=config.min_samples, random_baselines=config.random_baselines))
-        if "identification" in config.protocols and workspace.dataset.has_patient_ids:
-            finished(run_identification(
-                encoders, workspace, folds=config.identification_folds or None,
-                max_rank=config.identification_max_rank, n_boot=config.n_boot, seed=config.seed,
-                random_baselines=False, level=config.ci_level, significance_resamples=config.significance_resamples))
-
-    merged = ProtocolResults.concat(parts)
-    table, per_class = merged.table, merged.per_class
-    write_results(run_dir, table, per_class)
-    smoke = table["notes"].astype(str).str.contains("smoke-sized")
-    if smoke.any():
-        warnings.warn(f"{int(smoke.sum())} result(s) come from small test sets (< {SMOKE_TEST_RECORDS} records): a "
-                      "smoke test of the pipeline, not numbers to compare with the literature", stacklevel=2)
-    figures = []
-    if config.figures and len(table):
-        for workspace in workspaces:
-            figures += make_figures(run_dir, table, per_class,
-                                    task=workspace.dataset.task_names([config.figure_task])[0],
-                                    encoders=encoders, workspace=workspace,
-                                    tsne_max_points=config.tsne_max_points, tsne_iterations=config.tsne_iterations,
-                                    seed=config.seed)
-        figures = list(dict.fromkeys(figures))
-    print(f"[esi.evaluate] {len(table)} results in {time.perf_counter() - started:.0f} s -> {run_dir / RESULTS_CSV}",
-          flush=True)
-    return EvaluationResult(table=table, per_class=per_class, run_dir=run_dir, figures=figures)
+    evaluation = Evaluation.start(config, run_name)
+    for protocol in PROTOCOLS:          # in this order, whatever order evaluate_protocols lists them in
+        evaluation.run(protocol)
+    return evaluation.finish()
 
 
 # --- the figures of a run -----------------------------------------------------------------------------------

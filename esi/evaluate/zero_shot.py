@@ -17,24 +17,25 @@ task, with the p-value of a paired test against the same model with a random-ini
 
     workspace = Workspace("outputs/run", "data/ptbxl")
     results = run_zero_shot([EncoderSpec(kind="esi", path="outputs/run/model")], workspace,
-                            waveform_dict="outputs/cqa/ptbxl_descriptions.json")
+                            ZeroShotSettings(waveform_dict="outputs/cqa/ptbxl_descriptions.json"))
 """
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
+from dataclasses import dataclass, field, fields
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from esi.config import with_changes
 from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, twin_labels,
                                    weights_identity)
-from esi.evaluate.results import (ProtocolResults, attach_p_values, classification_rows, join_notes,
-                                  save_predictions)
+from esi.evaluate.results import (CommonSettings, ProtocolResults, Task, attach_p_values, changed_settings,
+                                  classification_rows, join_notes, save_predictions)
 from esi.evaluate.workspace import Workspace
 from esi.paths import resolve
 
@@ -44,6 +45,23 @@ PROMPT_RECIPES = {True: "name_and_description_prompts", False: "class_name_promp
 DEFAULT_TASKS = ("superdiagnostic", "subdiagnostic", "form", "rhythm")
 DEFAULT_TEMPLATES = ("ECG showing {class_name}. {description}",)
 NO_DESCRIPTION_TEMPLATE = "ECG showing {class_name}."
+
+
+@dataclass
+class ZeroShotSettings:
+    """Zero-shot's settings (params keys `evaluate_zero_shot_<field>`)."""
+
+    tasks: list[Task] = field(default_factory=lambda: list(DEFAULT_TASKS))   # PTB-XL tasks
+    waveform_dict: str = ""               # statement -> description JSON (CQA output); "": class names only
+    # prompt templates with {class_name} and {description} (embeddings averaged over them)
+    templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
+    no_description_template: str = NO_DESCRIPTION_TEMPLATE   # a class without a description
+    class_names: dict = field(default_factory=dict)   # label (or SNOMED abbreviation) -> English name
+    folds: list[int] = field(default_factory=lambda: [10])   # folds scored (10: the test split)
+
+
+# Settings a zero-shot row shows in columns of their own (task; split: the folds scored).
+IN_COLUMNS = ("tasks", "folds")
 
 def class_descriptions(classes: Sequence[str], names: Mapping[str, str], aliases: Mapping[str, Sequence[str]],
                        waveform_dict) -> dict:
@@ -160,29 +178,21 @@ def load_esi_model(spec: EncoderSpec, device: str = "cpu", random_ecg: bool = Fa
                          leads=LEAD_ORDERS[leads], identity=weights_identity(wrapper, preprocessing), spec=spec)
 
 
-def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: Sequence[str] = DEFAULT_TASKS, *,
-                  waveform_dict: str | os.PathLike | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
-                  no_description_template: str = NO_DESCRIPTION_TEMPLATE, names: Mapping[str, str] | None = None,
-                  folds: Sequence[int] = (10,), n_boot: int = 100, ci_level: float = 0.90,
-                  significance_resamples: int = 1000, seed: int = 0, min_samples: int = 0,
-                  random_baselines: bool = True) -> ProtocolResults:
-    """Zero-shot macro AUROC and AUPRC of every ESI model on the records of `folds`, per task.
+def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, settings: ZeroShotSettings | None = None,
+                  common: CommonSettings | None = None, *, random_baselines: bool = True,
+                  **changes) -> ProtocolResults:
+    """Zero-shot macro AUROC and AUPRC of every ESI model on the records of `settings.folds`, per task.
 
     Args:
         encoders: `EncoderSpec`s of kind "esi" (others are skipped with a warning).
-        workspace: the run's `Workspace` (its dataset, feature cache, device, batch size).
-        tasks: the dataset's tasks (`workspace.dataset.task_names`: PTB-XL's; a Challenge dataset has one).
-        waveform_dict: statement -> description JSON (CQA output); None: prompts from class names only.
-        templates: prompt templates with {class_name} and {description}; embeddings averaged over them.
-        no_description_template: the prompt of a class without a description ({class_name}).
-        names: class label -> English name, overriding the defaults (see `class_names`).
-        folds: the folds scored (default 10: PTB-XL's test fold, the test split of the other datasets).
-        n_boot: bootstrap resamples.
-        ci_level: coverage of the interval (0.90, the PTB-XL benchmark's).
-        significance_resamples: resamples of the paired test against the random-init twin.
-        seed: bootstrap seed (and of the random-init baseline's weights via the spec).
-        min_samples: keep classes with more than this many records.
+        workspace: the dataset's `Workspace` (stores, feature cache, device, batch size).
+        settings: tasks, prompts and folds (params keys `evaluate_zero_shot_*`; default `ZeroShotSettings()`:
+            class names only, fold 10). Class names in `settings.class_names` override the defaults
+            (see `class_names`).
+        common: seed (bootstrap; the random-init baseline's weights come from the spec), intervals, paired tests
+            and classes kept (default `CommonSettings()`).
         random_baselines: also score each model with a random-init ECG encoder (chance level expected).
+        changes: fields of `settings` or `common` to change (`templates=[...], n_boot=20`).
 
     Returns:
         `ProtocolResults`. The prompts used are written to <run_dir>/evaluate/zero_shot_prompts.json, test-set
@@ -190,7 +200,11 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
     """
     from esi.data.statements import load_waveform_dict
 
-    descriptions_dict = load_waveform_dict(resolve(waveform_dict)) if waveform_dict else None
+    settings, common = with_changes(changes, settings or ZeroShotSettings(), common or CommonSettings())
+    folds = settings.folds
+    descriptions_dict = load_waveform_dict(resolve(settings.waveform_dict)) if settings.waveform_dict else None
+    used = changed_settings(settings, ZeroShotSettings(), [f.name for f in fields(settings)
+                                                            if f.name not in IN_COLUMNS])
     models = []
     for spec in encoders:
         if spec.kind != "esi":
@@ -202,15 +216,14 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
             models.append(load_esi_model(spec, workspace.device, random_ecg=True))
 
     outputs, per_class, used_prompts = [], [], {}
-    for task_name in tasks:
-        task = workspace.dataset.task(task_name, min_samples)
+    for task_name in workspace.dataset.task_names(settings.tasks):
+        task = workspace.dataset.task(task_name, common.min_samples)
         test = task.subset(np.isin(task.folds, list(folds)))
         if len(test) == 0:
             raise ValueError(f"{task_name}: no records in fold(s) {list(folds)}")
-        labels = workspace.dataset.class_names(task.classes, names)
-        aliases = workspace.dataset.class_aliases(task.classes)
-        found = class_descriptions(task.classes, labels, aliases, descriptions_dict)
-        prompts = class_prompts(task.classes, labels, found, templates, no_description_template)
+        labels = workspace.dataset.class_names(task.classes, settings.class_names)
+        found = class_descriptions(task.classes, labels, workspace.dataset.class_aliases(task.classes), descriptions_dict)
+        prompts = class_prompts(task.classes, labels, found, settings.templates, settings.no_description_template)
         used_prompts[task_name] = prompts
         n_found = sum(d is not None for d in found.values())
         coverage = f"descriptions found for {n_found}/{len(task.classes)} classes"
@@ -223,8 +236,9 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
             out = classification_rows(task_name, PROTOCOL, model.label, task.classes, test.y, scores,
                                       split=workspace.dataset.scored_split(task, folds),
                                       recipe=PROMPT_RECIPES[descriptions_dict is not None], selection="none",
-                                      seed=seed, n_boot=n_boot, ci_level=ci_level,
-                                      notes=join_notes(coverage, f"folds {list(folds)}"), names=labels)
+                                      seed=common.seed, n_boot=common.n_boot, ci_level=common.ci_level,
+                                      notes=join_notes(coverage, f"folds {list(folds)}"), names=labels,
+                                      settings=used)
             outputs.append({**out, "encoder": model.label, "key": task_name, "y_true": test.y, "y_score": scores})
             per_class.extend(out["per_class"])
             save_predictions(workspace.predictions_dir / PROTOCOL / task_name / f"{slug(model.label)}.npz", test.y,
@@ -232,6 +246,5 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, tasks: 
     path = workspace.run_dir / "evaluate" / "zero_shot_prompts.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
-    attach_p_values(outputs, twin_labels(models), n_resamples=significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class,
-                                     **workspace.dataset.context)
+    attach_p_values(outputs, twin_labels(models), n_resamples=common.significance_resamples, seed=0)
+    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.dataset.context)
