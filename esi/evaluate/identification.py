@@ -246,7 +246,8 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
                      n_gallery=np.asarray(split.n_patients))
     for label, twin in twin_labels(loaded).items():
         attach_identification_p_values(rows[label], ranks[label], ranks[twin], split, twin, significance_resamples)
-    return ProtocolResults.from_rows([row for encoder_rows in rows.values() for row in encoder_rows], [])
+    return ProtocolResults.from_rows([row for encoder_rows in rows.values() for row in encoder_rows], [],
+                                     encoders=loaded)
 
 
 def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ranks: np.ndarray,
