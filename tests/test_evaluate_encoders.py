@@ -134,6 +134,21 @@ def test_an_external_encoder_runs_the_linear_probe_and_identification_beside_its
     np.testing.assert_allclose(cached, expected.detach().numpy(), atol=1e-5)
 
 
+def test_an_external_encoder_is_fine_tuned_by_the_benchmark_recipe_on_its_own_window(merl_file, ptbxl_dir, shared,
+                                                                                       tmp_path):
+    from esi.evaluate.benchmark import PROTOCOL_FINETUNE, BenchmarkSettings, run_benchmark
+
+    workspace = Workspace(tmp_path, ptbxl_dir, workers=1, progress=False, **shared)
+    spec = EncoderSpec(kind="merl", path=str(merl_file), name="MERL tiny")
+    settings = BenchmarkSettings(epochs=1, finetune_epochs=1, batch_size=64, n_boot=10, significance_resamples=20)
+    table = run_benchmark([spec], workspace, ["superdiagnostic"], supervised=(), settings=settings,
+                          save_models=False).table
+    assert set(table["protocol"]) == {PROTOCOL_FINETUNE}
+    assert set(table["encoder"]) == {"MERL tiny", "random init (MERL MERLViT)"}
+    assert (table["encoder_window_s"] == 10.0).all() and table["value"].between(0, 1).all()
+    assert table.loc[table["encoder"] == "MERL tiny", "p_value"].notna().any()
+
+
 def test_a_python_factory_is_fed_its_declared_input_and_flagged_where_it_saw_the_test_set(ptbxl_dir):
     from esi.evaluate.results import ProtocolResults, result_row
 
