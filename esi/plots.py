@@ -824,7 +824,7 @@ def plot_encoder_comparison(table: pd.DataFrame, protocol: str = "linear_probe",
         y += 0.75 if is_twin[encoder] else 1.15
         positions[encoder] = y
     panels = list(dict.fromkeys(zip(cells["dataset"], cells["task"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 3.3 * len(panels), 0.9 + 0.42 * len(order)),
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 3.3 * len(panels), 1.6 + 0.42 * len(order)),
                              sharey=True, squeeze=False)
     chance = 0.5 if "auroc" in metric else 0.0
     for ax, (dataset, task) in zip(axes[0], panels):

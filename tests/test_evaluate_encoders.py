@@ -124,6 +124,12 @@ def test_an_external_encoder_runs_the_linear_probe_and_identification_beside_its
         assert (table["encoder_normalize"] == "minmax_record").all()
         assert (table["pretraining_overlap"] == "").all()        # MIMIC-IV-ECG holds no PTB-XL record
         assert table.loc[table["encoder"] == "MERL tiny", "p_value"].notna().any()
+    # The comparison figure pairs them from the rows alone (the paired test's note names the twin).
+    from esi.plots import plot_encoder_comparison, plt
+
+    figure = plot_encoder_comparison(probe)
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["MERL tiny", "random-init twin"]
+    plt.close(figure)
     # The features the protocols used are LoadedEncoder.features: the adapter's declared input, then the net.
     encoder = load_encoder(spec)
     ids = np.array([1, 2, 9])
