@@ -699,6 +699,8 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
         ci_level=settings.ci_level,
         notes=join_notes(notes, _training_notes(settings, protocol, outcome, task.validation_name)),
         names=names)
+    for row in scored_rows["rows"]:     # what the model saw: the recipe's window (an external encoder: its own)
+        row["encoder_window_s"] = window / store.fs
     checkpoint = {"architecture": encoder.architecture, "encoder_kwargs": encoder.encoder_kwargs,
                   "encoder_state": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
                   "head_state": {k: v.cpu() for k, v in model.head.state_dict().items()},

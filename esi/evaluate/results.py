@@ -301,13 +301,15 @@ class ProtocolResults:
                 the 10 s frame; PTB-XL's are all 10 s).
             labels: the `labels` column of rows that do not set it (the rule that made the task's labels).
             encoders: the `LoadedEncoder`s that produced the rows: each row of one gets its input (`encoder_fs`,
-                `encoder_window_s`, `encoder_normalize`) and `pretraining_overlap` with the row's dataset.
+                `encoder_window_s`, `encoder_normalize`) and `pretraining_overlap` with the row's dataset, where
+                the row leaves them unset (the benchmark sets the window its model saw).
         """
         context = {"dataset": dataset, "length_policy": length_policy, "labels": labels}
         rows = [{**row, **{k: v for k, v in context.items() if not row.get(k)}} for row in rows]
         by_label = {e.label: e for e in encoders}
-        rows = [{**row, **encoder_columns(by_label[row["encoder"]], row["dataset"])} if row["encoder"] in by_label
-                else row for row in rows]
+        rows = [{**row, **{k: v for k, v in encoder_columns(by_label[row["encoder"]], row["dataset"]).items()
+                           if pd.isna(row.get(k)) or row.get(k) == ""}}    # a protocol's own value stays
+                if row["encoder"] in by_label else row for row in rows]
         per_class_rows = [{**row, "dataset": row.get("dataset") or dataset} for row in per_class_rows]
         return cls(finish_table(pd.DataFrame(rows, columns=list(RESULT_COLUMNS))),
                    pd.DataFrame(per_class_rows, columns=list(PER_CLASS_COLUMNS)))
