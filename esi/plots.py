@@ -20,6 +20,7 @@ filled markers, random-init baselines dashed.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import warnings
 from pathlib import Path
@@ -751,4 +752,116 @@ def plot_cmc(curves: Mapping[str, np.ndarray], n_gallery: int, n_probes: int | N
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+# --- encoders side by side ---------------------------------------------------------------------------------------
+
+DATASET_NAMES = {"ptbxl": "PTB-XL", "cpsc2018": "CPSC2018", "csn": "CSN"}
+
+
+def twin_of_rows(table: pd.DataFrame) -> dict[str, str]:
+    """pretrained encoder -> its random-init twin, read from the notes the paired test writes ("p vs <twin>: ...")."""
+    twins = {}
+    for encoder, note in zip(table["encoder"], table["notes"].fillna("") if "notes" in table else []):
+        found = re.search(r"p vs (.+?): paired", str(note))
+        if found:
+            twins.setdefault(encoder, found.group(1))
+    return twins
+
+
+def plot_encoder_comparison(table: pd.DataFrame, protocol: str = "linear_probe", metric: str = "macro_auroc",
+                            label_fraction: float | None = 1.0, twins: Mapping[str, str] | None = None):
+    """Encoders x tasks: each pretrained encoder's macro AUROC with its interval, its random-init twin just below
+    it (open bar), the paired test's p-value right of each panel, and the rows of an encoder pretrained on the test
+    dataset's records hatched (`pretraining_overlap`).
+
+    Args:
+        table: the tidy results (esi.evaluate's results.csv; several runs concatenated is fine). Rows of several
+            seeds are averaged (value, interval and p-value).
+        protocol: which protocol's rows ("linear_probe", "benchmark_finetune", ...).
+        metric: which metric (bars start at 0.5, chance for AUROC).
+        label_fraction: which label fraction (None: rows without one).
+        twins: pretrained label -> twin label; default: read from the rows' notes ("p vs <twin>").
+
+    Raises:
+        ValueError: no rows of that protocol, metric and fraction.
+    """
+    rows = table[(table["protocol"] == protocol) & (table["metric"] == metric)]
+    if label_fraction is None:
+        rows = rows[rows["label_fraction"].isna()]
+    else:
+        rows = rows[np.isclose(rows["label_fraction"].astype(float), label_fraction)]
+    if rows.empty:
+        raise ValueError(f"no {metric} rows of {protocol} at label fraction {label_fraction}")
+    twins = dict(twins) if twins is not None else twin_of_rows(rows)
+    rows = rows.assign(dataset=rows["dataset"] if "dataset" in rows else "ptbxl",
+                       overlap=(rows["pretraining_overlap"].fillna("") if "pretraining_overlap" in rows else ""),
+                       p=rows["p_value"] if "p_value" in rows else np.nan)
+    cells = (rows.groupby(["dataset", "task", "encoder"], sort=False)
+             .agg(value=("value", "mean"), low=("ci_low", "mean"), high=("ci_high", "mean"), p=("p", "mean"),
+                  overlap=("overlap", "first")).reset_index())
+    # Rows of the figure: each pretrained encoder, then its twin; encoders without a partner at the end.
+    encoders = list(dict.fromkeys(cells["encoder"]))
+    order = []
+    for encoder in encoders:
+        if encoder in twins.values() and any(twins.get(e) == encoder for e in encoders):
+            continue
+        order.append(encoder)
+        if twins.get(encoder) in encoders:
+            order.append(twins[encoder])
+    is_twin = {e: e in twins.values() and any(twins.get(o) == e for o in encoders) for e in order}
+    colours, k = {}, 0
+    for encoder in order:
+        if not is_twin[encoder]:
+            colours[encoder] = f"C{k % 10}"
+            k += 1
+    for pretrained, twin in twins.items():
+        if twin in order and pretrained in colours:
+            colours[twin] = colours[pretrained]
+    y, positions = 0.0, {}
+    for encoder in order:                      # a twin sits close under its encoder, a new encoder after a gap
+        y += 0.75 if is_twin[encoder] else 1.15
+        positions[encoder] = y
+    panels = list(dict.fromkeys(zip(cells["dataset"], cells["task"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 3.3 * len(panels), 1.6 + 0.42 * len(order)),
+                             sharey=True, squeeze=False)
+    chance = 0.5 if "auroc" in metric else 0.0
+    for ax, (dataset, task) in zip(axes[0], panels):
+        for r in cells[(cells["dataset"] == dataset) & (cells["task"] == task)].itertuples():
+            at, colour, twin = positions[r.encoder], colours[r.encoder], is_twin[r.encoder]
+            # Hatching is drawn in the edge colour: an overlap bar is filled lighter so that it shows.
+            face = "white" if twin else matplotlib.colors.to_rgba(colour, 0.35 if r.overlap else 1.0)
+            ax.barh(at, r.value - chance, left=chance, height=0.6, color=face, edgecolor=colour,
+                    hatch="///" if r.overlap else None, linewidth=1.2)
+            if np.isfinite(r.low) and np.isfinite(r.high):
+                ax.plot([r.low, r.high], [at, at], color="black", linewidth=1)
+            if np.isfinite(r.p):
+                ax.text(1.015, at, f"p={r.p:.2g}", va="center", fontsize=7,
+                        fontweight="bold" if r.p < 0.05 else "normal")
+        ax.set_xlim(chance, 1.16)
+        ax.set_xticks([t for t in np.arange(chance, 1.001, 0.1)])
+        ax.axvline(1.0, color=CHANCE_COLOR, linewidth=0.6)
+        ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: {task}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    short = {e: ("random-init twin" if is_twin[e] else textwrap.shorten(e, 28, placeholder="...")) for e in order}
+    axes[0][0].set_yticks([positions[e] for e in order], [short[e] for e in order], fontsize=8)
+    for label, encoder in zip(axes[0][0].get_yticklabels(), order):
+        label.set_color("#555555" if is_twin[encoder] else "black")
+    axes[0][0].invert_yaxis()
+    levels = rows["ci_level"].dropna().unique() if "ci_level" in rows else []
+    interval = f"{levels[0]:.0%} interval" if len(levels) == 1 else "bootstrap interval"
+    metric_name = metric.replace("_", " ").replace("auroc", "AUROC").replace("auprc", "AUPRC")
+    fig.supxlabel(f"{metric_name} (bars from chance; line: {interval}; p: paired test against the "
+                  "random-init twin, bold < 0.05)", fontsize=8)
+    handles = [matplotlib.patches.Patch(facecolor="grey", edgecolor="grey", label="pretrained"),
+               matplotlib.patches.Patch(facecolor="white", edgecolor="grey", label="random-init twin"),
+               matplotlib.patches.Patch(facecolor="white", edgecolor="grey", hatch="///",
+                                        label="pretrained on the test dataset's records")]
+    fraction = "" if label_fraction is None else f", {label_fraction:.0%} of the training labels"
+    fig.suptitle(f"Encoders compared: {protocol.replace('_', ' ')}{fraction}", fontsize=10)
+    height = fig.get_figheight()       # inches: the title and the legend take fixed room above the panels
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height), ncol=3, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / height))
     return fig

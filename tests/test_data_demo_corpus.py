@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import csv
 import filecmp
 import gzip
 import json

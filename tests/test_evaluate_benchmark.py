@@ -457,6 +457,9 @@ def test_fine_tuning_a_pretrained_encoder_and_its_twin_gives_rows_with_a_paired_
     table = results.table
     assert len(table) == 8 and set(table["metric"]) == {"macro_auroc", "macro_auprc", "macro_auroc_supported", "macro_auprc_supported"}
     assert set(table["recipe"]) == {"benchmark"} and set(table["protocol"]) == {PROTOCOL_FINETUNE}
+    # Every row says how the encoder was fed: 100 Hz, the recipe's 2.5 s windows, per-lead z-score.
+    assert (table[["encoder_fs", "encoder_window_s", "encoder_normalize"]].drop_duplicates().values.tolist()
+            == [[100.0, settings.window_s, "per_lead"]])
     pretrained = table[table["encoder"] == "tiny pretrained"]
     assert pretrained["p_value"].between(0, 1).all()
     assert table[table["encoder"] == "tiny random"]["p_value"].isna().all()  # a twin has no twin

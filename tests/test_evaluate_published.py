@@ -75,6 +75,7 @@ def test_a_row_made_as_merls_number_was_is_comparable_to_it():
     ({"split": "stratified_70/10/20_records"}, "MERL", "split stratified_70/10/20_records is not MERL's"),
     ({"length_policy": "crop_pad"}, "MERL", "length policy crop_pad: MERL fed the first 5 s"),
     ({"n_test": 64}, "MERL", "smoke-sized test set (64 records)"),
+    ({"pretraining_overlap": "PhysioNet 2021"}, "MERL", "the encoder was pretrained on PhysioNet 2021"),
     ({"label_fraction": 0.5}, "MERL", "MERL publishes no number for this metric, protocol, task and label fraction"),
     ({"dataset": "ptbxl", "task": "rhythm", "protocol": "benchmark_supervised", "split": "ptbxl_folds_1-8/9/10",
       "selection": "final_epoch", "encoder": "xresnet1d101 (supervised)", "label_fraction": 1.0, "n_test": 2198},
@@ -118,3 +119,19 @@ def test_our_rows_stand_beside_each_published_value_with_whether_they_are_compar
     assert flagged["comparable"].tolist() == [True, False, False, False, False, False, True]
     assert flagged["why_not"].iloc[1].startswith("MERL: seed 1")
     assert flagged["why_not"].iloc[3] == "no published number for this metric, protocol, task and label fraction"
+
+
+def test_an_encoder_pretrained_on_the_test_datasets_records_is_flagged_and_never_comparable():
+    import pandas as pd
+
+    from esi.evaluate.published import pretraining_overlap, with_comparability
+
+    stmem = ("Chapman", "Ningbo", "CODE-15")
+    assert pretraining_overlap("csn", stmem) == "Chapman, Ningbo"
+    assert pretraining_overlap("cpsc2018", stmem) == pretraining_overlap("ptbxl", ("MIMIC-IV-ECG",)) == ""
+    assert pretraining_overlap("ptbxl", ("PhysioNet 2021",)) == "PhysioNet 2021"        # ECG-FM's pretraining set
+    table = with_comparability(pd.DataFrame([_row(), _row(pretraining_overlap="CPSC2018"),
+                                             _row(label_fraction=0.5, pretraining_overlap="CPSC2018")]))
+    assert table["comparable"].tolist() == [True, False, False]
+    assert "MERL: the encoder was pretrained on CPSC2018" in table.loc[1, "why_not"]
+    assert table.loc[2, "why_not"].startswith("the encoder was pretrained on CPSC2018")

@@ -21,11 +21,11 @@ from esi.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params"
-DEMO, TINY, PAPER, BENCHMARK, CQA, THREE = (PARAMS / f"{n}.yaml" for n in ("demo", "tiny", "mimic_paper",
-                                                                            "ptbxl_benchmark", "cqa", "ecg_benchmarks"))
+DEMO, TINY, PAPER, BENCHMARK, CQA, THREE, ZOO = (PARAMS / f"{n}.yaml" for n in (
+    "demo", "tiny", "mimic_paper", "ptbxl_benchmark", "cqa", "ecg_benchmarks", "encoder_zoo"))
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 PARAMS_FILES = {"demo": [DEMO], "demo+tiny": [DEMO, TINY], "tiny": [TINY], "mimic_paper": [PAPER],
-                "ptbxl_benchmark": [BENCHMARK], "cqa": [CQA], "ecg_benchmarks": [THREE]}
+                "ptbxl_benchmark": [BENCHMARK], "cqa": [CQA], "ecg_benchmarks": [THREE], "encoder_zoo": [ZOO]}
 
 
 def yaml_keys(path: Path) -> dict:
@@ -38,7 +38,7 @@ def test_every_key_of_a_params_file_belongs_to_a_stage_and_type_checks(name):
     assert params.values.keys() == layer_params(PARAMS_FILES[name]).keys()
 
 
-@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE, ZOO], ids=lambda p: p.name)
 def test_every_key_of_a_params_file_is_commented(path):
     lines = path.read_text().splitlines()
     uncommented = [key for key in yaml_keys(path)
@@ -46,7 +46,7 @@ def test_every_key_of_a_params_file_is_commented(path):
     assert uncommented == [], f"{path.name}: keys without a comment on their line: {uncommented}"
 
 
-@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE, ZOO], ids=lambda p: p.name)
 def test_every_params_file_names_what_it_is_layered_on(path):
     # Stated even when [] ("the defaults alone"): papermill -f then replaces the notebook's own base (the demo).
     assert "run_params_files" in yaml_keys(path)
@@ -57,7 +57,7 @@ def typed_value(values: dict, key: str):
     return setting(getattr(params_from_mapping(values), section), name)
 
 
-@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DEMO, TINY, PAPER, BENCHMARK, CQA, THREE, ZOO], ids=lambda p: p.name)
 def test_a_params_file_states_only_what_differs_from_its_base(path):
     """Each default is written once, in its stage's dataclass: a file restating a value its base already gives
     (the defaults, or the files it names) is a second copy that drifts."""
@@ -306,7 +306,7 @@ def test_params_readme_names_every_stage_prefix():
 
 
 def test_every_params_file_is_tested():
-    assert {p.name for p in PARAMS.glob("*.yaml")} == {p.name for p in (DEMO, TINY, PAPER, BENCHMARK, CQA, THREE)}
+    assert {p.name for p in PARAMS.glob("*.yaml")} == {p.name for p in (DEMO, TINY, PAPER, BENCHMARK, CQA, THREE, ZOO)}
 
 
 def test_ecg_benchmarks_runs_the_three_benchmarks_on_merls_records():
@@ -314,3 +314,18 @@ def test_ecg_benchmarks_runs_the_three_benchmarks_on_merls_records():
     assert (config.datasets, config.challenge_split, config.challenge_length_policy) == (
         ["ptbxl", "cpsc2018", "csn"], "merl", "merl")
     assert config.probe.fractions == [0.01, 0.1, 1.0] and config.random_baselines and run_name == "ecg_benchmarks"
+
+
+def test_encoder_zoo_puts_each_released_encoder_beside_esi_on_merls_preset():
+    from esi.evaluate.encoders import EXTERNAL_KINDS
+
+    config, run_name = load_evaluate_config([ZOO])
+    kinds = [spec.kind for spec in config.encoders]
+    assert kinds[0] == "esi" and {"merl", "ecgfounder", "stmem", "hubert_ecg", "ked"} <= set(kinds) <= {
+        "esi", *EXTERNAL_KINDS}
+    assert all(spec.path and spec.name for spec in config.encoders)
+    assert (config.datasets, config.challenge_split, run_name) == (["ptbxl", "cpsc2018", "csn"], "merl", "encoder_zoo")
+    assert "zero_shot" not in config.protocols and config.random_baselines
+    ecgfix, _ = load_evaluate_config([ZOO], ["evaluate_challenge_split=ecgfix",
+                                             "evaluate_challenge_length_policy=drop_short"])
+    assert (ecgfix.challenge_split, ecgfix.challenge_length_policy) == ("ecgfix", "drop_short")

@@ -228,3 +228,41 @@ def test_per_class_figure_names_the_split_it_scores(dataset, task, scored):
                                       "class", "class_name", "auroc", "auprc", "n_positive_test"])
     ax = plot_per_class_auroc(per_class, task, "zero_shot").axes[0]
     assert ax.get_xlabel() == f"test AUROC ({scored}); n = positive test records"
+
+
+def comparison_table() -> pd.DataFrame:
+    """A small synthetic results table: three encoders and their twins on PTB-XL, CPSC2018 and CSN; ST-MEM saw
+    CSN's records in pretraining."""
+    rng = np.random.default_rng(0)
+    encoders = {"ESI (convnextv2_base)": ("random init (convnextv2_base)", ""),
+                "MERL MERLResNet": ("random init (MERL MERLResNet)", ""),
+                "ST-MEM STMEMViT": ("random init (ST-MEM STMEMViT)", "Chapman, Ningbo")}
+    rows = []
+    for dataset, task in (("ptbxl", "superdiagnostic"), ("cpsc2018", "cpsc2018"), ("csn", "csn")):
+        for encoder, (twin, overlap) in encoders.items():
+            value = rng.uniform(0.8, 0.93)
+            for label, v, p, note in ((encoder, value, rng.choice([0.001, 0.2]), f"p vs {twin}: paired permutation "
+                                       "test over the same 2198 test records"), (twin, value - 0.15, np.nan, "")):
+                rows.append({"dataset": dataset, "task": task, "protocol": "linear_probe", "label_fraction": 1.0,
+                             "encoder": label, "metric": "macro_auroc", "value": v, "ci_low": v - 0.02,
+                             "ci_high": v + 0.02, "ci_level": 0.9, "p_value": p, "notes": note,
+                             "pretraining_overlap": overlap if dataset == "csn" and label == encoder else ""})
+    return pd.DataFrame(rows)
+
+
+def test_encoder_comparison_puts_each_twin_under_its_encoder_and_hatches_overlap(tmp_path):
+    from esi.plots import plot_encoder_comparison
+
+    fig = plot_encoder_comparison(comparison_table())
+    first, csn = fig.axes[0], fig.axes[2]
+    assert [t.get_text() for t in first.get_yticklabels()] == [
+        "ESI (convnextv2_base)", "random-init twin", "MERL MERLResNet", "random-init twin", "ST-MEM STMEMViT",
+        "random-init twin"]
+    assert [a.get_title() for a in fig.axes] == ["PTB-XL: superdiagnostic", "CPSC2018: cpsc2018", "CSN: csn"]
+    assert len(first.patches) == 6 and sum(p.get_hatch() == "///" for p in csn.patches) == 1
+    assert sum(p.get_hatch() == "///" for p in first.patches) == 0
+    assert [p.get_facecolor() for p in first.patches][1][:3] == (1.0, 1.0, 1.0)       # the twin: an open bar
+    assert sum(t.get_text().startswith("p=") for t in first.texts) == 3                # one p per pretrained row
+    save_figure(fig, tmp_path / "comparison.png")
+    with pytest.raises(ValueError, match="no macro_auroc rows of benchmark_finetune"):
+        plot_encoder_comparison(comparison_table(), protocol="benchmark_finetune")

@@ -276,6 +276,10 @@ def stem_module(encoder: nn.Module) -> nn.Module | None:
     from esi.models.convnextv2 import ConvNeXtV2Encoder
     from esi.models.xresnet1d import XResNet1d
 
+    from esi.models.external.prepared import PreparedEncoder
+
+    if isinstance(encoder, PreparedEncoder):    # a released encoder: the stem of the network inside
+        return stem_module(encoder.net)
     if isinstance(encoder, XResNet1d):
         return encoder.stem
     if isinstance(encoder, ConvNeXtV2Encoder):
@@ -657,7 +661,8 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
     # The benchmark's single StandardScaler, fitted on the training records only; a pretrained encoder keeps the
     # per-record normalisation it was pretrained with.
     scaler = fit_train_scaler(store, rows_train, per_lead=False) if encoder.normalize == "scaler" else None
-    window = int(round(settings.window_s * store.fs))
+    # An external encoder takes the window it was trained on (its PreparedEncoder pads or crops to it).
+    window = int(round((encoder.window_s or settings.window_s) * store.fs))
     stride = int(round(settings.stride_s * store.fs))
     inputs = dict(leads=encoder.leads, normalize=encoder.normalize, scaler=scaler, valid_samples=valid_samples)
     train_set = ECGDataset(store, rows_train, targets=targets, crop=window, crop_mode="random", seed=common.seed,
@@ -685,6 +690,8 @@ def benchmark_task(encoder: LoadedEncoder, task, store, settings: BenchmarkSetti
         label_fraction=settings.train_fraction, n_train=len(subset), seed=common.seed, n_boot=common.n_boot,
         ci_level=common.ci_level, notes=join_notes(notes, _training_notes(outcome, task.validation_name)),
         names=names, settings=row_settings(settings, protocol))
+    for row in scored_rows["rows"]:     # what the model saw: the recipe's window (an external encoder: its own)
+        row["encoder_window_s"] = window / store.fs
     checkpoint = {"architecture": encoder.architecture, "encoder_kwargs": encoder.encoder_kwargs,
                   "encoder_state": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
                   "head_state": {k: v.cpu() for k, v in model.head.state_dict().items()},
@@ -758,4 +765,6 @@ def run_benchmark(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace: Wo
                 torch.save(out["checkpoint"], path)
     # Twins only among the fine-tuned encoders: a supervised architecture is not the baseline of a pretrained one.
     attach_p_values(outputs, twin_labels(to_finetune), n_resamples=common.significance_resamples, seed=common.seed)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.dataset.context)
+    rows = [row for out in outputs for row in out["rows"]]
+    return ProtocolResults.from_rows(rows, per_class, **workspace.dataset.context,
+                                     encoders=[encoder for encoder, _ in plan])

@@ -11,6 +11,13 @@ Four kinds of encoder:
   and lead order, random weights.
 - "supervised": an encoder trained from scratch on PTB-XL labels by Protocol A
   (`esi.evaluate.benchmark`, which saves `<task>/<encoder>.pt`), used as a frozen feature extractor.
+- "merl", "ecgfounder", "stmem", "hubert_ecg", "ked" (every key of `esi.models.external.LOADERS`): a released
+  encoder of the field, loaded strictly by its adapter and fed through the `InputSpec` it declares.
+- "python": any other encoder, `factory: "package.module:function"` returning (module, InputSpec).
+
+`LoadedEncoder.features(x, fs)` is the one way features are made: x (n, 12, T) millivolts in the standard lead
+order at `fs` Hz, brought to the encoder's rate, window, normalisation and lead order, then encoded. An external
+encoder's module (`PreparedEncoder`) makes its input inside `forward`, so fine-tuning feeds it the same way.
 
 An encoder is identified by a hash of its weights and preprocessing (`LoadedEncoder.identity`), which keys the
 feature cache: a retrained checkpoint at the same path never reuses stale features.
@@ -19,21 +26,30 @@ feature cache: a retrained checkpoint at the same path never reuses stale featur
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from esi.data.leads import MIMIC_LEADS, STANDARD_LEADS
+from esi.models.external import LOADERS, InputSpec
 from esi.paths import resolve
 
-EncoderKind = Literal["esi", "original", "random", "supervised"]
-ENCODER_KINDS = ("esi", "original", "random", "supervised")
+EXTERNAL_KINDS = tuple(LOADERS)     # the field's released encoders, one adapter each
+EncoderKind = str                   # one of ENCODER_KINDS
+ENCODER_KINDS = ("esi", "original", "random", "supervised", "python", *EXTERNAL_KINDS)
+# Every benchmark dataset here (PTB-XL, CPSC2018, CSN) is recorded at 500 Hz: an external encoder reads records
+# at this rate and its own declared resampler (as its reference loader) takes them to its rate from there.
+SOURCE_FS = 500.0
+# The seconds of a stored record: ESI-family encoders see the whole of it (their frozen features).
+RECORD_S = 10.0
 NORMALIZATIONS = ("global", "per_lead", "scaler")
 LEAD_ORDERS = {"standard": STANDARD_LEADS, "mimic": MIMIC_LEADS}
 PREPROCESSING_FILE = "preprocessing.json"
@@ -49,11 +65,15 @@ ORIGINAL_ENCODER_KWARGS = {"downsample_norm": "time", "remainder": "drop"}
 class EncoderSpec:
     """One encoder to evaluate (an entry of params `evaluate_encoders`).
 
-    kind: "esi", "original", "random" or "supervised" (see the module docstring).
+    kind: "esi", "original", "random", "supervised", "python" or an external family ("merl", "ecgfounder",
+        "stmem", "hubert_ecg", "ked", ...: EXTERNAL_KINDS) (see the module docstring).
     path: esi: the saved model folder; original: its model.safetensors (or folder); supervised: a `.pt` saved by
-        Protocol A; random: unused. Relative paths are taken from the repository root.
+        Protocol A; an external family: its released file (HuBERT-ECG: the model card folder); python: passed to
+        the factory (may be empty); random: unused, except for the twin of an external encoder (its checkpoint
+        gives the architecture). Relative paths are taken from the repository root.
     name: the label in tables and figures; default: derived from kind and architecture.
-    architecture: random: the encoder name for `esi.models.create_encoder` (e.g. "convnextv2_atto"); others:
+    architecture: random: the encoder name for `esi.models.create_encoder` (e.g. "convnextv2_atto"), or
+        "<kind>:<class>:<shapes>" for the twin of an external encoder (`random_twin` writes it); others:
         read from the checkpoint (leave empty).
     encoder_kwargs: random: extra constructor arguments (e.g. {downsample_norm: time, remainder: drop}).
     fs: sampling rate (Hz) the encoder is fed at; None: what the checkpoint records (required for "random").
@@ -62,6 +82,9 @@ class EncoderSpec:
     lead_order: "standard" (I, II, III, aVR, aVL, aVF, V1-V6) or "mimic" (aVF before aVL); None: the
         checkpoint's (standard for random encoders).
     seed: random: the seed of the initial weights.
+    factory: python (and its twin): "package.module:function"; `function(path)` (or `function()` without a path)
+        returns (module, InputSpec): the module takes the declared input and returns EncoderOutput(tokens, pooled)
+        or (batch, dim) features.
     """
 
     kind: EncoderKind
@@ -73,14 +96,21 @@ class EncoderSpec:
     normalize: Literal["global", "per_lead", "scaler"] | None = None
     lead_order: Literal["standard", "mimic"] | None = None
     seed: int = 0
+    factory: str = ""
 
     def __post_init__(self):
         if self.kind not in ENCODER_KINDS:
             raise ValueError(f"encoder kind must be one of {', '.join(ENCODER_KINDS)}, got {self.kind!r}")
-        if self.kind != "random" and not self.path:
+        if self.kind == "python" and not re.fullmatch(r"[\w.]+:\w+", self.factory):
+            raise ValueError(f"a python encoder needs factory: \"package.module:function\", got {self.factory!r} "
+                             f"(name: {self.name or '-'})")
+        if self.kind not in ("random", "python") and not self.path:
             raise ValueError(f"an encoder of kind {self.kind!r} needs a path (name: {self.name or '-'})")
         if self.kind == "random" and not self.architecture:
             raise ValueError("a random encoder needs an architecture, e.g. architecture: convnextv2_atto")
+        if self.kind in (*EXTERNAL_KINDS, "python") and (self.fs, self.normalize, self.lead_order) != (None,) * 3:
+            raise ValueError(f"{self.name or self.path or self.factory}: a {self.kind} encoder is fed as its adapter "
+                             "declares (its InputSpec); remove fs, normalize and lead_order from its entry")
         if self.normalize is not None and self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
 
@@ -92,11 +122,15 @@ class LoadedEncoder:
     module: takes (batch, 12, time) in `leads` order; returns `EncoderOutput(tokens, pooled)`; `encode(x)` pooled.
     label: the name in tables. kind: the spec's kind. pretrained: False only for random encoders.
     architecture: encoder name (and variant). encoder_kwargs: its constructor arguments.
-    fs, normalize, leads: how to prepare its input.
+    fs, normalize, leads: how the protocols read records for it (the store's rate, `ECGDataset`'s normalisation
+        and lead order). An external encoder reads raw millivolts in the standard order at SOURCE_FS
+        (normalize None): its `PreparedEncoder` module makes its declared `input` itself.
     scaler: for normalize="scaler", the scaler it was trained with if the checkpoint has one (else fitted on the
         PTB-XL training folds when features are extracted).
     identity: hash of weights and preprocessing (keys cached features).
     spec: the spec it came from.
+    input: an external encoder's declared input (None: an ESI-family encoder).
+    pretrained_on: the datasets it was pretrained on, as its adapter declares (flags overlap with a test set).
     """
 
     module: nn.Module
@@ -111,10 +145,81 @@ class LoadedEncoder:
     identity: str
     spec: EncoderSpec
     scaler: object | None = None
+    input: InputSpec | None = None
+    pretrained_on: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
         return int(self.module.dim)
+
+    @property
+    def window_s(self) -> float | None:
+        """Seconds of record the encoder takes at once: an external encoder's declared window (the whole record
+        when it cuts its own crops); None: any length (ESI-family encoders; the protocol's window applies)."""
+        if self.input is None:
+            return None
+        return self.input.window_s or RECORD_S
+
+    def input_columns(self) -> dict:
+        """The results' `encoder_fs`, `encoder_window_s`, `encoder_normalize`: the input the encoder is fed
+        (external: its InputSpec, one input's seconds; ESI-family: its rate, the whole record, its normalisation)."""
+        if self.input is not None:
+            return {"encoder_fs": float(self.input.fs), "encoder_window_s": self.input.n_samples / self.input.fs,
+                    "encoder_normalize": self.input.normalize}
+        return {"encoder_fs": float(self.fs), "encoder_window_s": RECORD_S, "encoder_normalize": str(self.normalize)}
+
+    def prepare(self, x, fs: float, *, n_valid=None, mask=None, scaler=None) -> torch.Tensor:
+        """An ESI-family encoder's input made from ECGs, as `ECGDataset` makes it: resampled to its rate, cropped
+        or zero-padded to RECORD_S, normalised (ignoring padding and missing leads), leads in its order.
+
+        Args:
+            x: (n, 12, T) millivolts in the standard lead order at `fs` Hz (numpy or tensor).
+            fs: the rate of x.
+            n_valid: (n,) samples of signal before each record's zero padding (None: all T).
+            mask: (n, 12) bool, leads present (None: all).
+            scaler: for normalize="scaler": the scaler to apply (default: the encoder's own).
+        """
+        from esi.data.reader import resample_signal
+        from esi.data.transforms import normalize
+
+        x = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float32)
+        n, leads, length = x.shape
+        n_valid = np.full(n, length) if n_valid is None else np.asarray(n_valid)
+        if abs(float(fs) - self.fs) > 1e-6:
+            x = resample_signal(x.reshape(n * leads, length), fs, self.fs)[0].reshape(n, leads, -1)
+            n_valid = np.ceil(n_valid * self.fs / float(fs)).astype(int)
+        frame = int(round(RECORD_S * self.fs))
+        if x.shape[-1] != frame:
+            kept = min(frame, x.shape[-1])
+            x = np.concatenate([x[..., :kept], np.zeros((n, leads, frame - kept), np.float32)], axis=-1)
+        x = np.ascontiguousarray(x)
+        scaler = scaler if scaler is not None else self.scaler
+        if self.normalize == "scaler" and scaler is None:
+            raise ValueError(f"{self.label}: normalize='scaler' needs the scaler fitted on the training records")
+        normalize(x, self.normalize, None if scaler is None else scaler.select(STANDARD_LEADS),
+                  n_valid=np.minimum(n_valid, frame), mask=mask, out=x)
+        return torch.from_numpy(np.ascontiguousarray(x[:, [STANDARD_LEADS.index(lead) for lead in self.leads]]))
+
+    @torch.inference_mode()
+    def features(self, x, fs: float, *, n_valid=None, mask=None, scaler=None) -> np.ndarray:
+        """Pooled features of ECGs, each fed as the encoder was trained.
+
+        Args:
+            x: (n, 12, T) millivolts in the standard lead order, sampled at `fs` Hz (numpy or tensor).
+            fs: the rate of x.
+            n_valid, mask, scaler: ESI-family encoders: see `prepare` (an external encoder pads and normalises
+                as its reference loader does, zeros included).
+
+        Returns:
+            float32 (n, dim).
+        """
+        device = next(self.module.parameters(), torch.empty(0)).device
+        if self.input is not None:
+            x = torch.as_tensor(np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float32))
+            out = self.module.encode(x.to(device), fs=fs)
+        else:
+            out = self.module.encode(self.prepare(x, fs, n_valid=n_valid, mask=mask, scaler=scaler).to(device))
+        return out.float().cpu().numpy()
 
 
 def slug(text: str) -> str:
@@ -195,14 +300,75 @@ def esi_settings(spec: EncoderSpec) -> tuple[str, dict, float, str, str]:
     return config.ecg_encoder, dict(config.ecg_encoder_kwargs), float(fs), normalize, leads
 
 
+# Readable names of the external families (a kind added to LOADERS without one shows as its kind).
+KIND_TITLES = {"merl": "MERL", "ecgfounder": "ECGFounder", "stmem": "ST-MEM", "hubert_ecg": "HuBERT-ECG",
+               "ked": "ECGFM-KED", "python": "python"}
+
+
+def is_external(spec: EncoderSpec) -> bool:
+    """Whether `spec` is a released encoder of the field, a python factory's, or the random twin of one."""
+    return spec.kind in (*EXTERNAL_KINDS, "python") or (spec.kind == "random" and ":" in spec.architecture)
+
+
+def python_factory(factory: str):
+    """The function a "package.module:function" string names (ValueError naming what is missing)."""
+    module_name, _, name = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"factory {factory!r}: cannot import {module_name} ({err})") from err
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ValueError(f"factory {factory!r}: {module_name} has no function {name}")
+    return function
+
+
+def external_module(spec: EncoderSpec) -> tuple[nn.Module, InputSpec]:
+    """(released module, its InputSpec) of an external or python spec, or of the random twin of one (the weights
+    are then still the checkpoint's: `load_encoder` redraws them).
+
+    Raises:
+        ValueError: an unknown kind, a checkpoint of another family or weights that do not fit (naming the file
+            and the tensor), or a factory that does not return (module, InputSpec).
+    """
+    from esi.models.external import load_external
+
+    kind = spec.architecture.split(":")[0] if spec.kind == "random" else spec.kind
+    path = resolve(spec.path) if spec.path else None
+    if kind != "python":
+        return load_external(kind, path)
+    function = python_factory(spec.factory)
+    made = function(str(path)) if path else function()
+    if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module)
+            and isinstance(made[1], InputSpec)):
+        raise ValueError(f"factory {spec.factory!r} must return (torch module, InputSpec), got {type(made).__name__}")
+    return made
+
+
+def external_architecture(kind: str, module: nn.Module) -> str:
+    """"<kind>:<class>:<hash of tensor names and shapes>": two encoders of one family but other sizes differ."""
+    digest = hashlib.blake2b(digest_size=4)
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+    return f"{kind}:{type(module).__name__}:{digest.hexdigest()}"
+
+
 def random_twin(spec: EncoderSpec, seed: int | None = None) -> EncoderSpec:
     """The random-init baseline of a pretrained spec: same architecture, rate, normalisation, lead order.
 
-    spec: an "esi", "original" or "supervised" spec (a "random" spec is returned unchanged).
+    spec: an "esi", "original", "supervised", external or python spec (a "random" spec is returned unchanged).
+        An external encoder's twin reads its architecture from the same checkpoint and is fed the same input.
     seed: seed of the random weights (default: the spec's).
     """
     if spec.kind == "random":
         return spec
+    if is_external(spec):
+        module, _ = external_module(spec)
+        title = KIND_TITLES.get(spec.kind, spec.kind)
+        return EncoderSpec(kind="random", path=spec.path, factory=spec.factory, fs=SOURCE_FS,
+                           architecture=external_architecture(spec.kind, module),
+                           name=f"random init ({title} {type(module).__name__})",
+                           seed=spec.seed if seed is None else seed)
     path = resolve(spec.path)
     if spec.kind == "esi":
         architecture, kwargs, fs, normalize, leads = esi_settings(spec)
@@ -271,8 +437,24 @@ def load_encoder(spec: EncoderSpec, device: str | torch.device = "cpu") -> Loade
         FileNotFoundError / ValueError: a missing or unusable checkpoint, naming the file and the reason.
     """
     path = resolve(spec.path) if spec.path else None
-    scaler = None
-    if spec.kind == "esi":
+    scaler, input_spec, pretrained_on = None, None, ()
+    if is_external(spec):
+        from esi.models.external.prepared import PreparedEncoder, random_init
+
+        net, input_spec = external_module(spec)
+        kind = spec.architecture.split(":")[0] if spec.kind == "random" else spec.kind
+        architecture, kwargs = external_architecture(kind, net), {}
+        if spec.kind == "random":
+            if architecture != spec.architecture:
+                raise ValueError(f"{path or spec.factory}: holds {architecture}, not the twin's {spec.architecture}")
+            random_init(net, spec.seed)
+        else:
+            pretrained_on = tuple(input_spec.pretrained_on)
+        module = PreparedEncoder(net, input_spec, SOURCE_FS)
+        fs, normalize, leads = SOURCE_FS, None, "standard"
+        title = f"{KIND_TITLES.get(kind, kind)} {type(net).__name__}"
+        label = spec.name or (f"random init ({title})" if spec.kind == "random" else title)
+    elif spec.kind == "esi":
         from esi.models.pretrained import load_ecg_encoder
 
         architecture, kwargs, fs, normalize, leads = esi_settings(spec)
@@ -310,11 +492,13 @@ def load_encoder(spec: EncoderSpec, device: str | torch.device = "cpu") -> Loade
         fs, normalize, leads = float(spec.fs), spec.normalize, spec.lead_order or "standard"
         label = spec.name or f"random init ({architecture})"
     preprocessing = {"fs": float(fs), "normalize": normalize, "leads": leads}
+    if input_spec is not None:  # an external encoder: keyed by its weights and the input it declares
+        preprocessing["input"] = asdict(input_spec)
     module = module.to(device).eval()
     return LoadedEncoder(module=module, label=label, kind=spec.kind, pretrained=spec.kind != "random",
                          architecture=architecture, encoder_kwargs=kwargs, fs=float(fs), normalize=normalize,
                          leads=LEAD_ORDERS[leads], identity=weights_identity(module, preprocessing), spec=spec,
-                         scaler=scaler)
+                         scaler=scaler, input=input_spec, pretrained_on=pretrained_on)
 
 
 def twin_labels(encoders) -> dict[str, str]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from esi.data.leads import STANDARD_LEADS
 from esi.data.store import ECGStore, read_manifest
@@ -100,21 +99,19 @@ def fit_train_scaler(store: ECGStore, rows, per_lead: bool = True, progress: boo
     return fit_scaler(store, rows, per_lead=per_lead, progress=progress)
 
 
-@torch.inference_mode()
-def extract(encode: Callable[[torch.Tensor], torch.Tensor], store: ECGStore, rows=None, *, normalize: str | None,
-            scaler=None, leads=STANDARD_LEADS, batch_size: int = 32, device: str | torch.device = "cpu",
-            progress: bool = True, desc: str = "features", valid_samples: int | None = None) -> np.ndarray:
-    """Run `encode` over whole records of a store, in batches, without gradients.
+def extract(encoder, store: ECGStore, rows=None, *, scaler=None, batch_size: int = 32, progress: bool = True,
+            desc: str = "features", valid_samples: int | None = None) -> np.ndarray:
+    """`encoder.features` of whole records of a store, in batches: every protocol's one way to features.
+
+    Records are read as millivolts in the standard lead order at the store's rate; `LoadedEncoder.features`
+    brings them to the encoder's rate, window, normalisation and lead order.
 
     Args:
-        encode: (batch, 12, time) tensor on `device` -> (batch, dim) tensor (e.g. `encoder.encode`).
+        encoder: a `LoadedEncoder` (on the device it runs on).
         store: the ECG store.
         rows: store rows to encode, in this order (None: all).
-        normalize: "global", "per_lead", "scaler" or None (see esi.data.transforms.normalize).
-        scaler: the scaler for normalize="scaler".
-        leads: lead order the encoder expects.
+        scaler: the scaler of an encoder whose normalisation is "scaler".
         batch_size: records per forward pass.
-        device: where the encoder runs.
         progress: show a tqdm bar.
         desc: the bar's label.
         valid_samples: only each record's first this many samples are signal (see `ECGDataset`); None: all.
@@ -125,14 +122,18 @@ def extract(encode: Callable[[torch.Tensor], torch.Tensor], store: ECGStore, row
     from tqdm.auto import tqdm
 
     from esi.data.datasets import ECGDataset
+    from esi.data.transforms import lead_positions
 
-    dataset = ECGDataset(store, rows, leads=leads, normalize=normalize, scaler=scaler, valid_samples=valid_samples)
+    dataset = ECGDataset(store, rows, leads=STANDARD_LEADS, normalize=None, valid_samples=valid_samples)
+    positions = lead_positions(STANDARD_LEADS, store.leads)
     chunks = []
     with tqdm(total=len(dataset), desc=desc, unit="ecg", disable=not progress, dynamic_ncols=True) as bar:
         for batch in dataset.loader(batch_size=batch_size):
-            out = encode(batch["ecg"].to(device, non_blocking=True))
-            chunks.append(out.float().cpu().numpy())
-            bar.update(len(out))
+            index = batch["index"].numpy()
+            n_valid = store.n_valid[index] if valid_samples is None else np.minimum(store.n_valid[index], valid_samples)
+            chunks.append(encoder.features(batch["ecg"], store.fs, n_valid=n_valid,
+                                           mask=store.masks[index][:, positions], scaler=scaler))
+            bar.update(len(index))
     if not chunks:
         raise ValueError("no records to extract features from")
     return np.concatenate(chunks)
@@ -243,20 +244,22 @@ def input_scaler(encoder, store: ECGStore, rows=None):
 
 
 def encoder_features(encoder, store: ECGStore, cache: FeatureCache, *, what: str = "pooled", ecg_ids=None,
-                     scaler=None, batch_size: int = 32, device: str | torch.device = "cpu",
+                     scaler=None, batch_size: int = 32,
                      progress: bool = True, valid_samples: int | None = None) -> FeatureSet:
-    """Features `encoder.module.encode(x)` of the records of `store`, cached.
+    """Features `encoder.features(x, store.fs)` of the records of `store`, cached.
+
+    The cache key holds the encoder's identity (its weights and preprocessing; an external encoder's also its
+    declared input), the store's content and what is extracted.
 
     Args:
-        encoder: a `LoadedEncoder` on `device` (its fs must equal the store's; its normalisation and lead order
-            are applied to the input).
+        encoder: a `LoadedEncoder`, on the device it runs on (its fs must equal the store's; `features` applies its
+            normalisation and lead order, or an external encoder's declared input).
         store: the PTB-XL store at the encoder's rate.
         cache: where features are kept.
         what: a name for what `encode` returns ("pooled" encoder features, "latent" ESI embeddings, ...).
         ecg_ids: only these records (e.g. the test fold), in this order; None: every record of the store.
         scaler: for normalize="scaler", the scaler to apply (default: `input_scaler(encoder, store)`).
         batch_size: records per forward pass.
-        device: where the encoder runs.
         progress: show a progress bar while extracting.
         valid_samples: only each record's first this many samples are signal (MERL's CPSC2018 input); None: all.
     """
@@ -278,8 +281,7 @@ def encoder_features(encoder, store: ECGStore, cache: FeatureCache, *, what: str
                                                         np.round(scaler.std, 8).tolist()])
 
     def compute():
-        x = extract(encoder.module.encode, store, rows, normalize=encoder.normalize, scaler=scaler,
-                    leads=encoder.leads, batch_size=batch_size, device=device, progress=progress,
+        x = extract(encoder, store, rows, scaler=scaler, batch_size=batch_size, progress=progress,
                     desc=f"{what} features: {encoder.label}", valid_samples=valid_samples)
         return x, record_ids
 

@@ -255,7 +255,7 @@ def run_identification(encoders: Sequence[EncoderSpec | LoadedEncoder], workspac
         attach_identification_p_values(rows[label], ranks[label], ranks[twin], split, twin,
                                        common.significance_resamples)
     return ProtocolResults.from_rows([row for encoder_rows in rows.values() for row in encoder_rows], [],
-                                     **workspace.dataset.context)
+                                     **workspace.dataset.context, encoders=loaded)
 
 
 def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ranks: np.ndarray,

@@ -297,4 +297,5 @@ def run_linear_probe(encoders: Sequence[EncoderSpec | LoadedEncoder], workspace:
                                      label_fraction=fraction, seed=seed, pretrained=encoder.pretrained,
                                      train_ids=out["train_ids"])
     attach_p_values(outputs, twin_labels(loaded), n_resamples=common.significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.dataset.context)
+    rows = [row for out in outputs for row in out["rows"]]
+    return ProtocolResults.from_rows(rows, per_class, **workspace.dataset.context, encoders=loaded)

@@ -104,6 +104,39 @@ MERL_LENGTH_POLICIES = {"cpsc2018": ("merl",), "csn": ("merl", "crop_pad")}
 PTBXL_V101_FOLD10 = 2203
 
 
+# --- pretraining overlap: did the encoder see the test dataset's records while it was pretrained? -----------------
+
+# The names under which a pretraining set holds each downstream dataset's records (adapters declare
+# `InputSpec.pretrained_on` with these names). CSN (PhysioNet ecg-arrhythmia 1.0.0) is the Chapman(-Shaoxing) and
+# Ningbo databases; the PhysioNet/CinC Challenge 2021 training set holds CPSC2018 (and its extra set), PTB-XL,
+# PTB, Georgia, Chapman-Shaoxing and Ningbo (Reyna et al., Computing in Cardiology 2021, Table 1).
+OVERLAPPING_SOURCES: dict[str, tuple[str, ...]] = {
+    "ptbxl": ("PTB-XL", "PhysioNet 2021"),
+    "cpsc2018": ("CPSC2018", "PhysioNet 2021"),
+    "csn": ("Chapman", "Ningbo", "PhysioNet 2021"),
+    "cpsc_2018": ("CPSC2018", "PhysioNet 2021"),
+    "cpsc_2018_extra": ("CPSC2018-extra", "PhysioNet 2021"),
+    "georgia": ("Georgia", "PhysioNet 2021"),
+    "ptb": ("PTB", "PhysioNet 2021"),
+    "chapman_shaoxing": ("Chapman", "PhysioNet 2021"),
+    "ningbo": ("Ningbo", "PhysioNet 2021"),
+}
+
+
+def pretraining_overlap(dataset: str, pretrained_on) -> str:
+    """The pretraining sets among `pretrained_on` that hold records of the downstream `dataset`, joined by ", "
+    ("" when none do, or when the dataset is not one OVERLAPPING_SOURCES knows)."""
+    sources = OVERLAPPING_SOURCES.get(str(dataset or "ptbxl"), ())
+    return ", ".join(name for name in pretrained_on if name in sources)
+
+
+def overlap_reason(overlap: str) -> str:
+    """The why_not of a row whose encoder was pretrained on `overlap` ("" when it is empty or NaN)."""
+    if not isinstance(overlap, str) or not overlap:
+        return ""
+    return f"the encoder was pretrained on {overlap}, which holds this dataset's records (test records included)"
+
+
 def comparability(row, paper: str) -> tuple[bool, str]:
     """(comparable, why not) of one results row against what `paper` publishes for the same task and fraction.
 
@@ -111,11 +144,12 @@ def comparability(row, paper: str) -> tuple[bool, str]:
     exists; the test set is full-sized; the same split and, on CPSC2018/CSN, MERL's input length; the same model
     selection (MERL's test-split maximum is never compared with a validation-selected number, or vice versa); at
     1 % and 10 %, the very training records (MERL's draw with seed 0; HeartLang drew its own); on CSN, MERL's
-    released labels; on PTB-XL against the benchmark, the same PTB-XL version.
+    released labels; on PTB-XL against the benchmark, the same PTB-XL version; and an encoder that was not
+    pretrained on the test dataset's records (`pretraining_overlap`).
 
     Args:
         row: a results row (a mapping: dict or pandas Series) with dataset, task, protocol, split, length_policy, selection,
-            subset_draw, label_fraction, seed, n_test, encoder and optionally labels.
+            subset_draw, label_fraction, seed, n_test, encoder and optionally labels and pretraining_overlap.
         paper: one of PAPERS.
 
     Returns:
@@ -129,7 +163,7 @@ def comparability(row, paper: str) -> tuple[bool, str]:
     published = published_auroc(paper, get("protocol"), get("task"), fraction, str(get("encoder", "")))
     if np.isnan(published) or get("metric", "macro_auroc") != "macro_auroc":   # papers publish macro AUROC only
         return False, f"{paper} publishes no number for this metric, protocol, task and label fraction"
-    reasons = []
+    reasons = [r for r in [overlap_reason(get("pretraining_overlap", ""))] if r]
     n_test = int(get("n_test", 0) or 0)
     if n_test < SMOKE_TEST_RECORDS:
         reasons.append(f"smoke-sized test set ({n_test} records)")
@@ -161,14 +195,17 @@ def comparability(row, paper: str) -> tuple[bool, str]:
 
 def with_comparability(table: pd.DataFrame) -> pd.DataFrame:
     """The results table with `comparable` (some published number was produced the same way) and `why_not` (for
-    each paper that publishes a number for the row, "<paper>: reasons"; rows no paper has: why there is none)."""
+    each paper that publishes a number for the row, "<paper>: reasons"; rows no paper has: why there is none;
+    a row whose encoder was pretrained on the test dataset's records: that first, and never comparable)."""
     comparable, why_not = [], []
     for row in table.to_dict("records"):
         verdicts = {paper: comparability(row, paper) for paper in PAPERS}
         published = {p: v for p, v in verdicts.items() if not v[1].startswith(f"{p} publishes no number")}
         comparable.append(any(ok for ok, _ in published.values()))
+        overlap = overlap_reason(row.get("pretraining_overlap", ""))
         if not published:
-            why_not.append("no published number for this metric, protocol, task and label fraction")
+            why_not.append("; ".join(r for r in (overlap, "no published number for this metric, protocol, task and "
+                                                           "label fraction") if r))
         else:
             why_not.append(" | ".join(f"{p}: {reason}" for p, (ok, reason) in published.items() if not ok))
     return table.assign(comparable=comparable, why_not=why_not)

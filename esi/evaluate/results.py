@@ -26,10 +26,11 @@ import pandas as pd
 from esi.data.ptbxl import PTBXLTask
 from esi.evaluate.metrics import (SUPPORTED_MIN_POSITIVES, bootstrap_metrics, holm, n_rare_classes, paired_test,
                                  per_class_auroc, per_class_average_precision, scorable, supported)
-from esi.evaluate.published import with_comparability
+from esi.evaluate.published import pretraining_overlap, with_comparability
 
 RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "labels", "recipe", "selection", "subset_draw",
-                  "label_fraction", "encoder", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
+                  "label_fraction", "encoder", "encoder_fs", "encoder_window_s", "encoder_normalize",
+                  "pretraining_overlap", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
                   "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "settings", "notes")
 PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
                      "class_name", "auroc", "auprc", "n_positive_test")
@@ -142,7 +143,9 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
     return {"dataset": dataset, "task": task, "protocol": protocol, "split": split, "length_policy": length_policy,
             "labels": labels,
             "recipe": recipe, "selection": selection, "subset_draw": subset_draw, "label_fraction": label_fraction,
-            "encoder": encoder, "metric": metric, "value": float(value),
+            "encoder": encoder, "encoder_fs": float("nan"), "encoder_window_s": float("nan"), "encoder_normalize": "",
+            "pretraining_overlap": "",  # set from the encoder by `ProtocolResults.from_rows(..., encoders=)`
+            "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
             "p_value": float(p_value), "p_value_holm": float("nan"), "n_test": int(n_test), "n_train": int(n_train),
             "n_rare_classes": n_rare, "seed": seed, "comparable": False, "why_not": "",
@@ -302,6 +305,13 @@ def finish_table(table: pd.DataFrame) -> pd.DataFrame:
     return with_comparability(table)
 
 
+def encoder_columns(encoder, dataset: str) -> dict:
+    """A row's encoder_fs, encoder_window_s, encoder_normalize (the input `encoder` is fed) and
+    pretraining_overlap (the pretraining sets of `encoder` that hold records of `dataset`)."""
+    return {**encoder.input_columns(),
+            "pretraining_overlap": pretraining_overlap(dataset, getattr(encoder, "pretrained_on", ()))}
+
+
 @dataclass
 class ProtocolResults:
     """What a protocol returns: the tidy results (RESULT_COLUMNS) and per-class AUROCs (PER_CLASS_COLUMNS)."""
@@ -312,7 +322,7 @@ class ProtocolResults:
     @classmethod
     def from_rows(cls, rows: list[dict], per_class_rows: list[dict], dataset: str = PTBXL_CONTEXT["dataset"],
                   length_policy: str = PTBXL_CONTEXT["length_policy"],
-                  labels: str = PTBXL_CONTEXT["labels"]) -> ProtocolResults:
+                  labels: str = PTBXL_CONTEXT["labels"], encoders=()) -> ProtocolResults:
         """Both tables from lists of row dicts (`result_row` and `per_class_rows` output).
 
         Args:
@@ -321,9 +331,16 @@ class ProtocolResults:
             length_policy: the `length_policy` column of rows that do not set it (how records were brought to
                 the 10 s frame; PTB-XL's are all 10 s).
             labels: the `labels` column of rows that do not set it (the rule that made the task's labels).
+            encoders: the `LoadedEncoder`s that produced the rows: each row of one gets its input (`encoder_fs`,
+                `encoder_window_s`, `encoder_normalize`) and `pretraining_overlap` with the row's dataset, where
+                the row leaves them unset (the benchmark sets the window its model saw).
         """
         context = {"dataset": dataset, "length_policy": length_policy, "labels": labels}
         rows = [{**row, **{k: v for k, v in context.items() if not row.get(k)}} for row in rows]
+        by_label = {e.label: e for e in encoders}
+        rows = [{**row, **{k: v for k, v in encoder_columns(by_label[row["encoder"]], row["dataset"]).items()
+                           if pd.isna(row.get(k)) or row.get(k) == ""}}    # a protocol's own value stays
+                if row["encoder"] in by_label else row for row in rows]
         per_class_rows = [{**row, "dataset": row.get("dataset") or dataset} for row in per_class_rows]
         return cls(finish_table(pd.DataFrame(rows, columns=list(RESULT_COLUMNS))),
                    pd.DataFrame(per_class_rows, columns=list(PER_CLASS_COLUMNS)))

@@ -79,7 +79,7 @@ class Workspace:
         them (see `encoder_features`)."""
         return encoder_features(encoder, self.dataset.store(encoder.fs), self.cache, what=what, ecg_ids=ecg_ids,
                                 scaler=self.input_scaler(encoder), valid_samples=self.dataset.valid_samples(encoder.fs),
-                                batch_size=self.batch_size, device=self.device, progress=self.progress)
+                                batch_size=self.batch_size, progress=self.progress)
 
 
 def official_splits(task):

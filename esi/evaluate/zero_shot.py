@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from esi.config import with_changes
-from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, slug, twin_labels,
-                                   weights_identity)
+from esi.evaluate.encoders import (LEAD_ORDERS, EncoderSpec, LoadedEncoder, esi_settings, is_external, slug,
+                                   twin_labels, weights_identity)
 from esi.evaluate.results import (CommonSettings, ProtocolResults, Task, attach_p_values, changed_settings,
                                   classification_rows, join_notes, save_predictions)
 from esi.evaluate.workspace import Workspace
@@ -208,8 +208,9 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, setting
     models = []
     for spec in encoders:
         if spec.kind != "esi":
-            warnings.warn(f"zero-shot skips {spec.name or spec.path} (kind {spec.kind!r}): only ESI models saved by "
-                          "esi.train have the text side it needs", stacklevel=2)
+            external = " (the text towers of released encoders are not loaded)" if is_external(spec) else ""
+            warnings.warn(f"zero-shot skips {spec.name or spec.path or spec.factory} (kind {spec.kind!r}): only ESI "
+                          f"models saved by esi.train have the text side it needs{external}", stacklevel=2)
             continue
         models.append(load_esi_model(spec, workspace.device))
         if random_baselines:
@@ -247,4 +248,5 @@ def run_zero_shot(encoders: Sequence[EncoderSpec], workspace: Workspace, setting
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(used_prompts, indent=2, ensure_ascii=False))
     attach_p_values(outputs, twin_labels(models), n_resamples=common.significance_resamples, seed=0)
-    return ProtocolResults.from_rows([row for out in outputs for row in out["rows"]], per_class, **workspace.dataset.context)
+    rows = [row for out in outputs for row in out["rows"]]
+    return ProtocolResults.from_rows(rows, per_class, **workspace.dataset.context, encoders=models)

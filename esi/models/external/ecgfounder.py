@@ -27,6 +27,7 @@ from esi.models.external.checkpoint import load_strict, read_state_dict, require
 from esi.models.external.inputs import InputSpec
 from esi.models.registry import EncoderOutput
 
+# Pretrained on the Harvard-Emory ECG Database (HEEDB): ECGFounder (Li et al., arXiv 2410.04133), its data section.
 INPUT = InputSpec(fs=500.0, window_s=10.0, leads=STANDARD_LEADS, normalize="zscore_record", filter="ecgfounder",
                   source="ECGFounder dataset.py, util.filter_bandpass", pretrained_on=("HEEDB",))
 HEAD = "dense"  # the 150-label classifier

@@ -29,6 +29,8 @@ from esi.models.external.checkpoint import drop_heads, load_strict
 from esi.models.external.inputs import InputSpec
 from esi.models.registry import EncoderOutput
 
+# The sets `pretrained_on` lists (PTB-XL, CPSC2018, Chapman and Ningbo among them) come from the repository's
+# figures/metadata folder; its README says only "9.1 million 12-lead ECGs from four countries" (checked at 09b0481).
 INPUT = InputSpec(fs=500.0, window_s=5.0, leads=STANDARD_LEADS, normalize="minmax_lead_pm1", normalize_scope="record",
                   filter="hubert_ecg", resample="fourier", flatten_decimate=5,
                   source="HuBERT-ECG code/utils.py ecg_preprocessing, code/dataset.py",

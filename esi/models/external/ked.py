@@ -27,6 +27,8 @@ from esi.models.external.checkpoint import load_strict, read_state_dict, require
 from esi.models.external.inputs import InputSpec
 from esi.models.registry import EncoderOutput
 
+# Pretrained on MIMIC-IV-ECG: the released .pt is main_mimiciv.py's (ECGFM-KED, Tian et al. 2024). The README's
+# own pretraining recipe (main.py, at 02c97e5) reads the PTB-XL it prepares: such a model would overlap PTB-XL.
 INPUT = InputSpec(fs=100.0, window_s=10.0, leads=MIMIC_LEADS, normalize="none", resample="fourier",
                   source="ECGFM-KED dataset/ecgDataset.py MimicivDataset", pretrained_on=("MIMIC-IV-ECG",))
 STEM = (32, 32, 64)  # stem channels (kernel 5, the first with stride 2)

@@ -29,6 +29,7 @@ from esi.models.external.inputs import InputSpec
 from esi.models.external.vit import TransformerBlock, vit_sizes
 from esi.models.registry import EncoderOutput
 
+# Pretrained on MIMIC-IV-ECG alone: MERL (arXiv 2403.06659) and its README ("We pre-trained MERL on MIMIC-IV-ECG").
 INPUT = InputSpec(fs=500.0, window_s=10.0, leads=MIMIC_LEADS, normalize="minmax_record",
                   source="MERL-ICML2024 finetune/finetune_dataset.py", pretrained_on=("MIMIC-IV-ECG",))
 HEADS = ("linear", "head")  # ResNet's unused 10-class layer; a ViT's fine-tuning head

@@ -30,6 +30,7 @@ from esi.models.external.inputs import InputSpec
 from esi.models.external.vit import TransformerBlock, vit_sizes
 from esi.models.registry import EncoderOutput
 
+# Pretrained on Chapman, Ningbo and CODE-15 (ST-MEM, Na et al., ICLR 2024); Chapman + Ningbo are CSN's records.
 INPUT = InputSpec(fs=250.0, window_s=None, crop_s=9.0, crops=3, leads=STANDARD_LEADS, normalize="zscore_record",
                   filter="stmem", resample="fourier", source="ST-MEM configs/downstream/st_mem.yaml",
                   pretrained_on=("Chapman", "Ningbo", "CODE-15"))
