@@ -134,7 +134,7 @@ def test_an_external_encoder_runs_the_linear_probe_and_identification_beside_its
     encoder = load_encoder(spec)
     ids = np.array([1, 2, 9])
     cached = workspace.features(encoder).take(ids)
-    store = workspace.store(500)
+    store = workspace.dataset.store(500)
     expected = encoder.module.net.encode(torch.from_numpy(prepare_input(store.read(store_rows(store, ids)), 500,
                                                                         encoder.input)))
     np.testing.assert_allclose(cached, expected.detach().numpy(), atol=1e-5)
@@ -142,13 +142,12 @@ def test_an_external_encoder_runs_the_linear_probe_and_identification_beside_its
 
 def test_an_external_encoder_is_fine_tuned_by_the_benchmark_recipe_on_its_own_window(merl_file, ptbxl_dir, shared,
                                                                                        tmp_path):
-    from esi.evaluate.benchmark import PROTOCOL_FINETUNE, BenchmarkSettings, run_benchmark
+    from esi.evaluate.benchmark import PROTOCOL_FINETUNE, run_benchmark
 
     workspace = Workspace(tmp_path, ptbxl_dir, workers=1, progress=False, **shared)
     spec = EncoderSpec(kind="merl", path=str(merl_file), name="MERL tiny")
-    settings = BenchmarkSettings(epochs=1, finetune_epochs=1, batch_size=64, n_boot=10, significance_resamples=20)
-    table = run_benchmark([spec], workspace, ["superdiagnostic"], supervised=(), settings=settings,
-                          save_models=False).table
+    table = run_benchmark([spec], workspace, tasks=["superdiagnostic"], supervised=[], epochs=1, finetune_epochs=1,
+                          batch_size=64, save_models=False, n_boot=10, significance_resamples=20).table
     assert set(table["protocol"]) == {PROTOCOL_FINETUNE}
     assert set(table["encoder"]) == {"MERL tiny", "random init (MERL MERLViT)"}
     assert (table["encoder_window_s"] == 10.0).all() and table["value"].between(0, 1).all()
