@@ -20,7 +20,6 @@ filled markers, random-init baselines dashed.
 from __future__ import annotations
 
 import os
-import re
 import textwrap
 import warnings
 from pathlib import Path
@@ -761,13 +760,11 @@ DATASET_NAMES = {"ptbxl": "PTB-XL", "cpsc2018": "CPSC2018", "csn": "CSN"}
 
 
 def twin_of_rows(table: pd.DataFrame) -> dict[str, str]:
-    """pretrained encoder -> its random-init twin, read from the notes the paired test writes ("p vs <twin>: ...")."""
-    twins = {}
-    for encoder, note in zip(table["encoder"], table["notes"].fillna("") if "notes" in table else []):
-        found = re.search(r"p vs (.+?): paired", str(note))
-        if found:
-            twins.setdefault(encoder, found.group(1))
-    return twins
+    """pretrained encoder -> the random-init twin its p-value was computed against (the `baseline` column)."""
+    if "baseline" not in table:
+        return {}
+    paired = table[table["baseline"].fillna("").astype(str) != ""]
+    return dict(zip(paired["encoder"], paired["baseline"]))
 
 
 def plot_encoder_comparison(table: pd.DataFrame, protocol: str = "linear_probe", metric: str = "macro_auroc",
@@ -782,7 +779,7 @@ def plot_encoder_comparison(table: pd.DataFrame, protocol: str = "linear_probe",
         protocol: which protocol's rows ("linear_probe", "benchmark_finetune", ...).
         metric: which metric (bars start at 0.5, chance for AUROC).
         label_fraction: which label fraction (None: rows without one).
-        twins: pretrained label -> twin label; default: read from the rows' notes ("p vs <twin>").
+        twins: pretrained label -> twin label; default: the rows' `baseline` column.
 
     Raises:
         ValueError: no rows of that protocol, metric and fraction.

@@ -276,7 +276,7 @@ def attach_identification_p_values(rows: list[dict], ranks: np.ndarray, twin_ran
             continue
         test = paired_test(None, ranks[mask] < k, twin_ranks[mask] < k, metric="accuracy",
                            n_permutations=n_resamples, seed=0)
-        row["p_value"] = test.p_value
+        row["p_value"], row["baseline"] = test.p_value, twin
         row["notes"] = join_notes(row["notes"], f"p vs {twin}: paired permutation test over the same "
                                                 f"{int(mask.sum())} probes ({test.n_permutations} swaps), "
                                                 f"difference {test.delta:+.3f}")

@@ -31,7 +31,7 @@ from esi.evaluate.published import pretraining_overlap, with_comparability
 RESULT_COLUMNS = ("dataset", "task", "protocol", "split", "length_policy", "labels", "recipe", "selection", "subset_draw",
                   "label_fraction", "encoder", "encoder_fs", "encoder_window_s", "encoder_normalize",
                   "pretraining_overlap", "metric", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_value_holm",
-                  "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "settings", "notes")
+                  "baseline", "n_test", "n_train", "n_rare_classes", "seed", "comparable", "why_not", "settings", "notes")
 PER_CLASS_COLUMNS = ("dataset", "task", "protocol", "recipe", "label_fraction", "encoder", "seed", "class",
                      "class_name", "auroc", "auprc", "n_positive_test")
 # What a row of a PTB-XL protocol says in the dataset, length_policy and labels columns (every record is 10 s; labels
@@ -147,7 +147,8 @@ def result_row(task: str, protocol: str, encoder: str, metric: str, value: float
             "pretraining_overlap": "",  # set from the encoder by `ProtocolResults.from_rows(..., encoders=)`
             "metric": metric, "value": float(value),
             "ci_low": float(ci_low), "ci_high": float(ci_high), "ci_level": float(ci_level),
-            "p_value": float(p_value), "p_value_holm": float("nan"), "n_test": int(n_test), "n_train": int(n_train),
+            "p_value": float(p_value), "p_value_holm": float("nan"), "baseline": "", "n_test": int(n_test),
+            "n_train": int(n_train),
             "n_rare_classes": n_rare, "seed": seed, "comparable": False, "why_not": "",
             "settings": settings_json(settings or {}), "notes": join_notes(smoke_note(n_test) if size_note else "", notes)}
 
@@ -285,7 +286,7 @@ def attach_p_values(outputs: list[dict], twins: dict[str, str], n_resamples: int
                 continue
             test = paired_test(out["y_true"], out["y_score"], base["y_score"], metric=row["metric"],
                                n_permutations=n_resamples, seed=seed)
-            row["p_value"] = test.p_value
+            row["p_value"], row["baseline"] = test.p_value, base["encoder"]
             row["notes"] = join_notes(row["notes"], f"p vs {base['encoder']}: paired permutation test over the "
                                                     f"same {len(out['y_true'])} test records "
                                                     f"({test.n_permutations} swaps), difference {test.delta:+.3f}")

@@ -214,6 +214,7 @@ class Evaluation:
                                         encoders=self.encoders, workspace=workspace,
                                         tsne_max_points=config.tsne_max_points,
                                         tsne_iterations=config.tsne_iterations, seed=config.common.seed)
+            figures += encoder_comparison_figures(run_dir, table)
             figures = list(dict.fromkeys(figures))
         print(f"[esi.evaluate] {len(table)} results in {time.perf_counter() - self.started:.0f} s -> "
               f"{run_dir / RESULTS_CSV}", flush=True)
@@ -305,6 +306,23 @@ def make_figures(run_dir: str | Path, table: pd.DataFrame, per_class: pd.DataFra
             curves[str(p["encoder"])] = p["cmc"]
             n_gallery, n_probes = int(p["n_gallery"]), len(p["ranks"])
         save(plot_cmc(curves, n_gallery, n_probes), "identification_cmc.png")
+    return written
+
+
+def encoder_comparison_figures(run_dir: str | Path, table: pd.DataFrame) -> list[Path]:
+    """Encoders side by side, each above its random-init twin (`esi.plots.plot_encoder_comparison`): one figure per
+    classification protocol with paired rows, at its largest label fraction, as <run_dir>/figures/
+    encoder_comparison_<protocol>.png; returns the files written."""
+    from esi.plots import plot_encoder_comparison, plt, save_figure
+
+    paired = table[(table["baseline"].fillna("").astype(str) != "") & (table["metric"] == "macro_auroc")]
+    written = []
+    for protocol in dict.fromkeys(paired["protocol"]):
+        fractions = paired.loc[paired["protocol"] == protocol, "label_fraction"].dropna()
+        fraction = float(fractions.max()) if len(fractions) else None
+        fig = plot_encoder_comparison(table, protocol, label_fraction=fraction)
+        written.append(save_figure(fig, Path(run_dir) / "figures" / f"encoder_comparison_{protocol}.png"))
+        plt.close(fig)
     return written
 
 
