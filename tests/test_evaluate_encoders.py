@@ -190,3 +190,9 @@ def test_external_specs_that_cannot_work_name_the_file_and_the_tensor(merl_file,
     torch.save(state, broken)
     with pytest.raises(ValueError, match=rf"^{broken}: .*missing 1 tensor\(s\): block0\.attn\.fn\.to_out\.0\.weight$"):
         load_encoder(EncoderSpec(kind="merl", path=str(broken)))
+
+
+def test_every_released_family_has_a_readable_name_in_its_rows():
+    from esi.evaluate.encoders import EXTERNAL_KINDS, KIND_TITLES
+
+    assert set(EXTERNAL_KINDS) <= set(KIND_TITLES)      # else its random twin's row reads "random init (dbeta ...)"

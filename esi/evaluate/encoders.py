@@ -11,8 +11,9 @@ Four kinds of encoder:
   and lead order, random weights.
 - "supervised": an encoder trained from scratch on PTB-XL labels by Protocol A
   (`esi.evaluate.benchmark`, which saves `<task>/<encoder>.pt`), used as a frozen feature extractor.
-- "merl", "ecgfounder", "stmem", "hubert_ecg", "ked" (every key of `esi.models.external.LOADERS`): a released
-  encoder of the field, loaded strictly by its adapter and fed through the `InputSpec` it declares.
+- "merl", "ecgfounder", "stmem", "hubert_ecg", "ked", "ecg_jepa", "dbeta", "ecg_fm", "heartlang" (every key of
+  `esi.models.external.LOADERS`): a released encoder of the field, loaded strictly by its adapter and fed
+  through the `InputSpec` it declares.
 - "python": any other encoder, `factory: "package.module:function"` returning (module, InputSpec).
 
 `LoadedEncoder.features(x, fs)` is the one way features are made: x (n, 12, T) millivolts in the standard lead
@@ -302,7 +303,8 @@ def esi_settings(spec: EncoderSpec) -> tuple[str, dict, float, str, str]:
 
 # Readable names of the external families (a kind added to LOADERS without one shows as its kind).
 KIND_TITLES = {"merl": "MERL", "ecgfounder": "ECGFounder", "stmem": "ST-MEM", "hubert_ecg": "HuBERT-ECG",
-               "ked": "ECGFM-KED", "python": "python"}
+               "ked": "ECGFM-KED", "ecg_jepa": "ECG-JEPA", "dbeta": "D-BETA", "ecg_fm": "ECG-FM",
+               "heartlang": "HeartLang", "python": "python"}
 
 
 def is_external(spec: EncoderSpec) -> bool:

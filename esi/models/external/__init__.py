@@ -27,66 +27,22 @@ features.
 
 from __future__ import annotations
 
+import importlib
+
 from esi.models.external.inputs import InputSpec, prepare_input
 
 
-def _merl(source, **options):
-    from esi.models.external.merl import load_merl
-
-    return load_merl(source, **options)
-
-
-def _ecgfounder(source, **options):
-    from esi.models.external.ecgfounder import load_ecgfounder
-
-    return load_ecgfounder(source, **options)
-
-
-def _stmem(source, **options):
-    from esi.models.external.stmem import load_stmem
-
-    return load_stmem(source, **options)
-
-
-def _hubert_ecg(source, **options):
-    from esi.models.external.hubert_ecg import load_hubert_ecg
-
-    return load_hubert_ecg(source, **options)
-
-
-def _ked(source, **options):
-    from esi.models.external.ked import load_ked
-
-    return load_ked(source, **options)
-
-
-def _ecg_jepa(source, **options):
-    from esi.models.external.ecg_jepa import load_ecg_jepa
-
-    return load_ecg_jepa(source, **options)
-
-
-def _dbeta(source, **options):
-    from esi.models.external.dbeta import load_dbeta
-
-    return load_dbeta(source, **options)
-
-
-def _ecg_fm(source, **options):
-    from esi.models.external.ecg_fm import load_ecg_fm
-
-    return load_ecg_fm(source, **options)
-
-
-def _heartlang(source, **options):
-    from esi.models.external.heartlang import load_heartlang
-
-    return load_heartlang(source, **options)
-
-
-# kind -> loader(path or state_dict, **options) -> (module, InputSpec)
-LOADERS = {"merl": _merl, "ecgfounder": _ecgfounder, "stmem": _stmem, "hubert_ecg": _hubert_ecg, "ked": _ked,
-           "dbeta": _dbeta, "ecg_fm": _ecg_fm, "heartlang": _heartlang, "ecg_jepa": _ecg_jepa}
+# kind -> "module:function" of its loader(path or state_dict, **options) -> (module, InputSpec); each family's
+# module is imported only when it is loaded (HuBERT-ECG's imports transformers).
+LOADERS = {"merl": "esi.models.external.merl:load_merl",
+           "ecgfounder": "esi.models.external.ecgfounder:load_ecgfounder",
+           "stmem": "esi.models.external.stmem:load_stmem",
+           "hubert_ecg": "esi.models.external.hubert_ecg:load_hubert_ecg",
+           "ked": "esi.models.external.ked:load_ked",
+           "dbeta": "esi.models.external.dbeta:load_dbeta",
+           "ecg_fm": "esi.models.external.ecg_fm:load_ecg_fm",
+           "heartlang": "esi.models.external.heartlang:load_heartlang",
+           "ecg_jepa": "esi.models.external.ecg_jepa:load_ecg_jepa"}
 
 
 def load_external(kind: str, source, **options):
@@ -103,7 +59,8 @@ def load_external(kind: str, source, **options):
     """
     if kind not in LOADERS:
         raise ValueError(f"unknown external encoder kind {kind!r}; one of {', '.join(LOADERS)}")
-    return LOADERS[kind](source, **options)
+    module, function = LOADERS[kind].split(":")
+    return getattr(importlib.import_module(module), function)(source, **options)
 
 
 __all__ = ["InputSpec", "LOADERS", "load_external", "prepare_input"]

@@ -37,6 +37,7 @@ from torch import nn
 from esi.data.leads import STANDARD_LEADS
 from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict
 from esi.models.external.inputs import InputSpec
+from esi.models.external.prepared import encode_crops
 from esi.models.external.w2v_ecg import ECGTransformer, sizes_from_config
 from esi.models.registry import EncoderOutput
 
@@ -64,10 +65,7 @@ class ECGFMEncoder(ECGTransformer):
 
     def forward(self, x: torch.Tensor) -> EncoderOutput:
         if x.ndim == 4:  # segments: encode each, average the pooled features
-            batch, segments = x.shape[:2]
-            out = self.forward(x.flatten(0, 1))
-            return EncoderOutput(tokens=out.tokens.reshape(batch, -1, self.dim),
-                                 pooled=out.pooled.reshape(batch, segments, self.dim).mean(dim=1))
+            return encode_crops(self.forward, x)
         tokens = self.transform(self.embed(x))
         return EncoderOutput(tokens=tokens, pooled=tokens.sum(dim=1) / (tokens != 0).sum(dim=1))
 

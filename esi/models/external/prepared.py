@@ -35,6 +35,15 @@ def as_output(out) -> EncoderOutput:
                     f"{type(out).__name__}")
 
 
+def encode_crops(forward, x: torch.Tensor) -> EncoderOutput:
+    """`forward` of (B, crops, leads, T), as ST-MEM's crops and ECG-FM's segments are encoded: each crop on its own,
+    tokens concatenated per record, pooled features averaged over the crops."""
+    batch, crops = x.shape[:2]
+    out = forward(x.flatten(0, 1))
+    return EncoderOutput(tokens=out.tokens.reshape(batch, -1, out.tokens.shape[-1]),
+                         pooled=out.pooled.reshape(batch, crops, -1).mean(dim=1))
+
+
 class PreparedEncoder(nn.Module):
     """`net` fed through its `InputSpec`: x (B, 12, T) mV, standard leads, at `fs` -> `EncoderOutput`.
 

@@ -27,6 +27,7 @@ from torch import nn
 from esi.data.leads import STANDARD_LEADS
 from esi.models.external.checkpoint import drop_heads, load_strict, read_state_dict, required
 from esi.models.external.inputs import InputSpec
+from esi.models.external.prepared import encode_crops
 from esi.models.external.vit import TransformerBlock, vit_sizes
 from esi.models.registry import EncoderOutput
 
@@ -57,10 +58,7 @@ class STMEMViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> EncoderOutput:
         if x.ndim == 4:  # crops: encode each, average the pooled features
-            batch, crops = x.shape[:2]
-            out = self.forward(x.flatten(0, 1))
-            return EncoderOutput(tokens=out.tokens.reshape(batch, -1, self.dim),
-                                 pooled=out.pooled.reshape(batch, crops, self.dim).mean(dim=1))
+            return encode_crops(self.forward, x)
         batch, leads, length = x.shape
         if length != self.patch * self.patches or leads > len(self.lead_embeddings):
             raise ValueError(f"ST-MEM takes at most {len(self.lead_embeddings)} leads of {self.patch * self.patches} "
