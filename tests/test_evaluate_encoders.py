@@ -196,3 +196,14 @@ def test_every_released_family_has_a_readable_name_in_its_rows():
     from esi.evaluate.encoders import EXTERNAL_KINDS, KIND_TITLES
 
     assert set(EXTERNAL_KINDS) <= set(KIND_TITLES)      # else its random twin's row reads "random init (dbeta ...)"
+
+
+def test_features_leave_the_callers_ecgs_as_they_were():
+    # normalisation works in place on the prepared copy; at the encoder's own rate and length that copy used to be
+    # the caller's array itself
+    encoder = load_encoder(EncoderSpec(kind="random", architecture="convnextv2_atto", fs=100, normalize="per_lead"))
+    x = np.random.default_rng(0).normal(size=(2, 12, 1000)).astype(np.float32)
+    before = x.copy()
+    first = encoder.features(x, 100)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(encoder.features(x, 100), first)

@@ -181,7 +181,8 @@ class LoadedEncoder:
             scaler: for normalize="scaler": the scaler to apply (default: the encoder's own).
         """
         from esi.data.reader import resample_signal
-        from esi.data.transforms import normalize
+        from esi.data.store import fit_length
+        from esi.data.transforms import lead_positions, normalize
 
         x = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float32)
         n, leads, length = x.shape
@@ -190,16 +191,14 @@ class LoadedEncoder:
             x = resample_signal(x.reshape(n * leads, length), fs, self.fs)[0].reshape(n, leads, -1)
             n_valid = np.ceil(n_valid * self.fs / float(fs)).astype(int)
         frame = int(round(RECORD_S * self.fs))
-        if x.shape[-1] != frame:
-            kept = min(frame, x.shape[-1])
-            x = np.concatenate([x[..., :kept], np.zeros((n, leads, frame - kept), np.float32)], axis=-1)
-        x = np.ascontiguousarray(x)
+        # the first RECORD_S, zeros after; a copy, as normalisation below works in place and x may be the caller's
+        x = np.array(fit_length(x, frame)[0], dtype=np.float32, order="C")
         scaler = scaler if scaler is not None else self.scaler
         if self.normalize == "scaler" and scaler is None:
             raise ValueError(f"{self.label}: normalize='scaler' needs the scaler fitted on the training records")
         normalize(x, self.normalize, None if scaler is None else scaler.select(STANDARD_LEADS),
                   n_valid=np.minimum(n_valid, frame), mask=mask, out=x)
-        return torch.from_numpy(np.ascontiguousarray(x[:, [STANDARD_LEADS.index(lead) for lead in self.leads]]))
+        return torch.from_numpy(np.ascontiguousarray(x[:, lead_positions(self.leads, STANDARD_LEADS)]))
 
     @torch.inference_mode()
     def features(self, x, fs: float, *, n_valid=None, mask=None, scaler=None) -> np.ndarray:
