@@ -40,14 +40,14 @@ import numpy as np
 import pandas as pd
 
 from esi.config import ConfigError, save_config
+from esi.evaluate.benchmark import run_benchmark
 from esi.evaluate.config import PROTOCOLS, EvaluateConfig, load_evaluate_config
+from esi.evaluate.datasets import ChallengeDataset, PTBXLDataset
 from esi.evaluate.encoders import load_encoders
 from esi.evaluate.identification import run_identification
 from esi.evaluate.linear_probe import run_linear_probe
-from esi.evaluate.benchmark import run_benchmark
 from esi.evaluate.results import (RESULTS_CSV, SMOKE_TEST_RECORDS, ProtocolResults, load_predictions, summary,
                                  write_results)
-from esi.evaluate.datasets import ChallengeDataset, PTBXLDataset
 from esi.evaluate.workspace import Workspace
 from esi.evaluate.zero_shot import run_zero_shot
 from esi.paths import outputs_dir, resolve
